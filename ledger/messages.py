@@ -1,0 +1,90 @@
+"""The published contract of one recorded event: its JSON shape, hash and NATS subject.
+
+The same object is returned by ``GET /v1/events``, published on the stream
+``LEDGER`` and written by ``omniledger export``::
+
+    {"position": 12, "stream_id": "<uuid>", "version": 3,
+     "type": "payment.captured",
+     "data": {"seller_id": "s1", "order_id": "o1", "channel": "qris",
+              "amount": "150000.00", "fee": "1050.00", "currency": "IDR",
+              "gateway": "midtrans", "gateway_ref": "..."},
+     "occurred_at": "2026-11-30T17:30:00+00:00",
+     "recorded_at": "2026-11-30T17:30:01.123456Z",
+     "hash": "<64 hex>", "prev_hash": "<64 hex>"}
+
+``data`` by type (amounts are strings with the currency's digits):
+
+- ``seller.registered``: seller_id, name, district, nib, channels
+- ``seller.curated``: seller_id, status, certifications
+- ``order.placed``: seller_id, order_id, channel, amount, currency
+- ``order.cancelled``: seller_id, order_id, channel, amount, currency
+- ``order.status_noted``: seller_id, order_id, channel, source, status
+- ``payment.captured``: seller_id, order_id, channel, amount, fee, currency, gateway, gateway_ref
+- ``payment.failed``: seller_id, order_id, channel, gateway, gateway_ref, reason
+- ``refund.issued``: seller_id, order_id, channel, amount, currency, gateway, gateway_ref
+- ``payout.sent``: seller_id, amount, currency, reference
+- ``suspense.recorded``: suspense_id, gateway, reason, event (the canonical event that
+  could not be applied), amount, currency
+- ``suspense.resolved``: suspense_id, channel, order_id, position (of the applied event)
+- ``reconciliation.recorded``: gateway, date, summary, findings
+
+Every type may also carry ``idempotency_key`` and ``metadata``.
+
+The hash chain (DESIGN rule 6): ``hash = SHA-256(prev_hash || canonical)``
+where ``canonical`` is the sorted-key compact JSON of the object above without
+``hash`` and ``prev_hash``; the first event's ``prev_hash`` is 64 zeros.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "GENESIS_HASH",
+    "SUBJECT_PREFIX",
+    "canonical_bytes",
+    "chain_hash",
+    "format_instant",
+    "subject_for",
+]
+
+GENESIS_HASH: Final[str] = "0" * 64
+SUBJECT_PREFIX: Final[str] = "ledger"
+
+_HASHED_FIELDS: Final = (
+    "position",
+    "stream_id",
+    "version",
+    "type",
+    "data",
+    "occurred_at",
+    "recorded_at",
+)
+
+
+def format_instant(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``: the one spelling of ``recorded_at``."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def canonical_bytes(message: dict[str, Any]) -> bytes:
+    """The bytes that are hashed: every field but the two hashes, keys sorted."""
+    return orjson.dumps(
+        {name: message[name] for name in _HASHED_FIELDS}, option=orjson.OPT_SORT_KEYS
+    )
+
+
+def chain_hash(prev_hash: str, message: dict[str, Any]) -> str:
+    """SHA-256 over the previous hash's bytes followed by the canonical bytes, as hex."""
+    digest = hashlib.sha256(bytes.fromhex(prev_hash))
+    digest.update(canonical_bytes(message))
+    return digest.hexdigest()
+
+
+def subject_for(event_type: str) -> str:
+    """``payment.captured`` -> ``ledger.payment.captured``."""
+    return f"{SUBJECT_PREFIX}.{event_type}"
