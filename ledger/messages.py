@@ -85,6 +85,10 @@ def chain_hash(prev_hash: str, message: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def subject_for(event_type: str) -> str:
-    """``payment.captured`` -> ``ledger.payment.captured``."""
-    return f"{SUBJECT_PREFIX}.{event_type}"
+def subject_for(event_type: str, prefix: str = SUBJECT_PREFIX) -> str:
+    """``payment.captured`` -> ``ledger.payment.captured``.
+
+    The prefix is configurable so that test sessions can own non-overlapping
+    subjects on a shared NATS server (JetStream refuses overlapping streams).
+    """
+    return f"{prefix}.{event_type}"
