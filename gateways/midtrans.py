@@ -11,7 +11,8 @@ it is verified, but nothing in it is *used* before :func:`verify` passes.
 
 Mapping (``transaction_status``; ``fraud_status`` may be absent):
 
-- ``capture`` / ``settlement`` with fraud ``accept`` or none -> one
+- ``capture`` / ``settlement`` with fraud ``accept`` or none and
+  ``status_code`` ``"200"`` (Midtrans' own three-field success rule) -> one
   ``payment.captured`` keyed ``midtrans:payment:<transaction_id>``. A card's
   ``settlement`` after its ``capture`` yields the same key AND the same body,
   so the ledger sees an exact duplicate, not a second payment.
@@ -23,13 +24,21 @@ Mapping (``transaction_status``; ``fraud_status`` may be absent):
 - everything else -> ``order.status_noted`` (no balance effect), keyed by
   transaction, status and fraud status: ``pending``, ``authorize``, ``deny``,
   ``cancel``, ``expire``, ``failure``, a ``capture``/``settlement`` held by
-  the fraud check (``challenge``/``deny``), ``chargeback`` and
-  ``partial_chargeback`` (no public sample to build amounts from), a refund
+  the fraud check (``challenge``/``deny``), a capture or refund whose
+  ``status_code`` is not 200, ``chargeback`` and ``partial_chargeback`` (no
+  public sample to build amounts from), a refund
   notification without a ``refunds`` list (the direct-refund sample has none;
   its ``refund_amount`` is cumulative, so it cannot be split into refunds
   safely), and statuses Midtrans adds later. A ``deny`` or ``cancel`` after a
   capture (Permata/Indomaret reversal) is noted with ``gateway_ref`` = the
   transaction id; deciding that money went back is the ledger's, not ours.
+
+The signature covers neither ``transaction_status`` nor the ``refunds``
+list. Requiring status code 200 for every money event means a signed
+``pending`` (201) or ``expire`` (202) body cannot be replayed as a payment or
+a refund, but a signed ``cancel`` (also 200) could still be relabelled
+``settlement`` or given a forged list. Only Midtrans' GET status API closes
+that gap; it is I/O and belongs to the caller, not here.
 
 Midtrans does not name a sales channel, so ``channel`` is left out and the
 ledger matches by ``order_id``. Midtrans sends no fee: ``fee`` is omitted.
@@ -98,9 +107,13 @@ def parse(raw_body: bytes) -> dict[str, Any]:
 def to_events(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Canonical events for one notification (see the module docstring for the mapping)."""
     note = _read(payload)
-    if note.status in _CAPTURE_STATUSES and note.fraud_status in (None, "accept"):
+    if (
+        note.status in _CAPTURE_STATUSES
+        and note.fraud_status in (None, "accept")
+        and note.status_code == "200"
+    ):
         return [_captured(note)]
-    if note.status in _REFUND_STATUSES and note.refunds:
+    if note.status in _REFUND_STATUSES and note.refunds and note.status_code == "200":
         events: list[dict[str, Any]] = []
         for refund in note.refunds:
             event = _refunded(note, refund)
