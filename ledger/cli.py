@@ -1,0 +1,197 @@
+"""The ``omniledger`` command line: ``up``, ``serve``, ``relay``, ``project`` and the audit commands.
+
+Each command builds ``Settings`` from the environment once and hands it to
+the parts. Long-running commands stop cleanly on SIGINT/SIGTERM: the HTTP
+server first, then the writer, relay and projections, then the embedded
+servers, so no process is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from ledger.bootstrap import admin_key_for, connect, embedded_servers, migrated_store
+from ledger.settings import Settings, SettingsError
+
+log = logging.getLogger("omniledger")
+
+__all__ = ["main"]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _run_service(
+    settings: Settings, *, http: bool, relay: bool, projections: bool, announce_key: bool
+) -> None:
+    """Runs the chosen parts in this process until SIGINT/SIGTERM."""
+    from ledger import bootstrap as wiring
+    from ledger.http import create_app, install_admin_key
+    from ledger.service import Ledger
+
+    pool = await connect(settings)
+    tasks: list[asyncio.Task[Any]] = []
+    runner: web.AppRunner | None = None
+    ledger: Ledger | None = None
+    try:
+        store = await migrated_store(pool)
+        await wiring.prepare(settings, pool)
+        if http:
+            admin_key = admin_key_for(settings)
+            await install_admin_key(store, admin_key)
+            ledger = Ledger(store, batch_size_max=settings.batch_size_max)
+            ledger.start()
+            app = create_app(settings, ledger, store, extensions=wiring.extensions(settings, pool))
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+            await site.start()
+            log.info("serving the API on http://%s:%s", settings.host, settings.port)
+            if announce_key and not settings.admin_key:
+                log.info("admin key (kept in %s): %s", settings.data_dir / "admin.key", admin_key)
+        if relay:
+            tasks.append(asyncio.create_task(wiring.run_relay(settings, pool), name="relay"))
+        if projections:
+            tasks.append(
+                asyncio.create_task(wiring.run_projections(settings, pool), name="projections")
+            )
+        waiter = asyncio.create_task(_until_signalled())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                log.error("%s stopped: %r", task.get_name(), task.exception())
+        log.info("stopping")
+        waiter.cancel()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if ledger is not None:
+            await ledger.stop()
+        await pool.close()
+        log.info("stopped")
+
+
+async def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    async with embedded_servers(settings) as live:
+        await _run_service(live, http=True, relay=True, projections=True, announce_key=True)
+    return 0
+
+
+async def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    await _run_service(settings, http=True, relay=False, projections=False, announce_key=False)
+    return 0
+
+
+async def _cmd_relay(settings: Settings, args: argparse.Namespace) -> int:
+    await _run_service(settings, http=False, relay=True, projections=False, announce_key=False)
+    return 0
+
+
+async def _cmd_project(settings: Settings, args: argparse.Namespace) -> int:
+    await _run_service(settings, http=False, relay=False, projections=True, announce_key=False)
+    return 0
+
+
+async def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    pool = await connect(settings)
+    try:
+        store = await migrated_store(pool)
+        head, _ = await store.head()
+        print(f"schema up to date; log head at position {head}")
+    finally:
+        await pool.close()
+    return 0
+
+
+Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omniledger", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str, run: Command) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(run=run)
+        return p
+
+    for name, help_text, run in (
+        (
+            "up",
+            "run everything on one machine (embedded PostgreSQL and NATS unless URLs are set)",
+            _cmd_up,
+        ),
+        ("serve", "run the HTTP API only", _cmd_serve),
+        ("relay", "run the relay (log -> JetStream) only", _cmd_relay),
+        ("project", "run the projection consumers only", _cmd_project),
+    ):
+        p = add(name, help_text, run)
+        p.add_argument("--port", type=int, help="HTTP port (default 8080)")
+        p.add_argument("--host", help="HTTP address (default 127.0.0.1)")
+    add("migrate", "create or upgrade the schema", _cmd_migrate)
+    from ledger import bootstrap as wiring
+
+    wiring.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        print(f"omniledger: {e}", file=sys.stderr)
+        return 2
+    if getattr(args, "port", None) is not None:
+        settings = replace(settings, port=args.port)
+    if getattr(args, "host", None):
+        settings = replace(settings, host=args.host)
+    _setup_logging(settings.log_level)
+    needs_db = args.command not in ("up",) and not getattr(args, "file", None)
+    if needs_db and settings.database_url is None:
+        print(
+            "omniledger: OMNILEDGER_DATABASE_URL is not set (only `omniledger up` starts "
+            "an embedded PostgreSQL)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return asyncio.run(args.run(settings, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Canonical commands: one ``POST /v1/events`` object, validated into a typed value.
+
+Parsing is pure and total: any JSON value either becomes a command or raises
+a ``ValidationError`` naming the field. Nothing here touches the database, so
+"never a 500 for bad input" is decided here, before any I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+from ledger.domain.errors import ValidationError
+from ledger.domain.money import parse_amount, parse_currency
+
+__all__ = [
+    "CHANNELS",
+    "EVENT_TYPES",
+    "Command",
+    "parse_command",
+    "parse_identifier",
+    "parse_timestamp",
+]
+
+CHANNELS: Final[frozenset[str]] = frozenset(
+    {
+        "qris",
+        "shopee",
+        "tokopedia",
+        "lazada",
+        "tiktok",
+        "whatsapp",
+        "instagram",
+        "website",
+        "pos",
+        "other",
+    }
+)
+
+#: Types a client may post. Internal types (seller.*, suspense.*, ...) are
+#: recorded by their own endpoints, never through ``POST /v1/events``.
+EVENT_TYPES: Final[frozenset[str]] = frozenset(
+    {
+        "order.placed",
+        "order.cancelled",
+        "order.status_noted",
+        "payment.captured",
+        "payment.failed",
+        "refund.issued",
+        "payout.sent",
+    }
+)
+
+_IDENTIFIER = re.compile(r"\A[A-Za-z0-9._:-]{1,64}\Z")
+_GATEWAY_REF = re.compile(r"\A[\x21-\x7e]{1,200}\Z")
+_STATUS = re.compile(r"\A[A-Za-z0-9._ :-]{1,64}\Z")
+_METADATA_BYTES_MAX: Final = 4096
+_IDEMPOTENCY_KEY_CHARS_MAX: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One validated canonical event, ready for the aggregates to decide on.
+
+    ``channel`` may be ``None`` for gateway facts that name only an order id;
+    the service then matches the order by id alone. ``payment_ref`` lets a
+    refund name the payment it refunds instead of the order.
+    """
+
+    type: str
+    idempotency_key: str
+    occurred_at: datetime
+    seller_id: str | None = None
+    order_id: str | None = None
+    channel: str | None = None
+    amount_minor: int | None = None
+    fee_minor: int = 0
+    currency: str = "IDR"
+    gateway: str | None = None
+    gateway_ref: str | None = None
+    payment_ref: str | None = None
+    reference: str | None = None
+    status: str | None = None
+    source: str | None = None
+    reason: str | None = None
+    shop_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    #: canonical bytes of the request, for "same key, same body?" decisions
+    fingerprint: bytes = field(default=b"", compare=False)
+
+
+def parse_identifier(value: object, field_name: str) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise ValidationError(
+            f"{field_name} must be 1-64 characters of A-Z a-z 0-9 . _ : -", field=field_name
+        )
+    return value
+
+
+def parse_timestamp(value: object, field_name: str = "occurred_at") -> datetime:
+    """RFC 3339 with an offset; a naive timestamp is refused, never guessed."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        raise ValidationError(f"{field_name} must be an RFC 3339 timestamp", field=field_name)
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    if "T" not in text and "t" not in text and " " not in text:
+        raise ValidationError(f"{field_name} must include a time of day", field=field_name)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            f"{field_name} is not an RFC 3339 timestamp", field=field_name
+        ) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValidationError(f"{field_name} must carry a UTC offset", field=field_name)
+    return moment
+
+
+def _text(
+    raw: dict[str, Any], name: str, pattern: re.Pattern[str], *, required: bool
+) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise ValidationError(f"{name} is required", field=name)
+        return None
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ValidationError(f"{name} is malformed", field=name)
+    return value
+
+
+def _channel(raw: dict[str, Any], *, required: bool) -> str | None:
+    value = raw.get("channel")
+    if value is None and not required:
+        return None
+    if value not in CHANNELS:
+        raise ValidationError(
+            f"channel must be one of {', '.join(sorted(CHANNELS))}", field="channel"
+        )
+    return str(value)
+
+
+def _require_order(raw: dict[str, Any], *, channel_required: bool = True) -> tuple[str, str | None]:
+    if "order_id" not in raw:
+        raise ValidationError("order_id is required", field="order_id")
+    return parse_identifier(raw["order_id"], "order_id"), _channel(raw, required=channel_required)
+
+
+def _metadata(raw: dict[str, Any]) -> dict[str, Any] | None:
+    value = raw.get("metadata")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationError("metadata must be an object", field="metadata")
+    try:
+        size = len(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):
+        raise ValidationError("metadata is not plain JSON", field="metadata") from None
+    if size > _METADATA_BYTES_MAX:
+        raise ValidationError("metadata is larger than 4 KiB", field="metadata")
+    return value
+
+
+def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
+    """Validates one canonical event object.
+
+    ``gateway_facts`` admits the forms only gateway adapters produce: an
+    order matched by id alone (no channel) and a refund matched by its payment.
+    """
+    if not isinstance(raw, dict):
+        raise ValidationError("each event must be a JSON object")
+    key = raw.get("idempotency_key")
+    if not isinstance(key, str) or not 1 <= len(key) <= _IDEMPOTENCY_KEY_CHARS_MAX:
+        raise ValidationError("idempotency_key must be 1-200 characters", field="idempotency_key")
+    kind = raw.get("type")
+    if kind not in EVENT_TYPES:
+        raise ValidationError(f"type must be one of {', '.join(sorted(EVENT_TYPES))}", field="type")
+    if "occurred_at" not in raw:
+        raise ValidationError("occurred_at is required", field="occurred_at")
+    occurred_at = parse_timestamp(raw["occurred_at"])
+    currency = parse_currency(raw.get("currency"))
+    fingerprint = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    common: dict[str, Any] = {
+        "type": kind,
+        "idempotency_key": key,
+        "occurred_at": occurred_at,
+        "currency": currency,
+        "metadata": _metadata(raw),
+        "fingerprint": fingerprint,
+    }
+    relaxed = gateway_facts
+    if kind == "order.placed":
+        order_id, channel = _require_order(raw)
+        return Command(
+            **common,
+            seller_id=parse_identifier(raw.get("seller_id"), "seller_id"),
+            order_id=order_id,
+            channel=channel,
+            amount_minor=parse_amount(_present(raw, "amount"), currency),
+        )
+    if kind in ("order.cancelled", "order.status_noted"):
+        order_id, channel = _require_order(raw, channel_required=not relaxed)
+        status = source = None
+        if kind == "order.status_noted":
+            status = _text(raw, "status", _STATUS, required=True)
+            source = _text(raw, "source", _STATUS, required=False)
+        return Command(
+            **common,
+            order_id=order_id,
+            channel=channel,
+            status=status,
+            source=source,
+            shop_id=_text(raw, "shop_id", _IDENTIFIER, required=False),
+        )
+    if kind in ("payment.captured", "payment.failed", "refund.issued"):
+        payment_ref = _text(raw, "payment_ref", _GATEWAY_REF, required=False) if relaxed else None
+        if kind == "refund.issued" and payment_ref is not None and "order_id" not in raw:
+            order_id, channel = None, _channel(raw, required=False)
+        else:
+            order_id, channel = _require_order(raw, channel_required=not relaxed)
+        amount = None
+        fee = 0
+        if kind != "payment.failed":
+            amount = parse_amount(_present(raw, "amount"), currency)
+        if kind == "payment.captured" and raw.get("fee") is not None:
+            fee = parse_amount(raw["fee"], currency, field="fee", allow_zero=True)
+            if amount is not None and fee > amount:
+                raise ValidationError("fee must not exceed the amount", field="fee")
+        return Command(
+            **common,
+            order_id=order_id,
+            channel=channel,
+            amount_minor=amount,
+            fee_minor=fee,
+            gateway=parse_identifier(raw.get("gateway"), "gateway"),
+            gateway_ref=_text(raw, "gateway_ref", _GATEWAY_REF, required=True),
+            payment_ref=payment_ref,
+            reason=_text(raw, "reason", _STATUS, required=False),
+        )
+    # payout.sent
+    return Command(
+        **common,
+        seller_id=parse_identifier(raw.get("seller_id"), "seller_id"),
+        amount_minor=parse_amount(_present(raw, "amount"), currency),
+        reference=_text(raw, "reference", _GATEWAY_REF, required=True),
+    )
+
+
+def _present(raw: dict[str, Any], name: str) -> object:
+    if raw.get(name) is None:
+        raise ValidationError(f"{name} is required", field=name)
+    return raw[name]

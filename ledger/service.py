@@ -1,0 +1,749 @@
+"""The write path: load -> decide (domain) -> append, with group commit and idempotency.
+
+``Ledger.submit`` hands one decision to a single writer task. While one
+transaction is committing, new requests queue up; the writer then takes all
+of them at once (up to ``batch_size_max``), decides each on the aggregates in
+memory, and appends the whole batch in one transaction: one fsync and one
+ordering lock for many requests (DESIGN rule 3).
+
+Idempotency: a key already in the table answers ``duplicate`` (same body) or
+``idempotency_conflict`` (different body); copies of one key that arrive
+together share one decision. The key is stored in the same transaction as
+its events (DESIGN rule 5), so a refused command burns nothing.
+
+Aggregates are cached between batches. With several ``serve`` processes a
+cached aggregate can be stale; the store then drops the unit under its lock
+and the writer decides it again on fresh state (bounded retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+from uuid import UUID
+
+import asyncpg
+import orjson
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Mapper,
+    StoredEvent,
+    UUIDAsHex,
+)
+
+from ledger.domain.catalog import TYPE_BY_TOPIC
+from ledger.domain.commands import Command
+from ledger.domain.errors import (
+    IdempotencyConflict,
+    LedgerError,
+    NotFound,
+    OrderExists,
+    RuleViolation,
+    SellerExists,
+    SuspenseClosed,
+    Unavailable,
+    UnknownOrder,
+    UnknownSeller,
+    ValidationError,
+)
+from ledger.domain.orders import Order, order_stream_id
+from ledger.domain.sellers import Seller, seller_stream_id
+from ledger.domain.suspense import Reconciliation, SuspenseEntry
+from ledger.store import AccountDelta, EventStore, NewEvent, StoredRow, Unit, event_data
+
+__all__ = ["Ledger", "Recorded"]
+
+log = logging.getLogger("omniledger.ledger")
+
+_ATTEMPTS_MAX: Final = 5
+_CACHE_AGGREGATES_MAX: Final = 200_000
+
+#: Failures of the database itself (not of a rule): answered 503, retried by clients.
+DB_ERRORS: Final = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncio.TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The answer for one recorded (or already recorded) fact."""
+
+    status: str  # "recorded" | "duplicate"
+    position: int
+    stream_id: UUID
+    version: int
+    idempotency_key: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "position": self.position,
+            "stream_id": str(self.stream_id),
+            "version": self.version,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+Decision = Callable[["_Batch"], Awaitable[Unit]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    decide: Decision
+    key: str | None
+    fingerprint: bytes
+    future: asyncio.Future[Recorded]
+    streams: tuple[UUID, ...] = ()
+    attempts: int = 0
+    duplicate_as: type[LedgerError] = IdempotencyConflict
+
+
+def _make_mapper() -> Mapper[UUID]:
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DatetimeAsISO(), DecimalAsStr()):
+        transcoder.register(transcoding)
+    return Mapper(transcoder=transcoder)
+
+
+class _Batch:
+    """The aggregates one batch decides on: the cache plus what it created."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.touched: dict[UUID, Aggregate] = {}
+        self.base_versions: dict[UUID, int] = {}
+        self.accounts: dict[tuple[str, str], AccountDelta] = {}
+
+    async def get(self, stream_id: UUID) -> Aggregate | None:
+        if stream_id in self.touched:
+            return self.touched[stream_id]
+        aggregate = await self._ledger._load(stream_id)
+        return aggregate
+
+    def remember(self, aggregate: Aggregate, base_version: int) -> None:
+        self.touched[aggregate.id] = aggregate
+        self.base_versions.setdefault(aggregate.id, base_version)
+
+    def pending_account_delta(self, seller_id: str, currency: str) -> AccountDelta:
+        return self.accounts.setdefault((seller_id, currency), AccountDelta(seller_id, currency))
+
+
+class Ledger:
+    """The ledger's write side: every fact enters through here."""
+
+    def __init__(self, store: EventStore, *, batch_size_max: int = 2000) -> None:
+        self.store = store
+        self._mapper = _make_mapper()
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._retry: list[_Pending] = []
+        self._in_flight: dict[str, _Pending] = {}
+        self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._batch_size_max = batch_size_max
+        self._writer: asyncio.Task[None] | None = None
+        self.stats = {"batches": 0, "events": 0, "batch_size_max_seen": 0, "retries": 0}
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="ledger-writer")
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+
+    # -- public commands -------------------------------------------------------------
+    async def record(self, command: Command) -> Recorded:
+        """Records one canonical fact, or raises the rule it breaks."""
+        return await self._submit(
+            lambda batch: self._decide_command(batch, command),
+            command.idempotency_key,
+            command.fingerprint,
+        )
+
+    async def register_seller(
+        self,
+        *,
+        seller_id: str,
+        name: str,
+        district: str | None,
+        nib: str | None,
+        channels: dict[str, str],
+        occurred_at: str,
+        fingerprint: bytes,
+    ) -> Recorded:
+        async def decide(batch: _Batch) -> Unit:
+            stream_id = seller_stream_id(seller_id)
+            if await batch.get(stream_id) is not None:
+                raise SellerExists(f"seller {seller_id} is already registered", field="seller_id")
+            seller = Seller(
+                seller_id=seller_id,
+                name=name,
+                district=district,
+                nib=nib,
+                channels=channels,
+                occurred_at=occurred_at,
+            )
+            batch.remember(seller, 0)
+            unit = self._unit(batch, [seller])
+            unit.channel_accounts = [(ch, acct, seller_id) for ch, acct in channels.items()]
+            return unit
+
+        return await self._submit(
+            decide, f"seller.registered:{seller_id}", fingerprint, duplicate_as=SellerExists
+        )
+
+    async def curate_seller(
+        self,
+        *,
+        seller_id: str,
+        status: str,
+        certifications: list[dict[str, Any]],
+        occurred_at: str,
+    ) -> Recorded:
+        async def decide(batch: _Batch) -> Unit:
+            seller = await self._require_seller(batch, seller_id)
+            base = seller.version
+            seller.curate(status=status, certifications=certifications, occurred_at=occurred_at)
+            batch.remember(seller, base)
+            return self._unit(batch, [seller])
+
+        return await self._submit(decide, None, b"")
+
+    async def record_suspense(
+        self, command: Command, *, gateway: str, reason: str, raw: dict[str, Any]
+    ) -> Recorded:
+        """Keeps an authenticated gateway fact that could not be applied."""
+        key = f"suspense:{command.idempotency_key}"
+
+        async def decide(batch: _Batch) -> Unit:
+            entry = SuspenseEntry(
+                idempotency_key=command.idempotency_key,
+                gateway=gateway,
+                reason=reason,
+                event=raw,
+                amount_minor=command.amount_minor or 0,
+                currency=command.currency,
+                occurred_at=command.occurred_at.isoformat(),
+            )
+            batch.remember(entry, 0)
+            unit = self._unit(batch, [entry])
+            unit.suspense = {
+                "gateway": gateway,
+                "reason": reason,
+                "event": raw,
+                "amount_minor": command.amount_minor or 0,
+                "currency": command.currency,
+            }
+            return unit
+
+        return await self._submit(decide, key, command.fingerprint)
+
+    async def resolve_suspense(
+        self, entry_id: UUID, command: Command, *, occurred_at: str
+    ) -> Recorded:
+        """Applies a suspended fact to the order it names now, and closes the entry."""
+
+        async def decide(batch: _Batch) -> Unit:
+            entry = await batch.get(entry_id)
+            if not isinstance(entry, SuspenseEntry):
+                raise NotFound("no such suspense entry")
+            entry_base = entry.version
+            if entry.resolved:
+                raise SuspenseClosed("this suspense entry is already resolved")
+            applied = await self._decide_command(batch, command)
+            assert command.order_id is not None and command.channel is not None
+            entry.resolve(
+                channel=command.channel, order_id=command.order_id, occurred_at=occurred_at
+            )
+            batch.remember(entry, entry_base)
+            applied.events.extend(self._events([entry]))
+            applied.base_versions[entry.id] = entry_base
+            applied.suspense_resolved = entry.id
+            return applied
+
+        return await self._submit(decide, command.idempotency_key, command.fingerprint)
+
+    async def record_reconciliation(
+        self,
+        *,
+        report_sha256: str,
+        gateway: str,
+        date: str,
+        summary: dict[str, Any],
+        findings: dict[str, Any],
+        occurred_at: str,
+    ) -> Recorded:
+        async def decide(batch: _Batch) -> Unit:
+            stream_id = Reconciliation.create_id(report_sha256, gateway, date)
+            existing = await batch.get(stream_id)
+            if existing is not None:
+                raise _AlreadyRecorded(stream_id)
+            recon = Reconciliation(
+                report_sha256=report_sha256,
+                gateway=gateway,
+                date=date,
+                summary=summary,
+                findings=findings,
+                occurred_at=occurred_at,
+            )
+            batch.remember(recon, 0)
+            return self._unit(batch, [recon])
+
+        key = f"reconciliation:{gateway}:{date}:{report_sha256}"
+        return await self._submit(decide, key, orjson.dumps(findings, option=orjson.OPT_SORT_KEYS))
+
+    # -- lookups used by the gateways -------------------------------------------------
+    async def resolve_order(self, command: Command) -> Command:
+        """Fills in the channel (by order id alone) or the order (by the refunded payment)."""
+        from dataclasses import replace
+
+        if command.order_id is None and command.payment_ref is not None:
+            assert command.gateway is not None
+            found = await self.store.find_payment(command.gateway, command.payment_ref)
+            if found is None:
+                raise UnknownOrder("no captured payment with that reference", field="payment_ref")
+            return replace(command, channel=found[0], order_id=found[1])
+        if command.channel is None and command.order_id is not None:
+            orders = await self.store.find_orders(command.order_id)
+            if len(orders) != 1:
+                raise UnknownOrder(
+                    f"order {command.order_id} is "
+                    + ("unknown" if not orders else "ambiguous across channels"),
+                    field="order_id",
+                )
+            return replace(command, channel=orders[0][0])
+        return command
+
+    # -- deciding --------------------------------------------------------------------
+    async def _require_seller(self, batch: _Batch, seller_id: str) -> Seller:
+        seller = await batch.get(seller_stream_id(seller_id))
+        if not isinstance(seller, Seller):
+            raise UnknownSeller(f"seller {seller_id} is not registered", field="seller_id")
+        return seller
+
+    async def _require_order(self, batch: _Batch, command: Command) -> Order:
+        if command.channel is None or command.order_id is None:
+            raise ValidationError("channel and order_id are required", field="channel")
+        order = await batch.get(order_stream_id(command.channel, command.order_id))
+        if not isinstance(order, Order):
+            raise UnknownOrder(
+                f"no order {command.order_id} on channel {command.channel}", field="order_id"
+            )
+        return order
+
+    async def _decide_command(self, batch: _Batch, c: Command) -> Unit:
+        at = c.occurred_at.isoformat()
+        if c.type == "order.placed":
+            assert c.seller_id and c.order_id and c.channel and c.amount_minor is not None
+            seller = await self._require_seller(batch, c.seller_id)
+            stream_id = order_stream_id(c.channel, c.order_id)
+            if await batch.get(stream_id) is not None:
+                raise OrderExists(
+                    f"order {c.order_id} on {c.channel} already exists", field="order_id"
+                )
+            order = Order(
+                seller_id=seller.seller_id,
+                order_id=c.order_id,
+                channel=c.channel,
+                amount_minor=c.amount_minor,
+                currency=c.currency,
+                occurred_at=at,
+                idempotency_key=c.idempotency_key,
+                metadata=c.metadata,
+            )
+            batch.remember(order, 0)
+            unit = self._unit(batch, [order])
+            unit.accounts = [
+                self._delta(batch, seller.seller_id, c.currency, pending=c.amount_minor)
+            ]
+            unit.order_index = [(c.channel, c.order_id, seller.seller_id)]
+            unit.reads = {seller.id}
+            return unit
+
+        if c.type == "payout.sent":
+            assert c.seller_id and c.amount_minor is not None and c.reference
+            seller = await self._require_seller(batch, c.seller_id)
+            base = seller.version
+            available = await self._available(batch, c.seller_id, c.currency)
+            seller.pay_out(
+                amount_minor=c.amount_minor,
+                currency=c.currency,
+                reference=c.reference,
+                available_minor=available,
+                occurred_at=at,
+                idempotency_key=c.idempotency_key,
+                metadata=c.metadata,
+            )
+            batch.remember(seller, base)
+            unit = self._unit(batch, [seller])
+            unit.accounts = [self._delta(batch, c.seller_id, c.currency, paid_out=c.amount_minor)]
+            unit.payout = (c.seller_id, c.currency, c.amount_minor)
+            return unit
+
+        order = await self._require_order(batch, c)
+        if c.shop_id is not None:
+            await self._check_shop(batch, order, c.shop_id)
+        base = order.version
+        unpaid_before = order.unpaid_minor
+        unit_accounts: list[AccountDelta] = []
+        payment_index: list[tuple[str, str, str, str]] = []
+        if c.type == "payment.captured":
+            assert c.amount_minor is not None and c.gateway and c.gateway_ref
+            order.capture(
+                amount_minor=c.amount_minor,
+                fee_minor=c.fee_minor,
+                currency=c.currency,
+                gateway=c.gateway,
+                gateway_ref=c.gateway_ref,
+                occurred_at=at,
+                idempotency_key=c.idempotency_key,
+                metadata=c.metadata,
+            )
+            unit_accounts.append(
+                self._delta(
+                    batch,
+                    order.seller_id,
+                    order.currency,
+                    pending=order.unpaid_minor - unpaid_before,
+                    captured=c.amount_minor,
+                    fees=c.fee_minor,
+                )
+            )
+            payment_index.append((c.gateway, c.gateway_ref, order.channel, order.order_id))
+        elif c.type == "refund.issued":
+            assert c.amount_minor is not None and c.gateway and c.gateway_ref
+            order.refund(
+                amount_minor=c.amount_minor,
+                currency=c.currency,
+                gateway=c.gateway,
+                gateway_ref=c.gateway_ref,
+                occurred_at=at,
+                idempotency_key=c.idempotency_key,
+                metadata=c.metadata,
+            )
+            unit_accounts.append(
+                self._delta(batch, order.seller_id, order.currency, refunded=c.amount_minor)
+            )
+        elif c.type == "payment.failed":
+            assert c.gateway and c.gateway_ref
+            order.fail_payment(
+                gateway=c.gateway,
+                gateway_ref=c.gateway_ref,
+                reason=c.reason,
+                occurred_at=at,
+                idempotency_key=c.idempotency_key,
+                metadata=c.metadata,
+            )
+        elif c.type == "order.cancelled":
+            order.cancel(occurred_at=at, idempotency_key=c.idempotency_key, metadata=c.metadata)
+            unit_accounts.append(
+                self._delta(batch, order.seller_id, order.currency, pending=-unpaid_before)
+            )
+        elif c.type == "order.status_noted":
+            assert c.status is not None
+            order.note_status(
+                source=c.source or "client",
+                status=c.status,
+                occurred_at=at,
+                idempotency_key=c.idempotency_key,
+                metadata=c.metadata,
+            )
+        else:  # pragma: no cover - parse_command admits no other type
+            raise ValidationError(f"unsupported type {c.type}", field="type")
+        batch.remember(order, base)
+        unit = self._unit(batch, [order])
+        unit.accounts = unit_accounts
+        unit.payment_index = payment_index
+        return unit
+
+    async def _check_shop(self, batch: _Batch, order: Order, shop_id: str) -> None:
+        seller = await batch.get(seller_stream_id(order.seller_id))
+        if not isinstance(seller, Seller) or seller.channels.get(order.channel) != shop_id:
+            raise UnknownOrder(
+                f"order {order.order_id} does not belong to shop {shop_id}", field="shop_id"
+            )
+
+    async def _available(self, batch: _Batch, seller_id: str, currency: str) -> int:
+        """Fresh from the database, plus what this batch already decided."""
+        row = await self.store.account(seller_id, currency)
+        available = (
+            0
+            if row is None
+            else (
+                row["captured_minor"]
+                - row["refunded_minor"]
+                - row["fees_minor"]
+                - row["paid_out_minor"]
+            )
+        )
+        pending = batch.accounts.get((seller_id, currency))
+        return available + (pending.available_minor if pending else 0)
+
+    def _delta(
+        self,
+        batch: _Batch,
+        seller_id: str,
+        currency: str,
+        *,
+        pending: int = 0,
+        captured: int = 0,
+        refunded: int = 0,
+        fees: int = 0,
+        paid_out: int = 0,
+    ) -> AccountDelta:
+        delta = AccountDelta(seller_id, currency, pending, captured, refunded, fees, paid_out)
+        total = batch.pending_account_delta(seller_id, currency)
+        total.pending_minor += pending
+        total.captured_minor += captured
+        total.refunded_minor += refunded
+        total.fees_minor += fees
+        total.paid_out_minor += paid_out
+        return delta
+
+    def _events(self, aggregates: list[Aggregate]) -> list[NewEvent]:
+        out: list[NewEvent] = []
+        for aggregate in aggregates:
+            for domain_event in aggregate.collect_events():
+                stored = self._mapper.to_stored_event(domain_event)
+                state = dict(vars(domain_event))
+                out.append(
+                    NewEvent(
+                        stream_id=stored.originator_id,
+                        version=stored.originator_version,
+                        topic=stored.topic,
+                        state=stored.state,
+                        type=TYPE_BY_TOPIC[stored.topic],
+                        data=event_data(
+                            {
+                                k: v
+                                for k, v in state.items()
+                                if k not in ("originator_id", "originator_version")
+                            }
+                        ),
+                        occurred_at=state["occurred_at"],
+                    )
+                )
+        return out
+
+    def _unit(self, batch: _Batch, aggregates: list[Aggregate]) -> Unit:
+        events = self._events(aggregates)
+        return Unit(
+            events=events,
+            base_versions={a.id: batch.base_versions[a.id] for a in aggregates},
+        )
+
+    async def read_aggregate(self, stream_id: UUID) -> Aggregate | None:
+        """A fresh replay from the database, for readers: never the writer's cache,
+        which may hold a decision whose transaction has not committed yet."""
+        streams = await self.store.load_streams([stream_id])
+        return self._replay(streams.get(stream_id, []))
+
+    # -- loading and caching -------------------------------------------------------------
+    async def _load(self, stream_id: UUID) -> Aggregate | None:
+        cached = self._cache.get(stream_id)
+        if cached is not None:
+            self._cache.move_to_end(stream_id)
+            return cached
+        streams = await self.store.load_streams([stream_id])
+        aggregate = self._replay(streams.get(stream_id, []))
+        if aggregate is not None:
+            self._cache_put(aggregate)
+        return aggregate
+
+    async def _prefetch(self, stream_ids: set[UUID]) -> None:
+        missing = [s for s in stream_ids if s not in self._cache]
+        if not missing:
+            return
+        streams = await self.store.load_streams(missing)
+        for rows in streams.values():
+            aggregate = self._replay(rows)
+            if aggregate is not None:
+                self._cache_put(aggregate)
+
+    def _replay(self, rows: list[StoredRow]) -> Aggregate | None:
+        aggregate: Aggregate | None = None
+        for row in rows:
+            domain_event = self._mapper.to_domain_event(
+                StoredEvent(
+                    originator_id=row.stream_id,
+                    originator_version=row.version,
+                    topic=row.topic,
+                    state=bytes(row.state),
+                )
+            )
+            aggregate = domain_event.mutate(aggregate)  # type: ignore[attr-defined]
+        return aggregate
+
+    def _cache_put(self, aggregate: Aggregate) -> None:
+        self._cache[aggregate.id] = aggregate
+        self._cache.move_to_end(aggregate.id)
+        while len(self._cache) > _CACHE_AGGREGATES_MAX:
+            self._cache.popitem(last=False)
+
+    def _evict(self, stream_ids: Any) -> None:
+        for stream_id in stream_ids:
+            self._cache.pop(stream_id, None)
+
+    # -- the writer ----------------------------------------------------------------------
+    async def _submit(
+        self,
+        decide: Decision,
+        key: str | None,
+        fingerprint: bytes,
+        *,
+        duplicate_as: type[LedgerError] = IdempotencyConflict,
+    ) -> Recorded:
+        if self._writer is None or self._writer.done():
+            raise Unavailable("the ledger writer is not running")
+        loop = asyncio.get_running_loop()
+        if key is not None and key in self._in_flight:
+            first = self._in_flight[key]
+            result = await asyncio.shield(first.future)
+            if first.fingerprint != fingerprint:
+                raise duplicate_as(
+                    "this idempotency key was used with a different body", field="idempotency_key"
+                )
+            return Recorded("duplicate", result.position, result.stream_id, result.version, key)
+        pending = _Pending(
+            decide, key, fingerprint, loop.create_future(), duplicate_as=duplicate_as
+        )
+        if key is not None:
+            self._in_flight[key] = pending
+            pending.future.add_done_callback(lambda _f, k=key: self._in_flight.pop(k, None))
+        self._queue.put_nowait(pending)
+        return await asyncio.shield(pending.future)
+
+    async def _write_loop(self) -> None:
+        while True:
+            if self._retry:
+                batch, self._retry = self._retry, []
+            else:
+                batch = [await self._queue.get()]
+            while len(batch) < self._batch_size_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._process(batch)
+            except asyncio.CancelledError:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(Unavailable("the ledger is shutting down"))
+                raise
+            except Exception as e:  # the batch as a whole failed: nothing was written
+                self._cache.clear()
+                error: LedgerError
+                if isinstance(e, DB_ERRORS):
+                    log.warning("append failed, database unavailable: %s", e)
+                    error = Unavailable("the database is unavailable; retry later")
+                else:
+                    log.exception("append failed")
+                    error = Unavailable("the append failed; retry later")
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(error)
+
+    async def _process(self, batch: list[_Pending]) -> None:
+        self.stats["batches"] += 1
+        self.stats["batch_size_max_seen"] = max(self.stats["batch_size_max_seen"], len(batch))
+        keys = [p.key for p in batch if p.key is not None]
+        known = await self.store.lookup_keys(keys) if keys else {}
+        work = _Batch(self)
+        units: list[Unit] = []
+        owners: list[_Pending] = []
+        for p in batch:
+            if p.key is not None and p.key in known:
+                digest, position, stream_id, version = known[p.key]
+                if digest != hashlib.sha256(p.fingerprint).digest():
+                    p.future.set_exception(
+                        p.duplicate_as(
+                            "this idempotency key was used with a different body",
+                            field="idempotency_key",
+                        )
+                    )
+                else:
+                    p.future.set_result(Recorded("duplicate", position, stream_id, version, p.key))
+                continue
+            try:
+                unit = await p.decide(work)
+            except _AlreadyRecorded as already:
+                history = await self.store.stream_history(already.stream_id)
+                first = history[0]
+                p.future.set_result(
+                    Recorded("duplicate", first["position"], already.stream_id, 1, p.key)
+                )
+                continue
+            except LedgerError as e:
+                p.future.set_exception(e)
+                continue
+            except DB_ERRORS:
+                raise
+            except Exception as e:  # a bug in deciding: refuse this one, keep the batch
+                log.exception("deciding a command failed")
+                self._evict(work.touched)
+                p.future.set_exception(e)
+                continue
+            unit.idempotency_key = p.key
+            unit.fingerprint = p.fingerprint
+            p.streams = tuple(unit.base_versions)
+            units.append(unit)
+            owners.append(p)
+        if not units:
+            return
+        try:
+            outcome = await self.store.commit(units)
+        except BaseException:
+            self._evict(work.touched)
+            raise
+        for p, unit, positions, dropped in zip(
+            owners, units, outcome.positions, outcome.dropped, strict=True
+        ):
+            if dropped is not None or positions is None:
+                self._evict(unit.base_versions)
+                p.attempts += 1
+                self.stats["retries"] += 1
+                if p.attempts >= _ATTEMPTS_MAX:
+                    p.future.set_exception(Unavailable("too much contention; retry later"))
+                else:
+                    self._retry.append(p)
+                continue
+            for stream_id in unit.base_versions:
+                aggregate = work.touched.get(stream_id)
+                if aggregate is not None:
+                    self._cache_put(aggregate)
+            first = unit.events[0]
+            self.stats["events"] += len(unit.events)
+            p.future.set_result(
+                Recorded("recorded", positions[0], first.stream_id, first.version, p.key)
+            )
+
+
+class _AlreadyRecorded(Exception):
+    def __init__(self, stream_id: UUID) -> None:
+        super().__init__(str(stream_id))
+        self.stream_id = stream_id
+
+
+def is_rule_violation(error: BaseException) -> bool:
+    return isinstance(error, RuleViolation)
+
+
+def monotonic_ms() -> float:
+    return time.monotonic() * 1000

@@ -1,0 +1,101 @@
+"""One frozen ``Settings``, read once from the environment (``OMNILEDGER_*``) by the composition root.
+
+Nothing reads ``os.environ`` anywhere else. A bad value fails fast and names
+the variable. Tests build ``Settings`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = ["Settings", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """An ``OMNILEDGER_*`` variable holds something we cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: PostgreSQL; ``None`` means "start the embedded one under data_dir" (``up`` only)
+    database_url: str | None = None
+    #: NATS with JetStream; ``None`` means "start the embedded one under data_dir" (``up`` only)
+    nats_url: str | None = None
+    data_dir: Path = Path(".omniledger")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    timezone: str = "Asia/Makassar"
+    admin_key: str | None = None
+    midtrans_server_key: str | None = None
+    xendit_callback_token: str | None = None
+    shopee_partner_key: str | None = None
+    shopee_callback_url: str | None = None
+    stream_name: str = "LEDGER"
+    subject_prefix: str = "ledger"
+    stream_max_age_s: int = 0  # 0: keep forever
+    stream_max_bytes: int = -1  # -1: unlimited
+    stream_replicas: int = 1
+    stream_duplicate_window_s: int = 300
+    batch_size_max: int = 2000
+    db_pool_size_max: int = 10
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def text(name: str) -> str | None:
+            value = env.get(f"OMNILEDGER_{name}")
+            return value if value not in (None, "") else None
+
+        def number(name: str, default: int, *, low: int, high: int) -> int:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"OMNILEDGER_{name} must be an integer, not {raw!r}") from None
+            if not low <= value <= high:
+                raise SettingsError(f"OMNILEDGER_{name} must be between {low} and {high}")
+            return value
+
+        timezone = text("TIMEZONE") or "Asia/Makassar"
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(f"OMNILEDGER_TIMEZONE: unknown time zone {timezone!r}") from None
+        stream = text("STREAM") or "LEDGER"
+        if not stream.replace("_", "").replace("-", "").isalnum():
+            raise SettingsError("OMNILEDGER_STREAM must be letters, digits, _ or -")
+        return cls(
+            database_url=text("DATABASE_URL"),
+            nats_url=text("NATS_URL"),
+            data_dir=Path(text("DATA_DIR") or ".omniledger"),
+            host=text("HOST") or "127.0.0.1",
+            port=number("PORT", 8080, low=0, high=65535),
+            timezone=timezone,
+            admin_key=text("ADMIN_KEY"),
+            midtrans_server_key=text("MIDTRANS_SERVER_KEY"),
+            xendit_callback_token=text("XENDIT_CALLBACK_TOKEN"),
+            shopee_partner_key=text("SHOPEE_PARTNER_KEY"),
+            shopee_callback_url=text("SHOPEE_CALLBACK_URL"),
+            stream_name=stream,
+            subject_prefix=text("SUBJECT_PREFIX") or "ledger",
+            stream_max_age_s=number("STREAM_MAX_AGE_S", 0, low=0, high=10 * 365 * 86400),
+            stream_max_bytes=number("STREAM_MAX_BYTES", -1, low=-1, high=2**62),
+            stream_replicas=number("STREAM_REPLICAS", 1, low=1, high=5),
+            stream_duplicate_window_s=number("STREAM_DUPLICATE_WINDOW_S", 300, low=120, high=86400),
+            batch_size_max=number("BATCH_SIZE_MAX", 2000, low=1, high=100_000),
+            db_pool_size_max=number("DB_POOL_SIZE_MAX", 10, low=2, high=200),
+            log_level=(text("LOG_LEVEL") or "INFO").upper(),
+        )

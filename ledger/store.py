@@ -1,0 +1,677 @@
+"""The asyncpg event store: schema, group-committed append, loading, the log. All SQL of the core.
+
+The events table keeps the ``eventsourcing`` stored-event layout
+(``originator_id, originator_version, topic, state, notification_id``) so the
+library's own ``PostgresApplicationRecorder`` reads what we write; the extra
+columns (type, times, hash chain) sit beside it.
+
+One commit is one transaction for many commands (group commit). It starts by
+locking the single ``ledger_head`` row: that lock serialises writers across
+processes, so positions are handed out as ``head + 1 ...`` in commit order
+and a reader never sees position N+1 before N is committed (DESIGN rule 4).
+A rolled-back transaction leaves the head where it was, so positions have no
+gaps either, unlike a sequence. Under that lock every check that other
+processes could have raced (aggregate versions, idempotency keys, a payout
+against the balance) is re-done; a unit that fails one is dropped from the
+batch and handed back to be decided again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from ledger.domain.money import format_minor
+from ledger.messages import GENESIS_HASH, chain_hash, format_instant
+
+__all__ = [
+    "EVENTS_TABLE",
+    "NOTIFY_CHANNEL",
+    "AccountDelta",
+    "CommitOutcome",
+    "EventStore",
+    "NewEvent",
+    "StoredRow",
+    "Unit",
+    "event_data",
+]
+
+#: The library names an application's table ``<name lowercased>_events``: an
+#: ``eventsourcing`` Application called ``OmniLedger`` reads this one.
+EVENTS_TABLE: Final = "omniledger_events"
+NOTIFY_CHANNEL: Final = "omniledger_events"
+
+_MIGRATIONS: Final[list[tuple[int, str, str]]] = [
+    (
+        1,
+        "events, head, idempotency, write-side indexes",
+        f"""
+        CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
+            originator_id uuid NOT NULL,
+            originator_version bigint NOT NULL,
+            topic text,
+            state bytea,
+            notification_id bigserial,
+            type text NOT NULL,
+            occurred_at timestamptz NOT NULL,
+            recorded_at timestamptz NOT NULL,
+            hash text NOT NULL,
+            prev_hash text NOT NULL,
+            PRIMARY KEY (originator_id, originator_version)
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS {EVENTS_TABLE}_notification_id_idx
+            ON {EVENTS_TABLE} (notification_id ASC);
+        CREATE INDEX IF NOT EXISTS {EVENTS_TABLE}_recorded_at_idx
+            ON {EVENTS_TABLE} (recorded_at);
+        CREATE TABLE IF NOT EXISTS ledger_head (
+            id boolean PRIMARY KEY DEFAULT true CHECK (id),
+            position bigint NOT NULL,
+            hash text NOT NULL
+        );
+        INSERT INTO ledger_head (id, position, hash) VALUES (true, 0, '{GENESIS_HASH}')
+            ON CONFLICT DO NOTHING;
+        CREATE TABLE IF NOT EXISTS idempotency_keys (
+            key text PRIMARY KEY,
+            fingerprint bytea NOT NULL,
+            position bigint NOT NULL,
+            stream_id uuid NOT NULL,
+            version bigint NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS seller_accounts (
+            seller_id text NOT NULL,
+            currency text NOT NULL,
+            pending_minor bigint NOT NULL DEFAULT 0,
+            captured_minor bigint NOT NULL DEFAULT 0,
+            refunded_minor bigint NOT NULL DEFAULT 0,
+            fees_minor bigint NOT NULL DEFAULT 0,
+            paid_out_minor bigint NOT NULL DEFAULT 0,
+            position bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (seller_id, currency)
+        );
+        CREATE TABLE IF NOT EXISTS order_index (
+            channel text NOT NULL,
+            order_id text NOT NULL,
+            seller_id text NOT NULL,
+            PRIMARY KEY (channel, order_id)
+        );
+        CREATE INDEX IF NOT EXISTS order_index_order_id_idx ON order_index (order_id);
+        CREATE TABLE IF NOT EXISTS payment_index (
+            gateway text NOT NULL,
+            gateway_ref text NOT NULL,
+            channel text NOT NULL,
+            order_id text NOT NULL,
+            PRIMARY KEY (gateway, gateway_ref)
+        );
+        CREATE TABLE IF NOT EXISTS seller_channel_accounts (
+            channel text NOT NULL,
+            account text NOT NULL,
+            seller_id text NOT NULL,
+            PRIMARY KEY (channel, account)
+        );
+        CREATE TABLE IF NOT EXISTS suspense_entries (
+            id uuid PRIMARY KEY,
+            gateway text NOT NULL,
+            reason text NOT NULL,
+            event jsonb NOT NULL,
+            amount_minor bigint NOT NULL,
+            currency text NOT NULL,
+            position bigint NOT NULL,
+            recorded_at timestamptz NOT NULL,
+            resolved_position bigint
+        );
+        CREATE TABLE IF NOT EXISTS api_keys (
+            key_sha256 bytea PRIMARY KEY,
+            role text NOT NULL,
+            seller_id text,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+]
+
+
+def event_data(state: dict[str, Any]) -> dict[str, Any]:
+    """The contract's ``data`` of an event from its stored state.
+
+    Amounts are held as ``*_minor`` integers and published as strings with
+    the currency's digits; the library's bookkeeping fields are left out.
+    """
+    currency = state.get("currency", "IDR")
+    data: dict[str, Any] = {}
+    for name, value in state.items():
+        if name in ("timestamp", "originator_topic", "occurred_at") or value is None:
+            continue
+        if name.endswith("_minor") and isinstance(value, int):
+            data[name[: -len("_minor")]] = format_minor(value, currency)
+        else:
+            data[name] = value
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One event to append, already mapped to its stored form by the service."""
+
+    stream_id: UUID
+    version: int
+    topic: str
+    state: bytes
+    type: str
+    data: dict[str, Any]
+    occurred_at: str
+
+
+@dataclass(slots=True)
+class AccountDelta:
+    seller_id: str
+    currency: str
+    pending_minor: int = 0
+    captured_minor: int = 0
+    refunded_minor: int = 0
+    fees_minor: int = 0
+    paid_out_minor: int = 0
+
+    @property
+    def available_minor(self) -> int:
+        return self.captured_minor - self.refunded_minor - self.fees_minor - self.paid_out_minor
+
+
+@dataclass(slots=True)
+class Unit:
+    """What one command wants to write, all or nothing.
+
+    ``base_versions`` are the versions each touched stream had when the unit
+    was decided (0 for a new stream); ``payout`` asks the store to re-check
+    under the lock that the seller's available balance covers the amount.
+    """
+
+    events: list[NewEvent]
+    base_versions: dict[UUID, int]
+    idempotency_key: str | None = None
+    fingerprint: bytes = b""
+    accounts: list[AccountDelta] = field(default_factory=list)
+    payout: tuple[str, str, int] | None = None
+    order_index: list[tuple[str, str, str]] = field(default_factory=list)
+    payment_index: list[tuple[str, str, str, str]] = field(default_factory=list)
+    channel_accounts: list[tuple[str, str, str]] = field(default_factory=list)
+    suspense: dict[str, Any] | None = None
+    suspense_resolved: UUID | None = None
+    #: streams the decision read without writing (the seller of a new order):
+    #: if one of them is dropped from the batch, this unit is dropped too
+    reads: set[UUID] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    """Per unit: the positions of its events, or why it was dropped."""
+
+    positions: list[list[int] | None]
+    dropped: list[str | None]
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    stream_id: UUID
+    version: int
+    topic: str
+    state: bytes
+
+
+def _fingerprint_digest(fingerprint: bytes) -> bytes:
+    return hashlib.sha256(fingerprint).digest()
+
+
+class EventStore:
+    """Every statement the core sends to PostgreSQL."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    # -- schema -------------------------------------------------------------
+    async def migrate(self) -> list[int]:
+        """Applies the migrations not yet applied; safe to run from many processes at once."""
+        applied: list[int] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            # One migrator at a time: a transaction-level advisory lock.
+            await conn.execute("SELECT pg_advisory_xact_lock(7203011)")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version int PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, name, sql in _MIGRATIONS:
+                if version in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+                applied.append(version)
+        return applied
+
+    # -- reads for the write path ----------------------------------------------
+    async def load_streams(self, stream_ids: Sequence[UUID]) -> dict[UUID, list[StoredRow]]:
+        rows = await self._pool.fetch(
+            f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE}"
+            " WHERE originator_id = ANY($1::uuid[])"
+            " ORDER BY originator_id, originator_version",
+            list(stream_ids),
+        )
+        streams: dict[UUID, list[StoredRow]] = {}
+        for r in rows:
+            streams.setdefault(r["originator_id"], []).append(
+                StoredRow(r["originator_id"], r["originator_version"], r["topic"], r["state"])
+            )
+        return streams
+
+    async def lookup_keys(self, keys: Sequence[str]) -> dict[str, tuple[bytes, int, UUID, int]]:
+        rows = await self._pool.fetch(
+            "SELECT key, fingerprint, position, stream_id, version FROM idempotency_keys"
+            " WHERE key = ANY($1::text[])",
+            list(keys),
+        )
+        return {
+            r["key"]: (bytes(r["fingerprint"]), r["position"], r["stream_id"], r["version"])
+            for r in rows
+        }
+
+    async def find_orders(self, order_id: str) -> list[tuple[str, str]]:
+        """``(channel, seller_id)`` of every order with this id, on any channel."""
+        rows = await self._pool.fetch(
+            "SELECT channel, seller_id FROM order_index WHERE order_id = $1 LIMIT 10", order_id
+        )
+        return [(r["channel"], r["seller_id"]) for r in rows]
+
+    async def find_payment(self, gateway: str, gateway_ref: str) -> tuple[str, str] | None:
+        row = await self._pool.fetchrow(
+            "SELECT channel, order_id FROM payment_index WHERE gateway = $1 AND gateway_ref = $2",
+            gateway,
+            gateway_ref,
+        )
+        return None if row is None else (row["channel"], row["order_id"])
+
+    async def seller_for_channel_account(self, channel: str, account: str) -> str | None:
+        return await self._pool.fetchval(
+            "SELECT seller_id FROM seller_channel_accounts WHERE channel = $1 AND account = $2",
+            channel,
+            account,
+        )
+
+    async def account(self, seller_id: str, currency: str) -> dict[str, int] | None:
+        row = await self._pool.fetchrow(
+            "SELECT pending_minor, captured_minor, refunded_minor, fees_minor, paid_out_minor,"
+            " position FROM seller_accounts WHERE seller_id = $1 AND currency = $2",
+            seller_id,
+            currency,
+        )
+        return None if row is None else dict(row)
+
+    async def seller_currencies(self, seller_id: str) -> list[str]:
+        rows = await self._pool.fetch(
+            "SELECT currency FROM seller_accounts WHERE seller_id = $1 ORDER BY currency", seller_id
+        )
+        return [r["currency"] for r in rows]
+
+    # -- the append ----------------------------------------------------------------
+    async def commit(self, units: Sequence[Unit]) -> CommitOutcome:
+        """Appends every unit that still holds under the head lock, in one transaction."""
+        positions: list[list[int] | None] = [None] * len(units)
+        dropped: list[str | None] = [None] * len(units)
+        async with self._pool.acquire() as conn, conn.transaction():
+            head = await conn.fetchrow("SELECT position, hash FROM ledger_head FOR UPDATE")
+            assert head is not None, "schema not migrated: ledger_head is empty"
+            recorded_at = datetime.now(UTC)
+            await self._drop_raced_units(conn, units, dropped)
+
+            position, prev_hash = head["position"], head["hash"]
+            recorded_text = format_instant(recorded_at)
+            ev_rows: list[tuple[Any, ...]] = []
+            key_rows: list[tuple[Any, ...]] = []
+            accounts: dict[tuple[str, str], AccountDelta] = {}
+            order_rows: list[tuple[str, str, str]] = []
+            payment_rows: list[tuple[str, str, str, str]] = []
+            channel_rows: list[tuple[str, str, str]] = []
+            suspense_rows: list[tuple[Any, ...]] = []
+            resolved: list[tuple[UUID, int]] = []
+            for index, unit in enumerate(units):
+                if dropped[index] is not None:
+                    continue
+                unit_positions: list[int] = []
+                for ev in unit.events:
+                    position += 1
+                    message = {
+                        "position": position,
+                        "stream_id": str(ev.stream_id),
+                        "version": ev.version,
+                        "type": ev.type,
+                        "data": ev.data,
+                        "occurred_at": ev.occurred_at,
+                        "recorded_at": recorded_text,
+                    }
+                    new_hash = chain_hash(prev_hash, message)
+                    ev_rows.append(
+                        (
+                            ev.stream_id,
+                            ev.version,
+                            ev.topic,
+                            ev.state,
+                            position,
+                            ev.type,
+                            datetime.fromisoformat(ev.occurred_at),
+                            recorded_at,
+                            new_hash,
+                            prev_hash,
+                        )
+                    )
+                    prev_hash = new_hash
+                    unit_positions.append(position)
+                positions[index] = unit_positions
+                if unit.idempotency_key is not None and unit.events:
+                    first = unit.events[0]
+                    key_rows.append(
+                        (
+                            unit.idempotency_key,
+                            _fingerprint_digest(unit.fingerprint),
+                            unit_positions[0],
+                            first.stream_id,
+                            first.version,
+                        )
+                    )
+                for delta in unit.accounts:
+                    total = accounts.setdefault(
+                        (delta.seller_id, delta.currency),
+                        AccountDelta(delta.seller_id, delta.currency),
+                    )
+                    total.pending_minor += delta.pending_minor
+                    total.captured_minor += delta.captured_minor
+                    total.refunded_minor += delta.refunded_minor
+                    total.fees_minor += delta.fees_minor
+                    total.paid_out_minor += delta.paid_out_minor
+                order_rows.extend(unit.order_index)
+                payment_rows.extend(unit.payment_index)
+                channel_rows.extend(unit.channel_accounts)
+                if unit.suspense is not None:
+                    s = unit.suspense
+                    suspense_rows.append(
+                        (
+                            unit.events[0].stream_id,
+                            s["gateway"],
+                            s["reason"],
+                            orjson.dumps(s["event"]).decode(),
+                            s["amount_minor"],
+                            s["currency"],
+                            unit_positions[0],
+                            recorded_at,
+                        )
+                    )
+                if unit.suspense_resolved is not None:
+                    resolved.append((unit.suspense_resolved, unit_positions[-1]))
+
+            if not ev_rows:
+                return CommitOutcome(positions, dropped, recorded_at)
+            await conn.execute(
+                f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state,"
+                " notification_id, type, occurred_at, recorded_at, hash, prev_hash)"
+                " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[],"
+                " $5::bigint[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[],"
+                " $10::text[])",
+                *_columns(ev_rows, 10),
+            )
+            if key_rows:
+                await conn.execute(
+                    "INSERT INTO idempotency_keys (key, fingerprint, position, stream_id, version)"
+                    " SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::uuid[],"
+                    " $5::bigint[])",
+                    *_columns(key_rows, 5),
+                )
+            if accounts:
+                await conn.execute(
+                    "INSERT INTO seller_accounts AS a (seller_id, currency, pending_minor,"
+                    " captured_minor, refunded_minor, fees_minor, paid_out_minor, position)"
+                    " SELECT s, c, p, cap, r, f, po, $8 FROM unnest($1::text[], $2::text[],"
+                    " $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])"
+                    " AS t(s, c, p, cap, r, f, po)"
+                    " ON CONFLICT (seller_id, currency) DO UPDATE SET"
+                    " pending_minor = a.pending_minor + excluded.pending_minor,"
+                    " captured_minor = a.captured_minor + excluded.captured_minor,"
+                    " refunded_minor = a.refunded_minor + excluded.refunded_minor,"
+                    " fees_minor = a.fees_minor + excluded.fees_minor,"
+                    " paid_out_minor = a.paid_out_minor + excluded.paid_out_minor,"
+                    " position = excluded.position",
+                    *_columns(
+                        [
+                            (
+                                d.seller_id,
+                                d.currency,
+                                d.pending_minor,
+                                d.captured_minor,
+                                d.refunded_minor,
+                                d.fees_minor,
+                                d.paid_out_minor,
+                            )
+                            for d in accounts.values()
+                        ],
+                        7,
+                    ),
+                    position,
+                )
+            if order_rows:
+                await conn.executemany(
+                    "INSERT INTO order_index (channel, order_id, seller_id) VALUES ($1, $2, $3)"
+                    " ON CONFLICT DO NOTHING",
+                    order_rows,
+                )
+            if payment_rows:
+                await conn.executemany(
+                    "INSERT INTO payment_index (gateway, gateway_ref, channel, order_id)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    payment_rows,
+                )
+            if channel_rows:
+                await conn.executemany(
+                    "INSERT INTO seller_channel_accounts (channel, account, seller_id)"
+                    " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    channel_rows,
+                )
+            if suspense_rows:
+                await conn.executemany(
+                    "INSERT INTO suspense_entries (id, gateway, reason, event, amount_minor,"
+                    " currency, position, recorded_at) VALUES ($1, $2, $3, $4::jsonb, $5, $6,"
+                    " $7, $8)",
+                    suspense_rows,
+                )
+            if resolved:
+                await conn.executemany(
+                    "UPDATE suspense_entries SET resolved_position = $2 WHERE id = $1", resolved
+                )
+            await conn.execute(
+                "UPDATE ledger_head SET position = $1, hash = $2", position, prev_hash
+            )
+            # Wakes the relay; delivered at commit, never for a rolled-back batch.
+            await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}, '{position}'")
+        return CommitOutcome(positions, dropped, recorded_at)
+
+    async def _drop_raced_units(
+        self, conn: asyncpg.Connection, units: Sequence[Unit], dropped: list[str | None]
+    ) -> None:
+        """Marks units another process invalidated since they were decided.
+
+        Under the head lock nobody else writes, so what these queries see is
+        exactly what this transaction appends on top of. A dropped unit
+        taints the streams and accounts it touched: later units of this batch
+        on the same ones were decided on its state and are dropped too.
+        """
+        base: dict[UUID, int] = {}
+        for unit in units:
+            for stream_id, version in unit.base_versions.items():
+                base.setdefault(stream_id, version)
+        current = {
+            r["originator_id"]: r["v"]
+            for r in await conn.fetch(
+                f"SELECT originator_id, max(originator_version) AS v FROM {EVENTS_TABLE}"
+                " WHERE originator_id = ANY($1::uuid[]) GROUP BY originator_id",
+                list(base),
+            )
+        }
+        stale = {s for s, v in base.items() if current.get(s, 0) != v}
+        keys = [u.idempotency_key for u in units if u.idempotency_key is not None]
+        taken = (
+            {
+                r["key"]
+                for r in await conn.fetch(
+                    "SELECT key FROM idempotency_keys WHERE key = ANY($1::text[])", keys
+                )
+            }
+            if keys
+            else set()
+        )
+        payouts = {(u.payout[0], u.payout[1]) for u in units if u.payout is not None}
+        available: dict[tuple[str, str], int] = {}
+        for seller_id, currency in payouts:
+            row = await conn.fetchrow(
+                "SELECT captured_minor - refunded_minor - fees_minor - paid_out_minor"
+                " FROM seller_accounts WHERE seller_id = $1 AND currency = $2",
+                seller_id,
+                currency,
+            )
+            available[(seller_id, currency)] = row[0] if row else 0
+
+        tainted_streams: set[UUID] = set(stale)
+        tainted_accounts: set[tuple[str, str]] = set()
+        for index, unit in enumerate(units):
+            unit_accounts = {(d.seller_id, d.currency) for d in unit.accounts}
+            reason = None
+            if tainted_streams.intersection(unit.base_versions) or tainted_streams & unit.reads:
+                reason = "conflict"
+            elif unit_accounts & tainted_accounts:
+                reason = "conflict"
+            elif unit.idempotency_key is not None and unit.idempotency_key in taken:
+                reason = "duplicate"
+            elif unit.payout is not None:
+                seller_id, currency, amount = unit.payout
+                if available[(seller_id, currency)] < amount:
+                    reason = "balance_changed"
+            if reason is None:
+                for d in unit.accounts:
+                    if (d.seller_id, d.currency) in available:
+                        available[(d.seller_id, d.currency)] += d.available_minor
+                continue
+            dropped[index] = reason
+            tainted_streams.update(unit.base_versions)
+            tainted_accounts.update(unit_accounts)
+
+    # -- the log -------------------------------------------------------------------
+    async def head(self) -> tuple[int, str]:
+        row = await self._pool.fetchrow("SELECT position, hash FROM ledger_head")
+        assert row is not None
+        return row["position"], row["hash"]
+
+    async def head_recorded_at(self) -> datetime | None:
+        return await self._pool.fetchval(
+            f"SELECT recorded_at FROM {EVENTS_TABLE} ORDER BY notification_id DESC LIMIT 1"
+        )
+
+    async def read_log(self, after: int, limit: int) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(_READ_LOG, after, limit)
+        return [message_from_row(r) for r in rows]
+
+    async def iter_log(
+        self, after: int = 0, until: int | None = None, page_size: int = 5000
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Streams the log in position order, a page at a time (constant memory)."""
+        while True:
+            rows = await self._pool.fetch(_READ_LOG, after, page_size)
+            for r in rows:
+                if until is not None and r["notification_id"] > until:
+                    return
+                yield message_from_row(r)
+            if len(rows) < page_size:
+                return
+            after = rows[-1]["notification_id"]
+
+    async def stream_history(self, stream_id: UUID) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            f"SELECT notification_id, originator_id, originator_version, type, state,"
+            f" recorded_at, hash, prev_hash FROM {EVENTS_TABLE} WHERE originator_id = $1"
+            " ORDER BY originator_version",
+            stream_id,
+        )
+        return [message_from_row(r) for r in rows]
+
+    # -- API keys -------------------------------------------------------------------
+    async def add_key(self, key_sha256: bytes, role: str, seller_id: str | None) -> None:
+        await self._pool.execute(
+            "INSERT INTO api_keys (key_sha256, role, seller_id) VALUES ($1, $2, $3)"
+            " ON CONFLICT (key_sha256) DO UPDATE SET role = excluded.role,"
+            " seller_id = excluded.seller_id",
+            key_sha256,
+            role,
+            seller_id,
+        )
+
+    async def find_key(self, key_sha256: bytes) -> tuple[str, str | None] | None:
+        row = await self._pool.fetchrow(
+            "SELECT role, seller_id FROM api_keys WHERE key_sha256 = $1", key_sha256
+        )
+        return None if row is None else (row["role"], row["seller_id"])
+
+    # -- suspense -------------------------------------------------------------------
+    async def open_suspense(self, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT id, gateway, reason, event, amount_minor, currency, position, recorded_at"
+            " FROM suspense_entries WHERE resolved_position IS NULL ORDER BY position LIMIT $1",
+            limit,
+        )
+        return [dict(r) for r in rows]
+
+    async def suspense_entry(self, entry_id: UUID) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(
+            "SELECT id, gateway, reason, event, amount_minor, currency, position, recorded_at,"
+            " resolved_position FROM suspense_entries WHERE id = $1",
+            entry_id,
+        )
+        return None if row is None else dict(row)
+
+
+_READ_LOG: Final = (
+    f"SELECT notification_id, originator_id, originator_version, type, state, recorded_at,"
+    f" hash, prev_hash FROM {EVENTS_TABLE} WHERE notification_id > $1"
+    " ORDER BY notification_id LIMIT $2"
+)
+
+
+def message_from_row(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    """The contract's event object, rebuilt from the stored row alone."""
+    state = orjson.loads(row["state"])
+    return {
+        "position": row["notification_id"],
+        "stream_id": str(row["originator_id"]),
+        "version": row["originator_version"],
+        "type": row["type"],
+        "data": event_data(state),
+        "occurred_at": state["occurred_at"],
+        "recorded_at": format_instant(row["recorded_at"]),
+        "hash": row["hash"],
+        "prev_hash": row["prev_hash"],
+    }
+
+
+def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    cols: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for i in range(width):
+            cols[i].append(row[i])
+    return cols

@@ -1,0 +1,112 @@
+"""The aiohttp app end to end on a real PostgreSQL database of this test session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ledger.http import create_app, install_admin_key
+from ledger.service import Ledger
+from ledger.settings import Settings
+from ledger.store import EventStore
+
+ADMIN_KEY = "test-admin-key"
+
+
+@pytest.fixture(scope="session")
+async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=10)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def store(pool: asyncpg.Pool) -> EventStore:
+    store = EventStore(pool)
+    await store.migrate()
+    await install_admin_key(store, ADMIN_KEY)
+    return store
+
+
+@pytest.fixture(scope="session")
+def settings(pg_dsn: str) -> Settings:
+    return Settings(database_url=pg_dsn, admin_key=ADMIN_KEY)
+
+
+@pytest.fixture(scope="session")
+async def ledger(store: EventStore) -> AsyncIterator[Ledger]:
+    ledger = Ledger(store)
+    ledger.start()
+    yield ledger
+    await ledger.stop()
+
+
+@pytest.fixture(scope="session")
+async def client(settings: Settings, ledger: Ledger, store: EventStore) -> AsyncIterator[TestClient]:
+    app = create_app(settings, ledger, store)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture
+def uid() -> Callable[[str], str]:
+    """Unique ids per test: isolation by id, never by TRUNCATE."""
+    tag = uuid.uuid4().hex[:8]
+    return lambda name: f"{name}-{tag}"
+
+
+class Api:
+    """Small helpers over the test client that keep the tests readable."""
+
+    def __init__(self, client: TestClient, headers: dict[str, str]) -> None:
+        self.client = client
+        self.headers = headers
+
+    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        resp = await self.client.post(path, json=body, headers=headers or self.headers)
+        return resp.status, await resp.json()
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        resp = await self.client.get(path, headers=headers or self.headers)
+        return resp.status, await resp.json()
+
+    async def seller(self, seller_id: str, **extra: Any) -> None:
+        status, body = await self.post("/v1/sellers", {"seller_id": seller_id, "name": "Toko " + seller_id, **extra})
+        assert status == 201, body
+
+    async def event(self, **fields: Any) -> tuple[int, Any]:
+        fields.setdefault("idempotency_key", uuid.uuid4().hex)
+        fields.setdefault("occurred_at", "2026-11-30T10:00:00+08:00")
+        return await self.post("/v1/events", fields)
+
+    async def place(self, seller_id: str, order_id: str, amount: str = "100000", channel: str = "qris") -> Any:
+        status, body = await self.event(type="order.placed", seller_id=seller_id, order_id=order_id, channel=channel, amount=amount)
+        assert status == 201, body
+        return body
+
+    async def capture(self, order_id: str, amount: str, channel: str = "qris", **extra: Any) -> tuple[int, Any]:
+        return await self.event(
+            type="payment.captured", order_id=order_id, channel=channel, amount=amount,
+            gateway="midtrans", gateway_ref=extra.pop("gateway_ref", uuid.uuid4().hex), **extra,
+        )
+
+    async def balance(self, seller_id: str) -> dict[str, Any]:
+        status, body = await self.get(f"/v1/sellers/{seller_id}/balance")
+        assert status == 200, body
+        return body
+
+
+@pytest.fixture
+def api(client: TestClient, admin: dict[str, str]) -> Api:
+    return Api(client, admin)
