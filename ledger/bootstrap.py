@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from ledger.embedded import EmbeddedNats, EmbeddedPostgres
+from ledger.relay import Relay, RelayConfig
 from ledger.settings import Settings
 from ledger.store import EventStore
 
@@ -124,8 +125,21 @@ def extensions(settings: Settings, pool: asyncpg.Pool) -> list[Any]:
     return []
 
 
+def relay_config(settings: Settings) -> RelayConfig:
+    assert settings.nats_url is not None, "OMNILEDGER_NATS_URL is not set"
+    return RelayConfig(
+        nats_url=settings.nats_url,
+        stream_name=settings.stream_name,
+        subject_prefix=settings.subject_prefix,
+        max_age_s=settings.stream_max_age_s,
+        max_bytes=settings.stream_max_bytes,
+        replicas=settings.stream_replicas,
+        duplicate_window_s=settings.stream_duplicate_window_s,
+    )
+
+
 async def run_relay(settings: Settings, pool: asyncpg.Pool) -> None:
-    await asyncio.Event().wait()
+    await Relay(pool, relay_config(settings)).run()
 
 
 async def run_projections(settings: Settings, pool: asyncpg.Pool) -> None:

@@ -134,6 +134,17 @@ _MIGRATIONS: Final[list[tuple[int, str, str]]] = [
         );
         """,
     ),
+    (
+        2,
+        "relay checkpoint",
+        """
+        CREATE TABLE IF NOT EXISTS relay_checkpoints (
+            stream text PRIMARY KEY,
+            position bigint NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 ]
 
 
@@ -610,6 +621,21 @@ class EventStore:
             stream_id,
         )
         return [message_from_row(r) for r in rows]
+
+    # -- relay ----------------------------------------------------------------------
+    async def relay_checkpoint(self, stream: str) -> int:
+        value = await self._pool.fetchval(
+            "SELECT position FROM relay_checkpoints WHERE stream = $1", stream
+        )
+        return int(value or 0)
+
+    async def set_relay_checkpoint(self, stream: str, position: int) -> None:
+        await self._pool.execute(
+            "INSERT INTO relay_checkpoints (stream, position) VALUES ($1, $2)"
+            " ON CONFLICT (stream) DO UPDATE SET position = excluded.position, updated_at = now()",
+            stream,
+            position,
+        )
 
     # -- API keys -------------------------------------------------------------------
     async def add_key(self, key_sha256: bytes, role: str, seller_id: str | None) -> None:

@@ -1,0 +1,202 @@
+"""The relay: committed log -> JetStream stream ``LEDGER``, in position order, resumable.
+
+NATS is the transport, never the truth (DESIGN rule 7): everything here can
+be rebuilt from PostgreSQL. The invariant the relay keeps is *stream sequence
+== log position*. Each message is published with ``Nats-Msg-Id`` = position
+(deduplicated by the server within the duplicate window, ADR-8 style) and
+``Nats-Expected-Last-Sequence`` = position - 1, so the server itself refuses
+a message that would land out of order or leave a hole. After any crash the
+relay resumes from the stream's own last message, not from a checkpoint of
+its own, so a crash between "published" and "checkpointed" neither loses nor
+doubles an event. The PostgreSQL checkpoint is only used to notice a stream
+that lost messages (deleted, or its tail gone): then the stream is recreated
+and refilled from the log.
+
+Exactly one relay is active: the leader holds a session-level PostgreSQL
+advisory lock on its own connection; standbys try again every second, so a
+standby takes over within about a second of the leader's connection dying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+import asyncpg
+import nats
+import orjson
+from nats.js import api as js_api
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+
+from ledger.messages import subject_for
+from ledger.store import NOTIFY_CHANNEL, EventStore
+
+__all__ = ["Relay", "RelayConfig"]
+
+log = logging.getLogger("omniledger.relay")
+
+#: Advisory lock key of the relay election (any constant unique to this app).
+RELAY_LOCK_KEY: Final = 7203012
+_PAGE_EVENTS_MAX: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    nats_url: str
+    stream_name: str = "LEDGER"
+    subject_prefix: str = "ledger"
+    max_age_s: int = 0
+    max_bytes: int = -1
+    replicas: int = 1
+    duplicate_window_s: int = 300
+    standby_poll_s: float = 1.0
+    idle_poll_s: float = 1.0
+
+
+class _StreamBehind(Exception):
+    """The stream no longer matches the log: recreate it and refill from PostgreSQL."""
+
+
+class Relay:
+    def __init__(self, pool: asyncpg.Pool, config: RelayConfig) -> None:
+        self._pool = pool
+        self._store = EventStore(pool)
+        self._config = config
+        self._wake = asyncio.Event()
+        self.published_position = 0
+        self.is_leader = False
+
+    async def run(self) -> None:
+        """Elects itself (or waits as a standby), then relays until cancelled."""
+        while True:
+            try:
+                async with self._pool.acquire() as lock_conn:
+                    if not await lock_conn.fetchval(
+                        "SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY
+                    ):
+                        await asyncio.sleep(self._config.standby_poll_s)
+                        continue
+                    try:
+                        self.is_leader = True
+                        log.info("relay: elected leader")
+                        await self._lead(lock_conn)
+                    finally:
+                        self.is_leader = False
+                        with contextlib.suppress(Exception):
+                            await lock_conn.execute(
+                                "SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY
+                            )
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                log.warning("relay: database unavailable (%s); retrying", e)
+                await asyncio.sleep(1)
+            except Exception:
+                log.exception("relay: failed; restarting in 1 s")
+                await asyncio.sleep(1)
+
+    async def _lead(self, lock_conn: asyncpg.Connection) -> None:
+        nc = await nats.connect(
+            self._config.nats_url, name="omniledger-relay", max_reconnect_attempts=-1
+        )
+        listener = await self._pool.acquire()
+        try:
+            await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            js = nc.jetstream(timeout=10)
+            while True:
+                try:
+                    position = await self._prepare_stream(js)
+                    await self._publish_from(js, position, lock_conn)
+                except _StreamBehind as e:
+                    log.warning("relay: %s; recreating stream from PostgreSQL", e)
+                    with contextlib.suppress(NotFoundError):
+                        await js.delete_stream(self._config.stream_name)
+                    # The refill starts at position 1 again.
+                    await self._store.set_relay_checkpoint(self._config.stream_name, 0)
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            await self._pool.release(listener)
+            with contextlib.suppress(Exception):
+                await nc.drain()
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    def _stream_config(self) -> js_api.StreamConfig:
+        c = self._config
+        return js_api.StreamConfig(
+            name=c.stream_name,
+            subjects=[f"{c.subject_prefix}.>"],
+            storage=js_api.StorageType.FILE,
+            retention=js_api.RetentionPolicy.LIMITS,
+            max_age=float(c.max_age_s) if c.max_age_s else None,
+            max_bytes=c.max_bytes,
+            num_replicas=c.replicas,
+            duplicate_window=float(c.duplicate_window_s),
+        )
+
+    async def _prepare_stream(self, js: Any) -> int:
+        """Creates the stream if needed; returns the last position it holds."""
+        checkpoint = await self._store.relay_checkpoint(self._config.stream_name)
+        try:
+            info = await js.stream_info(self._config.stream_name)
+        except NotFoundError:
+            info = await js.add_stream(self._stream_config())
+            log.info("relay: created stream %s", self._config.stream_name)
+        last_seq = info.state.last_seq or 0
+        head, _ = await self._store.head()
+        if last_seq > head:
+            raise _StreamBehind(f"stream holds {last_seq} messages but the log only {head}")
+        if last_seq < checkpoint:
+            raise _StreamBehind(f"stream ends at {last_seq}, but {checkpoint} were published")
+        if last_seq > 0:
+            msg = await js.get_msg(self._config.stream_name, seq=last_seq)
+            body = orjson.loads(msg.data or b"{}")
+            expected = await self._store.read_log(last_seq - 1, 1)
+            if not expected or body.get("hash") != expected[0]["hash"]:
+                raise _StreamBehind(f"stream message {last_seq} does not match the log")
+        self.published_position = last_seq
+        return last_seq
+
+    async def _publish_from(self, js: Any, position: int, lock_conn: asyncpg.Connection) -> None:
+        stream = self._config.stream_name
+        while True:
+            self._wake.clear()
+            events = await self._store.read_log(position, _PAGE_EVENTS_MAX)
+            if not events:
+                # Keep the leader's lock connection alive-checked while idle.
+                await lock_conn.fetchval("SELECT 1")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._config.idle_poll_s)
+                continue
+            futures = []
+            for message in events:
+                pos = message["position"]
+                futures.append(
+                    await js.publish_async(
+                        subject_for(message["type"], self._config.subject_prefix),
+                        orjson.dumps(message),
+                        headers={
+                            "Nats-Msg-Id": str(pos),
+                            "Nats-Expected-Last-Sequence": str(pos - 1),
+                        },
+                        stream=stream,
+                    )
+                )
+            try:
+                acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+            except (APIError, NoStreamResponseError) as e:
+                # A wrong expected sequence or a missing stream: resync from the stream.
+                raise _StreamBehind(f"publish refused: {e}") from e
+            for ack, message in zip(acks, events, strict=True):
+                if ack.seq != message["position"]:
+                    raise _StreamBehind(
+                        f"position {message['position']} landed at sequence {ack.seq}"
+                    )
+            position = events[-1]["position"]
+            self.published_position = position
+            await self._store.set_relay_checkpoint(stream, position)
