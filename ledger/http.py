@@ -430,7 +430,7 @@ async def post_curation(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     status = body.get("status")
-    if status not in CURATION_STATUSES:
+    if not isinstance(status, str) or status not in CURATION_STATUSES:
         raise ValidationError(
             f"status must be one of {', '.join(sorted(CURATION_STATUSES))}", field="status"
         )
@@ -439,7 +439,9 @@ async def post_curation(request: web.Request) -> web.Response:
         raise ValidationError("certifications must be a list of at most 50", field="certifications")
     certs: list[dict[str, Any]] = []
     for cert in certs_in:
-        if not isinstance(cert, dict) or cert.get("kind") not in CERTIFICATION_KINDS:
+        if not isinstance(cert, dict) or not isinstance(cert.get("kind"), str) or (
+            cert["kind"] not in CERTIFICATION_KINDS
+        ):
             raise ValidationError(
                 f"each certification needs kind in {', '.join(sorted(CERTIFICATION_KINDS))}",
                 field="certifications",
@@ -475,7 +477,7 @@ async def post_keys(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     role = body.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise ValidationError(f"role must be one of {', '.join(sorted(ROLES))}", field="role")
     seller_id = body.get("seller_id")
     if role == "seller":

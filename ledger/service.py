@@ -317,8 +317,10 @@ class Ledger:
         from dataclasses import replace
 
         if command.order_id is None and command.payment_ref is not None:
-            assert command.gateway is not None
-            found = await self.store.find_payment(command.gateway, command.payment_ref)
+            gateway = command.gateway or command.source
+            if gateway is None:
+                raise UnknownOrder("a payment reference needs its gateway", field="payment_ref")
+            found = await self.store.find_payment(gateway, command.payment_ref)
             if found is None:
                 raise UnknownOrder("no captured payment with that reference", field="payment_ref")
             return replace(command, channel=found[0], order_id=found[1])

@@ -136,7 +136,7 @@ def _channel(raw: dict[str, Any], *, required: bool) -> str | None:
     value = raw.get("channel")
     if value is None and not required:
         return None
-    if value not in CHANNELS:
+    if not isinstance(value, str) or value not in CHANNELS:
         raise ValidationError(
             f"channel must be one of {', '.join(sorted(CHANNELS))}", field="channel"
         )
@@ -176,7 +176,7 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
     if not isinstance(key, str) or not 1 <= len(key) <= _IDEMPOTENCY_KEY_CHARS_MAX:
         raise ValidationError("idempotency_key must be 1-200 characters", field="idempotency_key")
     kind = raw.get("type")
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise ValidationError(f"type must be one of {', '.join(sorted(EVENT_TYPES))}", field="type")
     if "occurred_at" not in raw:
         raise ValidationError("occurred_at is required", field="occurred_at")
@@ -201,8 +201,12 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
             channel=channel,
             amount_minor=parse_amount(_present(raw, "amount"), currency),
         )
+    payment_ref = _text(raw, "payment_ref", _GATEWAY_REF, required=False) if relaxed else None
     if kind in ("order.cancelled", "order.status_noted"):
-        order_id, channel = _require_order(raw, channel_required=not relaxed)
+        if payment_ref is not None and "order_id" not in raw:
+            order_id, channel = None, _channel(raw, required=False)
+        else:
+            order_id, channel = _require_order(raw, channel_required=not relaxed)
         status = source = None
         if kind == "order.status_noted":
             status = _text(raw, "status", _STATUS, required=True)
@@ -214,9 +218,11 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
             status=status,
             source=source,
             shop_id=_text(raw, "shop_id", _IDENTIFIER, required=False),
+            payment_ref=payment_ref,
+            gateway=_text(raw, "gateway", _IDENTIFIER, required=False),
+            gateway_ref=_text(raw, "gateway_ref", _GATEWAY_REF, required=False),
         )
     if kind in ("payment.captured", "payment.failed", "refund.issued"):
-        payment_ref = _text(raw, "payment_ref", _GATEWAY_REF, required=False) if relaxed else None
         if kind == "refund.issued" and payment_ref is not None and "order_id" not in raw:
             order_id, channel = None, _channel(raw, required=False)
         else:
