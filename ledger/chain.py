@@ -140,7 +140,9 @@ def verify_messages(
             return broken(expected, e.message)
         if message is _END:
             break
-        position = message.get("position") if isinstance(message, dict) else None
+        if not isinstance(message, dict):
+            return broken(expected, f"message after {checked} good ones is not an object")
+        position = message.get("position")
         if type(position) is not int:
             return broken(expected, f"message after {checked} good ones has no integer position")
         if expected is not None and position != expected:
