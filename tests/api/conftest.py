@@ -106,6 +106,26 @@ class Api:
         assert status == 200, body
         return body
 
+    async def key(self, role: str, seller_id: str | None = None) -> dict[str, str]:
+        """A fresh API key of ``role``, made by the admin, as request headers."""
+        body: dict[str, Any] = {"role": role}
+        if seller_id is not None:
+            body["seller_id"] = seller_id
+        status, out = await self.post("/v1/keys", body, headers=self.headers)
+        assert status == 201, out
+        return {"Authorization": f"Bearer {out['key']}"}
+
+    async def events_after(self, after: int) -> list[dict[str, Any]]:
+        """Every log entry after ``after``, following ``next_after`` page by page."""
+        out: list[dict[str, Any]] = []
+        while True:
+            status, page = await self.get(f"/v1/events?after={after}&limit=1000")
+            assert status == 200, page
+            out.extend(page["events"])
+            if page["next_after"] is None:
+                return out
+            after = page["next_after"]
+
 
 @pytest.fixture
 def api(client: TestClient, admin: dict[str, str]) -> Api:
