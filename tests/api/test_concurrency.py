@@ -1,0 +1,205 @@
+"""Concurrent writers (CONTRACT section 2, DESIGN rules 3-6): rules hold, the log stays gap-free.
+
+Most tests run twice: once against the session's app, once with the requests
+split between it and a second app with a Ledger of its own on the same
+database, as two ``serve`` replicas behind a load balancer would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ledger.http import create_app
+from ledger.messages import GENESIS_HASH, chain_hash
+from ledger.service import Ledger
+from ledger.store import EVENTS_TABLE
+from tests.api.conftest import Api
+
+
+@pytest.fixture(scope="module")
+async def replica(settings, store, admin) -> AsyncIterator[Api]:
+    """A second serve process: its own Ledger (writer, cache) over the same database."""
+    ledger = Ledger(store)
+    ledger.start()
+    app = create_app(settings, ledger, store)
+    async with TestClient(TestServer(app)) as client:
+        yield Api(client, admin)
+    await ledger.stop()
+
+
+@pytest.fixture(params=["one_app", "two_apps"])
+def apis(request, api, replica) -> list[Api]:
+    return [api] if request.param == "one_app" else [api, replica]
+
+
+async def funded_seller(api: Api, uid: Any, amount: str) -> str:
+    """A seller whose available balance is exactly ``amount``."""
+    seller = uid("s") + uuid.uuid4().hex[:4]
+    await api.seller(seller)
+    order_id = seller + "-o"
+    await api.place(seller, order_id, amount)
+    status, body = await api.capture(order_id, amount)
+    assert status == 201, body
+    assert (await api.balance(seller))["available"] == f"{amount}.00"
+    return seller
+
+
+async def test_concurrent_captures_never_overpay(apis, api, uid):
+    seller, order_id = uid("s"), uid("o")
+    await api.seller(seller)
+    await api.place(seller, order_id, "100000")
+    # warm every replica's cache on the order, so their decisions can be stale
+    for a in apis:
+        assert (await a.get(f"/v1/orders/qris/{order_id}"))[0] == 200
+        status, _ = await a.event(
+            type="payment.failed", order_id=order_id, channel="qris",
+            gateway="midtrans", gateway_ref=uuid.uuid4().hex,
+        )  # fmt: skip
+        assert status == 201
+    answers = await asyncio.gather(
+        *(apis[i % len(apis)].capture(order_id, "7000") for i in range(20))
+    )
+    statuses = sorted(s for s, _ in answers)
+    codes = sorted(b["error"]["code"] for s, b in answers if s != 201)
+    assert statuses == [201] * 14 + [422] * 6, answers
+    assert codes == ["overpayment"] * 6
+    status, order = await api.get(f"/v1/orders/qris/{order_id}")
+    assert status == 200
+    assert order["captured"] == "98000.00"
+    assert (await api.balance(seller))["captured_total"] == "98000.00"
+    captures = [e for e in order["history"] if e["type"] == "payment.captured"]
+    assert len(captures) == 14
+    assert [e["version"] for e in order["history"]] == list(range(1, len(order["history"]) + 1))
+
+
+async def test_concurrent_captures_that_fit_exactly_all_succeed(apis, api, uid):
+    seller, order_id = uid("s"), uid("o")
+    await api.seller(seller)
+    await api.place(seller, order_id, "20000")
+    answers = await asyncio.gather(
+        *(apis[i % len(apis)].capture(order_id, "1000") for i in range(20))
+    )
+    assert [s for s, _ in answers] == [201] * 20, answers
+    status, order = await api.get(f"/v1/orders/qris/{order_id}")
+    assert (order["captured"], order["status"]) == ("20000.00", "paid")
+
+
+async def test_of_two_concurrent_payouts_over_the_balance_one_is_refused(apis, api, uid):
+    for round_ in range(5):
+        seller = await funded_seller(api, uid, "1000")
+        answers = await asyncio.gather(
+            *(
+                apis[i % len(apis)].event(
+                    type="payout.sent", seller_id=seller, amount="600", reference=f"r{i}"
+                )
+                for i in range(2)
+            )
+        )
+        statuses = sorted(s for s, _ in answers)
+        assert statuses == [201, 422], (round_, answers)
+        refused = next(b for s, b in answers if s == 422)
+        assert refused["error"]["code"] == "insufficient_balance"
+        bal = await api.balance(seller)
+        assert (bal["paid_out_total"], bal["available"]) == ("600.00", "400.00")
+
+
+async def test_many_concurrent_payouts_never_overdraw(apis, api, uid):
+    seller = await funded_seller(api, uid, "1000")
+    answers = await asyncio.gather(
+        *(
+            apis[i % len(apis)].event(
+                type="payout.sent", seller_id=seller, amount="70", reference=f"r{i}"
+            )
+            for i in range(30)
+        )
+    )
+    statuses = sorted(s for s, _ in answers)
+    assert statuses == [201] * 14 + [422] * 16, answers
+    bal = await api.balance(seller)
+    assert (bal["paid_out_total"], bal["available"]) == ("980.00", "20.00")
+
+
+async def test_forty_concurrent_copies_across_replicas_record_one_event(apis, api, store, uid):
+    seller = uid("s")
+    await api.seller(seller)
+    after, _ = await store.head()
+    body = {
+        "idempotency_key": uid("k"), "type": "order.placed",
+        "occurred_at": "2026-11-30T10:00:00+08:00", "seller_id": seller,
+        "order_id": uid("o"), "channel": "qris", "amount": "1000",
+    }  # fmt: skip
+    answers = await asyncio.gather(
+        *(apis[i % len(apis)].post("/v1/events", body) for i in range(40))
+    )
+    assert sorted(s for s, _ in answers) == [200] * 39 + [201], answers
+    assert len({b["position"] for _, b in answers}) == 1
+    logged = [
+        e for e in await api.events_after(after)
+        if e["data"].get("idempotency_key") == body["idempotency_key"]
+    ]  # fmt: skip
+    assert len(logged) == 1
+    assert (await api.balance(seller))["pending"] == "1000.00"
+
+
+async def test_positions_are_gap_free_and_hash_chained_under_concurrent_writers(
+    apis, api, store, pool, uid
+):
+    sellers = [uid(f"s{i}") for i in range(4)]
+    for seller in sellers:
+        await api.seller(seller)
+    start, _ = await store.head()
+    seen: list[int] = []
+    stop = asyncio.Event()
+
+    async def reader() -> None:
+        """Polls the log while writers commit: it must never see N+1 before N."""
+        last = start
+        while not stop.is_set():
+            status, page = await api.get(f"/v1/events?after={last}&limit=1000")
+            assert status == 200
+            for e in page["events"]:
+                assert e["position"] == last + 1, f"reader skipped from {last} to {e['position']}"
+                last = e["position"]
+                seen.append(last)
+            await asyncio.sleep(0)
+
+    reading = asyncio.create_task(reader())
+    answers = await asyncio.gather(
+        *(
+            apis[i % len(apis)].place(sellers[i % len(sellers)], uid(f"o{i}"), str(1000 + i))
+            for i in range(200)
+        )
+    )
+    stop.set()
+    await reading
+
+    positions = sorted(b["position"] for b in answers)
+    assert len(set(positions)) == 200
+    log = await api.events_after(0)
+    assert [e["position"] for e in log] == list(range(1, len(log) + 1)), "positions 1..N"
+    head, head_hash = await store.head()
+    assert log[-1]["position"] == head
+    assert log[-1]["hash"] == head_hash
+    assert set(positions) <= {e["position"] for e in log if e["position"] > start}
+    by_position = {e["position"]: e for e in log}
+    for b in answers:
+        e = by_position[b["position"]]
+        assert (e["stream_id"], e["version"], e["type"]) == (b["stream_id"], 1, "order.placed")
+    assert seen == list(range(start + 1, start + 1 + len(seen)))
+
+    prev = GENESIS_HASH
+    for e in log:
+        assert e["prev_hash"] == prev, f"position {e['position']}: prev_hash breaks the chain"
+        assert e["hash"] == chain_hash(e["prev_hash"], e), f"position {e['position']}: bad hash"
+        prev = e["hash"]
+
+    count, top = await pool.fetchrow(
+        f"SELECT count(*), max(notification_id) FROM {EVENTS_TABLE}"
+    )
+    assert count == top == head
