@@ -1,0 +1,291 @@
+"""Seller balances: a pure fold over messages into row deltas, and one SQL apply.
+
+Per seller and currency (CONTRACT section 4):
+
+- ``pending``: the unpaid value of the seller's open orders. ``order.placed``
+  adds the order amount; a capture takes off what it pays, at most what is
+  still unpaid; ``order.cancelled`` takes off the remainder and closes it.
+- ``captured``, ``refunded``, ``fees``, ``paid_out``: running totals, and
+  ``available = captured - refunded - fees - paid_out`` (computed on read).
+
+Pending needs each order's amount and what was captured so far, across
+batches, so the projection keeps ``proj_balance_orders`` beside
+``proj_balances``. ``fold`` is given the states of the orders a batch
+touches and returns their new states; it does no I/O and never mutates its
+input. Suspense entries are never credited to a seller (DESIGN rule 8), so
+``suspense.*`` are ignored; so are ``payment.failed`` and status notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import asyncpg
+
+from projections import envelope
+from projections.projection import Projection
+
+__all__ = [
+    "BalanceChanges",
+    "BalanceDelta",
+    "BalanceFact",
+    "BalancesProjection",
+    "OrderKey",
+    "OrderState",
+    "fold",
+    "order_keys",
+    "parse",
+]
+
+Kind = Literal["registered", "placed", "cancelled", "captured", "refunded", "paid_out"]
+#: ``(channel, order_id)``: an order's identity (CONTRACT section 1).
+OrderKey = tuple[str, str]
+#: ``(seller_id, currency)``: one balance row.
+BalanceKey = tuple[str, str]
+
+#: A registered seller gets a zero row in this currency so that its balance
+#: reads as zeros rather than "unknown" before its first order.
+REGISTRATION_CURRENCY: Final = "IDR"
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceFact:
+    position: int
+    kind: Kind
+    seller_id: str
+    currency: str = REGISTRATION_CURRENCY
+    channel: str = ""
+    order_id: str = ""
+    amount_minor: int = 0
+    fee_minor: int = 0
+
+    @property
+    def order_key(self) -> OrderKey:
+        return (self.channel, self.order_id)
+
+
+@dataclass(slots=True)
+class OrderState:
+    seller_id: str
+    currency: str
+    amount_minor: int
+    captured_minor: int = 0
+    open: bool = True
+
+    @property
+    def unpaid_minor(self) -> int:
+        return max(0, self.amount_minor - self.captured_minor) if self.open else 0
+
+
+@dataclass(slots=True)
+class BalanceDelta:
+    pending_minor: int = 0
+    captured_minor: int = 0
+    refunded_minor: int = 0
+    fees_minor: int = 0
+    paid_out_minor: int = 0
+    last_position: int = 0
+
+
+@dataclass(slots=True)
+class BalanceChanges:
+    balances: dict[BalanceKey, BalanceDelta] = field(default_factory=dict)
+    #: New state of every order the facts touched.
+    orders: dict[OrderKey, OrderState] = field(default_factory=dict)
+
+
+def parse(message: dict[str, Any]) -> BalanceFact | None:
+    """The balance fact of one decoded message; raises ``PoisonMessage`` if unusable."""
+    kind = _KINDS.get(message["type"])
+    if kind is None:
+        return None
+    data = message["data"]
+    position = message["position"]
+    seller_id = envelope.text(data, "seller_id")
+    if kind == "registered":
+        return BalanceFact(position, kind, seller_id)
+    currency = envelope.currency(data)
+    amount = envelope.amount_minor(data, "amount", currency, absent_ok=kind == "cancelled")
+    if kind == "paid_out":
+        return BalanceFact(position, kind, seller_id, currency, amount_minor=amount)
+    channel = envelope.text(data, "channel")
+    order_id = envelope.text(data, "order_id")
+    fee = envelope.amount_minor(data, "fee", currency, absent_ok=True) if kind == "captured" else 0
+    return BalanceFact(position, kind, seller_id, currency, channel, order_id, amount, fee)
+
+
+_KINDS: Final[dict[str, Kind]] = {
+    "seller.registered": "registered",
+    "order.placed": "placed",
+    "order.cancelled": "cancelled",
+    "payment.captured": "captured",
+    "refund.issued": "refunded",
+    "payout.sent": "paid_out",
+}
+
+
+def order_keys(facts: Iterable[BalanceFact]) -> set[OrderKey]:
+    """The orders whose earlier state ``fold`` needs."""
+    return {f.order_key for f in facts if f.kind in ("placed", "cancelled", "captured")}
+
+
+def fold(facts: Iterable[BalanceFact], orders: Mapping[OrderKey, OrderState]) -> BalanceChanges:
+    """Folds facts (in position order) into balance deltas and new order states.
+
+    ``orders`` holds the state before this batch of every order in
+    ``order_keys(facts)`` that exists; it is not modified.
+    """
+    changes = BalanceChanges()
+    touched = changes.orders
+
+    def delta(seller_id: str, currency: str, position: int) -> BalanceDelta:
+        d = changes.balances.get((seller_id, currency))
+        if d is None:
+            d = changes.balances[(seller_id, currency)] = BalanceDelta()
+        d.last_position = max(d.last_position, position)
+        return d
+
+    def state(key: OrderKey) -> OrderState | None:
+        st = touched.get(key)
+        if st is None and key in orders:
+            st = touched[key] = dataclasses.replace(orders[key])
+        return st
+
+    for f in facts:
+        if f.kind == "registered":
+            delta(f.seller_id, f.currency, f.position)
+        elif f.kind == "placed":
+            if state(f.order_key) is not None:
+                continue  # placed twice: the ledger refuses it (order_exists); keep the first
+            touched[f.order_key] = OrderState(f.seller_id, f.currency, f.amount_minor)
+            delta(f.seller_id, f.currency, f.position).pending_minor += f.amount_minor
+        elif f.kind == "cancelled":
+            st = state(f.order_key)
+            if st is not None and st.open:
+                delta(st.seller_id, st.currency, f.position).pending_minor -= st.unpaid_minor
+                st.open = False
+        elif f.kind == "captured":
+            d = delta(f.seller_id, f.currency, f.position)
+            d.captured_minor += f.amount_minor
+            d.fees_minor += f.fee_minor
+            st = state(f.order_key)
+            if st is not None:
+                paid = min(f.amount_minor, st.unpaid_minor)
+                if paid:
+                    delta(st.seller_id, st.currency, f.position).pending_minor -= paid
+                st.captured_minor += f.amount_minor
+                if st.captured_minor >= st.amount_minor:
+                    st.open = False
+        elif f.kind == "refunded":
+            delta(f.seller_id, f.currency, f.position).refunded_minor += f.amount_minor
+        elif f.kind == "paid_out":
+            delta(f.seller_id, f.currency, f.position).paid_out_minor += f.amount_minor
+    return changes
+
+
+class BalancesProjection(Projection):
+    name = "balances"
+    tables = ("proj_balances", "proj_balance_orders")
+
+    def __init__(self, *, suffix: str = "") -> None:
+        super().__init__(suffix=suffix)
+        balances, orders = self.table("proj_balances"), self.table("proj_balance_orders")
+        self._ddl = [
+            f"""
+            CREATE TABLE IF NOT EXISTS {balances} (
+                seller_id text NOT NULL,
+                currency text NOT NULL,
+                pending_minor bigint NOT NULL DEFAULT 0,
+                captured_minor bigint NOT NULL DEFAULT 0,
+                refunded_minor bigint NOT NULL DEFAULT 0,
+                fees_minor bigint NOT NULL DEFAULT 0,
+                paid_out_minor bigint NOT NULL DEFAULT 0,
+                last_position bigint NOT NULL,
+                CONSTRAINT {balances}_pkey PRIMARY KEY (seller_id, currency)
+            )""",
+            f"""
+            CREATE TABLE IF NOT EXISTS {orders} (
+                channel text NOT NULL,
+                order_id text NOT NULL,
+                seller_id text NOT NULL,
+                currency text NOT NULL,
+                amount_minor bigint NOT NULL,
+                captured_minor bigint NOT NULL,
+                open boolean NOT NULL,
+                CONSTRAINT {orders}_pkey PRIMARY KEY (channel, order_id)
+            )""",
+        ]
+        self._load_orders = f"""
+            SELECT o.channel, o.order_id, o.seller_id, o.currency, o.amount_minor,
+                   o.captured_minor, o.open
+            FROM {orders} o
+            JOIN unnest($1::text[], $2::text[]) AS k(channel, order_id)
+              ON o.channel = k.channel AND o.order_id = k.order_id"""
+        self._upsert_orders = f"""
+            INSERT INTO {orders} AS o
+                (channel, order_id, seller_id, currency, amount_minor, captured_minor, open)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                 $5::bigint[], $6::bigint[], $7::boolean[])
+            ON CONFLICT (channel, order_id) DO UPDATE
+               SET captured_minor = EXCLUDED.captured_minor, open = EXCLUDED.open"""
+        self._upsert_balances = f"""
+            INSERT INTO {balances} AS b
+                (seller_id, currency, pending_minor, captured_minor, refunded_minor,
+                 fees_minor, paid_out_minor, last_position)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                                 $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
+            ON CONFLICT (seller_id, currency) DO UPDATE SET
+                pending_minor = b.pending_minor + EXCLUDED.pending_minor,
+                captured_minor = b.captured_minor + EXCLUDED.captured_minor,
+                refunded_minor = b.refunded_minor + EXCLUDED.refunded_minor,
+                fees_minor = b.fees_minor + EXCLUDED.fees_minor,
+                paid_out_minor = b.paid_out_minor + EXCLUDED.paid_out_minor,
+                last_position = GREATEST(b.last_position, EXCLUDED.last_position)"""
+
+    def ddl(self) -> list[str]:
+        return list(self._ddl)
+
+    def parse(self, message: dict[str, Any]) -> BalanceFact | None:
+        return parse(message)
+
+    async def apply(self, conn: asyncpg.Connection, facts: Sequence[BalanceFact]) -> None:
+        keys = sorted(order_keys(facts))
+        before: dict[OrderKey, OrderState] = {}
+        if keys:
+            rows = await conn.fetch(self._load_orders, [k[0] for k in keys], [k[1] for k in keys])
+            before = {
+                (r["channel"], r["order_id"]): OrderState(
+                    r["seller_id"], r["currency"], r["amount_minor"], r["captured_minor"], r["open"]
+                )
+                for r in rows
+            }
+        changes = fold(facts, before)
+        if changes.orders:
+            items = sorted(changes.orders.items())
+            await conn.execute(
+                self._upsert_orders,
+                [k[0] for k, _ in items],
+                [k[1] for k, _ in items],
+                [s.seller_id for _, s in items],
+                [s.currency for _, s in items],
+                [s.amount_minor for _, s in items],
+                [s.captured_minor for _, s in items],
+                [s.open for _, s in items],
+            )
+        if changes.balances:
+            # sorted: two writers never lock the same rows in different orders
+            rows_ = sorted(changes.balances.items())
+            await conn.execute(
+                self._upsert_balances,
+                [k[0] for k, _ in rows_],
+                [k[1] for k, _ in rows_],
+                [d.pending_minor for _, d in rows_],
+                [d.captured_minor for _, d in rows_],
+                [d.refunded_minor for _, d in rows_],
+                [d.fees_minor for _, d in rows_],
+                [d.paid_out_minor for _, d in rows_],
+                [d.last_position for _, d in rows_],
+            )

@@ -1,0 +1,24 @@
+"""The read models by name: ``balances``, ``recaps``, ``city``."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from projections.balances import BalancesProjection
+from projections.projection import Projection
+from projections.recaps import DEFAULT_TIMEZONE, CityRecapProjection, SellerRecapsProjection
+
+__all__ = ["PROJECTION_NAMES", "projection"]
+
+PROJECTION_NAMES: Final = ("balances", "recaps", "city")
+
+
+def projection(name: str, *, timezone: str = DEFAULT_TIMEZONE, suffix: str = "") -> Projection:
+    """A new instance of the read model ``name``; ``ValueError`` if there is none."""
+    if name == "balances":
+        return BalancesProjection(suffix=suffix)
+    if name == "recaps":
+        return SellerRecapsProjection(timezone=timezone, suffix=suffix)
+    if name == "city":
+        return CityRecapProjection(timezone=timezone, suffix=suffix)
+    raise ValueError(f"unknown projection {name!r}; known: {', '.join(PROJECTION_NAMES)}")

@@ -1,0 +1,371 @@
+"""Daily recaps ("rekap transaksi"): per seller, and the city's view across sellers.
+
+A recap day is the **local** calendar day of ``occurred_at`` in the
+deployment's time zone (default ``Asia/Makassar``): ``2026-11-30T17:30:00Z``
+counts for 2026-12-01 (CONTRACT section 1). Rows are per day, channel and
+currency:
+
+- ``orders`` / ``order_value``: ``order.placed`` count and amounts;
+- ``payments`` / ``captured`` / ``fees``: ``payment.captured`` count, amounts, fees;
+- ``refunds`` / ``refunded``: ``refund.issued`` count and amounts;
+- ``net = captured - refunded - fees`` (computed on read).
+
+Two read models, each with its own consumer and position:
+
+- ``recaps`` (:class:`SellerRecapsProjection`): ``proj_seller_daily``.
+- ``city`` (:class:`CityRecapProjection`): the same sums per channel and per
+  district across all sellers, plus who was active. The district comes from
+  ``seller.registered`` (kept in ``proj_city_sellers``); a seller is active on
+  a day with any order, payment or refund.
+
+The folds are pure; ``apply`` loads what the fold needs and writes deltas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, tzinfo
+from typing import Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+
+from projections import envelope
+from projections.projection import Projection
+
+__all__ = [
+    "DEFAULT_TIMEZONE",
+    "CityChanges",
+    "CityRecapProjection",
+    "RecapDelta",
+    "RecapFact",
+    "SellerRecapsProjection",
+    "SellerRegistered",
+    "fold_city",
+    "fold_seller_recaps",
+    "parse",
+    "zone",
+]
+
+DEFAULT_TIMEZONE: Final = "Asia/Makassar"
+#: Stored for a seller registered without a district (a key column cannot be NULL).
+NO_DISTRICT: Final = ""
+
+FactKind = Literal["order", "payment", "refund"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecapFact:
+    position: int
+    kind: FactKind
+    seller_id: str
+    day: date
+    channel: str
+    currency: str
+    amount_minor: int
+    fee_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SellerRegistered:
+    position: int
+    seller_id: str
+    district: str
+
+
+@dataclass(slots=True)
+class RecapDelta:
+    orders: int = 0
+    order_value_minor: int = 0
+    payments: int = 0
+    captured_minor: int = 0
+    refunds: int = 0
+    refunded_minor: int = 0
+    fees_minor: int = 0
+
+    def add(self, fact: RecapFact) -> None:
+        if fact.kind == "order":
+            self.orders += 1
+            self.order_value_minor += fact.amount_minor
+        elif fact.kind == "payment":
+            self.payments += 1
+            self.captured_minor += fact.amount_minor
+            self.fees_minor += fact.fee_minor
+        else:
+            self.refunds += 1
+            self.refunded_minor += fact.amount_minor
+
+    def columns(self) -> tuple[int, ...]:
+        return (
+            self.orders,
+            self.order_value_minor,
+            self.payments,
+            self.captured_minor,
+            self.refunds,
+            self.refunded_minor,
+            self.fees_minor,
+        )
+
+
+_FACT_KINDS: Final[dict[str, FactKind]] = {
+    "order.placed": "order",
+    "payment.captured": "payment",
+    "refund.issued": "refund",
+}
+
+
+def zone(name: str) -> tzinfo:
+    """The time zone called ``name``; ``ValueError`` naming it if unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ValueError(f"unknown time zone {name!r}") from e
+
+
+def parse(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegistered | None:
+    """The recap fact of one decoded message; raises ``PoisonMessage`` if unusable."""
+    data = message["data"]
+    if message["type"] == "seller.registered":
+        district = envelope.optional_text(data, "district") or NO_DISTRICT
+        return SellerRegistered(message["position"], envelope.text(data, "seller_id"), district)
+    kind = _FACT_KINDS.get(message["type"])
+    if kind is None:
+        return None
+    currency = envelope.currency(data)
+    fee = envelope.amount_minor(data, "fee", currency, absent_ok=True) if kind == "payment" else 0
+    return RecapFact(
+        position=message["position"],
+        kind=kind,
+        seller_id=envelope.text(data, "seller_id"),
+        day=envelope.local_day(message["occurred_at"], tz),
+        channel=envelope.text(data, "channel"),
+        currency=currency,
+        amount_minor=envelope.amount_minor(data, "amount", currency),
+        fee_minor=fee,
+    )
+
+
+SellerDayKey = tuple[str, date, str, str]  # seller_id, day, channel, currency
+
+
+def fold_seller_recaps(
+    facts: Iterable[RecapFact | SellerRegistered],
+) -> dict[SellerDayKey, RecapDelta]:
+    """Sums per ``(seller_id, day, channel, currency)``."""
+    rows: dict[SellerDayKey, RecapDelta] = {}
+    for f in facts:
+        if isinstance(f, RecapFact):
+            key = (f.seller_id, f.day, f.channel, f.currency)
+            d = rows.get(key)
+            if d is None:
+                d = rows[key] = RecapDelta()
+            d.add(f)
+    return rows
+
+
+@dataclass(slots=True)
+class CityChanges:
+    #: seller_id -> district, from the registrations in this batch.
+    sellers: dict[str, str] = field(default_factory=dict)
+    #: (day, channel, currency) -> sums
+    channels: dict[tuple[date, str, str], RecapDelta] = field(default_factory=dict)
+    #: (day, district, currency) -> sums
+    districts: dict[tuple[date, str, str], RecapDelta] = field(default_factory=dict)
+    #: (day, seller_id) -> the seller's district: who was active that day
+    active: dict[tuple[date, str], str] = field(default_factory=dict)
+
+
+def fold_city(
+    facts: Iterable[RecapFact | SellerRegistered], districts: Mapping[str, str]
+) -> CityChanges:
+    """Sums per channel and per district, and the active sellers, for the city recap.
+
+    ``districts`` maps the sellers registered before this batch to their
+    district; registrations inside the batch take effect from their position.
+    """
+    changes = CityChanges()
+    for f in facts:
+        if isinstance(f, SellerRegistered):
+            changes.sellers[f.seller_id] = f.district
+            continue
+        district = changes.sellers.get(f.seller_id, districts.get(f.seller_id, NO_DISTRICT))
+        for table, key in (
+            (changes.channels, (f.day, f.channel, f.currency)),
+            (changes.districts, (f.day, district, f.currency)),
+        ):
+            d = table.get(key)
+            if d is None:
+                d = table[key] = RecapDelta()
+            d.add(f)
+        changes.active.setdefault((f.day, f.seller_id), district)
+    return changes
+
+
+_SUM_COLUMNS: Final = (
+    "orders",
+    "order_value_minor",
+    "payments",
+    "captured_minor",
+    "refunds",
+    "refunded_minor",
+    "fees_minor",
+)
+_SUM_DDL: Final = ",\n".join(f"    {c} bigint NOT NULL DEFAULT 0" for c in _SUM_COLUMNS)
+_SUM_UPDATE: Final = ",\n".join(f"    {c} = t.{c} + EXCLUDED.{c}" for c in _SUM_COLUMNS)
+_SUM_LIST: Final = ", ".join(_SUM_COLUMNS)
+
+
+def _sum_upsert(table: str, keys: Sequence[tuple[str, str]]) -> str:
+    """``INSERT ... SELECT FROM unnest(...) ON CONFLICT (keys) DO UPDATE`` adding the sums."""
+    names = [k for k, _ in keys]
+    params = [f"${i}::{t}[]" for i, (_, t) in enumerate(keys, start=1)]
+    params += [f"${i}::bigint[]" for i in range(len(keys) + 1, len(keys) + 1 + len(_SUM_COLUMNS))]
+    return f"""
+        INSERT INTO {table} AS t ({", ".join(names)}, {_SUM_LIST})
+        SELECT * FROM unnest({", ".join(params)})
+        ON CONFLICT ({", ".join(names)}) DO UPDATE SET
+        {_SUM_UPDATE}"""
+
+
+def _sum_args(rows: Mapping[tuple[Any, ...], RecapDelta]) -> list[list[Any]]:
+    items = sorted(rows.items())
+    width = len(items[0][0]) if items else 0
+    keys = [[k[i] for k, _ in items] for i in range(width)]
+    sums = [[d.columns()[i] for _, d in items] for i in range(len(_SUM_COLUMNS))]
+    return keys + sums
+
+
+class SellerRecapsProjection(Projection):
+    name = "recaps"
+    tables = ("proj_seller_daily",)
+
+    def __init__(self, *, timezone: str = DEFAULT_TIMEZONE, suffix: str = "") -> None:
+        super().__init__(suffix=suffix)
+        self.zone = zone(timezone)
+        daily = self.table("proj_seller_daily")
+        self._ddl = [
+            f"""
+            CREATE TABLE IF NOT EXISTS {daily} (
+                seller_id text NOT NULL,
+                day date NOT NULL,
+                channel text NOT NULL,
+                currency text NOT NULL,
+            {_SUM_DDL},
+                CONSTRAINT {daily}_pkey PRIMARY KEY (seller_id, day, channel, currency)
+            )"""
+        ]
+        self._upsert = _sum_upsert(
+            daily,
+            [("seller_id", "text"), ("day", "date"), ("channel", "text"), ("currency", "text")],
+        )
+
+    def ddl(self) -> list[str]:
+        return list(self._ddl)
+
+    def parse(self, message: dict[str, Any]) -> RecapFact | None:
+        fact = parse(message, self.zone)
+        return fact if isinstance(fact, RecapFact) else None
+
+    async def apply(self, conn: asyncpg.Connection, facts: Sequence[RecapFact]) -> None:
+        rows = fold_seller_recaps(facts)
+        if rows:
+            await conn.execute(self._upsert, *_sum_args(rows))
+
+
+class CityRecapProjection(Projection):
+    name = "city"
+    tables = (
+        "proj_city_sellers",
+        "proj_city_daily",
+        "proj_city_district_daily",
+        "proj_city_active_sellers",
+    )
+
+    def __init__(self, *, timezone: str = DEFAULT_TIMEZONE, suffix: str = "") -> None:
+        super().__init__(suffix=suffix)
+        self.zone = zone(timezone)
+        sellers = self.table("proj_city_sellers")
+        daily = self.table("proj_city_daily")
+        district_daily = self.table("proj_city_district_daily")
+        active = self.table("proj_city_active_sellers")
+        self._ddl = [
+            f"""
+            CREATE TABLE IF NOT EXISTS {sellers} (
+                seller_id text NOT NULL,
+                district text NOT NULL,
+                CONSTRAINT {sellers}_pkey PRIMARY KEY (seller_id)
+            )""",
+            f"""
+            CREATE TABLE IF NOT EXISTS {daily} (
+                day date NOT NULL,
+                channel text NOT NULL,
+                currency text NOT NULL,
+            {_SUM_DDL},
+                CONSTRAINT {daily}_pkey PRIMARY KEY (day, channel, currency)
+            )""",
+            f"""
+            CREATE TABLE IF NOT EXISTS {district_daily} (
+                day date NOT NULL,
+                district text NOT NULL,
+                currency text NOT NULL,
+            {_SUM_DDL},
+                CONSTRAINT {district_daily}_pkey PRIMARY KEY (day, district, currency)
+            )""",
+            f"""
+            CREATE TABLE IF NOT EXISTS {active} (
+                day date NOT NULL,
+                seller_id text NOT NULL,
+                district text NOT NULL,
+                CONSTRAINT {active}_pkey PRIMARY KEY (day, seller_id)
+            )""",
+        ]
+        self._load_districts = (
+            f"SELECT seller_id, district FROM {sellers} WHERE seller_id = ANY($1::text[])"
+        )
+        self._upsert_sellers = f"""
+            INSERT INTO {sellers} (seller_id, district)
+            SELECT * FROM unnest($1::text[], $2::text[])
+            ON CONFLICT (seller_id) DO UPDATE SET district = EXCLUDED.district"""
+        self._upsert_daily = _sum_upsert(
+            daily, [("day", "date"), ("channel", "text"), ("currency", "text")]
+        )
+        self._upsert_district = _sum_upsert(
+            district_daily, [("day", "date"), ("district", "text"), ("currency", "text")]
+        )
+        # the first district seen for a seller on a day stays (DO NOTHING), as in fold_city
+        self._insert_active = f"""
+            INSERT INTO {active} (day, seller_id, district)
+            SELECT * FROM unnest($1::date[], $2::text[], $3::text[])
+            ON CONFLICT (day, seller_id) DO NOTHING"""
+
+    def ddl(self) -> list[str]:
+        return list(self._ddl)
+
+    def parse(self, message: dict[str, Any]) -> RecapFact | SellerRegistered | None:
+        return parse(message, self.zone)
+
+    async def apply(
+        self, conn: asyncpg.Connection, facts: Sequence[RecapFact | SellerRegistered]
+    ) -> None:
+        wanted = sorted({f.seller_id for f in facts if isinstance(f, RecapFact)})
+        districts: dict[str, str] = {}
+        if wanted:
+            rows = await conn.fetch(self._load_districts, wanted)
+            districts = {r["seller_id"]: r["district"] for r in rows}
+        changes = fold_city(facts, districts)
+        if changes.sellers:
+            items = sorted(changes.sellers.items())
+            await conn.execute(self._upsert_sellers, [k for k, _ in items], [v for _, v in items])
+        if changes.channels:
+            await conn.execute(self._upsert_daily, *_sum_args(changes.channels))
+        if changes.districts:
+            await conn.execute(self._upsert_district, *_sum_args(changes.districts))
+        if changes.active:
+            items_ = sorted(changes.active.items())
+            await conn.execute(
+                self._insert_active,
+                [k[0] for k, _ in items_],
+                [k[1] for k, _ in items_],
+                [v for _, v in items_],
+            )

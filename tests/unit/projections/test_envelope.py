@@ -1,0 +1,47 @@
+"""Decoding a message: what is accepted, and what is poison."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from projections.envelope import PoisonMessage, decode
+from tests.unit.projections.log_builder import LogBuilder
+
+
+def body(message: dict) -> bytes:
+    return orjson.dumps(message)
+
+
+def test_a_well_formed_message_decodes() -> None:
+    m = LogBuilder().order("s1", "o1", "10.00")
+    assert decode(body(m)) == m
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json{", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"position": "7"}', "position"),
+        (b'{"position": true}', "position"),
+    ],
+)
+def test_garbage_is_poison(raw: bytes, reason: str) -> None:
+    with pytest.raises(PoisonMessage, match=reason):
+        decode(raw)
+
+
+def test_an_altered_body_fails_the_hash() -> None:
+    m = LogBuilder().capture("s1", "o1", "10.00")
+    m["data"]["amount"] = "10000.00"
+    with pytest.raises(PoisonMessage, match="hash mismatch"):
+        decode(body(m))
+    assert decode(body(m), verify_hash=False)["data"]["amount"] == "10000.00"
+
+
+def test_a_time_without_offset_is_poison() -> None:
+    log = LogBuilder()
+    m = log.order("s1", "o1", "10.00", at="2026-11-30T10:00:00")
+    with pytest.raises(PoisonMessage, match="offset"):
+        decode(body(m))
