@@ -1,0 +1,470 @@
+"""The one pull loop: fetch -> decode -> apply + advance position in one transaction -> ack.
+
+One durable pull consumer per read model on the stream (``LEDGER``,
+subjects ``<prefix>.>``). Each fetched batch is decoded and parsed outside
+the database, then applied in ONE PostgreSQL transaction that also moves the
+model's row in ``projection_positions``; only after the commit are the
+messages acked (DESIGN rule 7). So:
+
+- a message whose position is at or below the stored position is skipped:
+  a redelivery, a duplicate publish or a replay changes nothing;
+- a crash before the commit loses nothing (the stream redelivers), a crash
+  after the commit and before the ack doubles nothing (skipped on redelivery);
+- a message that cannot be decoded or parsed is written to
+  ``projection_poison`` in the same transaction, then termed, with a log line:
+  it never blocks the stream;
+- a database error naks the batch with a growing delay. ``max_ack_pending``
+  equals the batch size, so the server hands out nothing newer while the
+  batch waits: positions are applied in order, never past a gap.
+
+The stored position is the truth and the JetStream consumer only a cursor.
+At start, and whenever a rebuild has swapped tables in (the row's
+``generation`` changed), the consumer checks that the cursor has handed out
+nothing beyond the stored position and nothing is left unacked; otherwise it
+deletes the durable and creates it again at the first stream sequence whose
+position is above the stored one. That sequence is found by a binary search
+over the stream (one direct get per step) rather than assumed to equal the
+position: a stream that was recreated, trimmed, or has a duplicate republished
+outside the dedupe window does not line up. The search assumes positions do
+not decrease along the stream, which the relay guarantees by publishing in
+position order; the skip by position makes any earlier start harmless.
+
+One worker per read model: a second would be harmless for correctness (the
+row lock and the skip by position serialise them) but they would keep
+resetting each other's cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ledger.messages import SUBJECT_PREFIX
+from projections import envelope, schema
+from projections.envelope import PoisonMessage
+from projections.projection import Projection
+
+__all__ = ["DEFAULT_STREAM", "Consumer", "StepResult"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STREAM: Final = "LEDGER"
+_MSG_ID: Final = "Nats-Msg-Id"
+#: How many undecodable messages the start search steps over before it gives
+#: up and starts earlier (earlier is always safe: skipped by position).
+_SEARCH_SKIP_MAX: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one fetch did; for logs, metrics and tests."""
+
+    fetched: int = 0
+    applied: int = 0
+    skipped: int = 0
+    poison: int = 0
+    failed: bool = False
+    resynced: bool = False
+    position: int = 0
+
+
+class _GenerationChanged(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Item:
+    msg: Msg
+    position: int | None  # trusted only when the envelope decoded (hash checked)
+    message: dict[str, Any] | None
+    fact: Any
+    error: str | None
+
+
+class Consumer:
+    """The consumer of one read model. ``run()`` until stopped, or ``start()`` + ``step()``."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        *,
+        pool: asyncpg.Pool,
+        nc: NATS,
+        stream: str = DEFAULT_STREAM,
+        subject_prefix: str = SUBJECT_PREFIX,
+        durable: str | None = None,
+        batch_size_max: int = 500,
+        fetch_timeout_s: float = 0.5,
+        ack_wait_s: float = 30.0,
+        retry_delay_s: float = 0.25,
+        retry_delay_max_s: float = 30.0,
+        verify_hash: bool = True,
+    ) -> None:
+        if projection.suffix:
+            raise ValueError("a consumer feeds the live tables, not a rebuild's")
+        if not 1 <= batch_size_max <= 10_000:
+            raise ValueError("batch_size_max must be within 1..10000")
+        self.projection = projection
+        self.pool = pool
+        self.stream = stream
+        self.filter_subject = f"{subject_prefix}.>"
+        self.durable = durable or f"projection_{projection.name}"
+        self.batch_size_max = batch_size_max
+        self.fetch_timeout_s = fetch_timeout_s
+        self.ack_wait_s = ack_wait_s
+        self.retry_delay_s = retry_delay_s
+        self.retry_delay_max_s = retry_delay_max_s
+        self.verify_hash = verify_hash
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._sub: Any = None
+        self._generation: int | None = None
+        self._failures = 0
+        #: the stored position after the last commit (or at start)
+        self.position = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consumes until ``stop`` is set or the task is cancelled; then unsubscribes.
+
+        An unexpected failure (NATS or PostgreSQL gone, a bug) is logged, the
+        subscription dropped and, after a growing delay, ``start()`` re-aligns
+        the cursor with the stored position: the worker does not die with it.
+        """
+        stop = stop or asyncio.Event()
+        try:
+            while not stop.is_set():
+                try:
+                    if self._sub is None:
+                        await self.start()
+                    await self.step()
+                except Exception:
+                    delay_s = self._next_delay()
+                    log.exception(
+                        "projection %s: consumer failed; restarting in %.2fs",
+                        self.projection.name,
+                        delay_s,
+                    )
+                    await self.close()
+                    try:
+                        await asyncio.wait_for(stop.wait(), delay_s)
+                    except TimeoutError:
+                        pass
+        finally:
+            await self.close()
+
+    async def start(self) -> None:
+        """Ensures the tables, aligns the durable consumer with the stored position, binds."""
+        await schema.ensure_schema(self.pool, [self.projection])
+        position, generation = await self._read_position()
+        info = await self._consumer_info()
+        if info is None or not await self._cursor_ok(info, position):
+            await self._recreate(position)
+        self._generation = generation
+        self.position = position
+        self._sub = await self._js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+
+    async def close(self) -> None:
+        """Unsubscribes and flushes the acks already sent; leaves the durable in place."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+                await self._nc.flush(timeout=2)
+            except (nats.errors.Error, TimeoutError) as e:
+                log.warning("projection %s: close: %s", self.projection.name, e)
+
+    # -- one batch ----------------------------------------------------------
+
+    async def step(self) -> StepResult:
+        """Fetches one batch (waiting at most ``fetch_timeout_s``) and handles it."""
+        if self._sub is None:
+            raise RuntimeError("start() the consumer first")
+        try:
+            msgs = await self._sub.fetch(self.batch_size_max, timeout=self.fetch_timeout_s)
+        except TimeoutError:  # nats.errors.TimeoutError too: nothing new
+            return StepResult(position=self.position)
+        except nats.errors.Error as e:
+            delay_s = self._next_delay()
+            log.warning(
+                "projection %s: fetch failed (%s); retry in %.2fs", self.projection.name, e, delay_s
+            )
+            await asyncio.sleep(delay_s)
+            return StepResult(failed=True, position=self.position)
+        return await self.handle(msgs)
+
+    async def handle(self, msgs: Sequence[Msg]) -> StepResult:
+        """Decode, apply in one transaction, then ack (or nak the batch on failure)."""
+        items = [self._decode(m) for m in msgs]
+        try:
+            applied, skipped = await self._commit(items)
+        except _GenerationChanged:
+            # the tables were swapped by a rebuild: these messages belong to the
+            # old cursor; the new one starts after the rebuilt tables' position
+            log.info(
+                "projection %s: tables were rebuilt; re-aligning the cursor", self.projection.name
+            )
+            await self._resync()
+            return StepResult(fetched=len(msgs), resynced=True, position=self.position)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as e:
+            return await self._nak_all(msgs, e)
+        except Exception as e:
+            # a bug in a fold must not crash-loop the worker or skip the batch:
+            # it is retried like a database error, with the traceback logged
+            log.exception("projection %s: apply failed", self.projection.name)
+            return await self._nak_all(msgs, e)
+        self._failures = 0
+        poison = await self._settle(items)
+        return StepResult(len(msgs), applied, skipped, poison, position=self.position)
+
+    async def _settle(self, items: Sequence[_Item]) -> int:
+        """After the commit: ack what was applied or skipped, term the poison; returns its count."""
+        poison = 0
+        for item in items:
+            if item.error is not None:
+                poison += 1
+                log.warning(
+                    "projection %s: poison message stream_seq=%s subject=%s: %s",
+                    self.projection.name,
+                    _stream_seq(item.msg),
+                    item.msg.subject,
+                    item.error,
+                )
+                await item.msg.term()
+            else:
+                await item.msg.ack()
+        return poison
+
+    def _decode(self, msg: Msg) -> _Item:
+        try:
+            message = envelope.decode(msg.data, verify_hash=self.verify_hash)
+        except PoisonMessage as e:
+            return _Item(msg, None, None, None, str(e))
+        try:
+            return _Item(msg, message["position"], message, self.projection.parse(message), None)
+        except PoisonMessage as e:
+            # the envelope is sound, so its position is trusted and passed over
+            return _Item(msg, message["position"], message, None, str(e))
+
+    async def _commit(self, items: list[_Item]) -> tuple[int, int]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # the row lock serialises this transaction with a rebuild's swap
+            row = await conn.fetchrow(
+                "SELECT position, generation FROM projection_positions WHERE name = $1 FOR UPDATE",
+                self.projection.name,
+            )
+            if row is None:
+                raise RuntimeError(f"no projection_positions row for {self.projection.name!r}")
+            if row["generation"] != self._generation:
+                raise _GenerationChanged
+            stored: int = row["position"]
+            fresh: dict[int, _Item] = {}
+            for item in items:
+                if item.position is not None and item.position > stored:
+                    fresh.setdefault(item.position, item)
+            ordered = [fresh[p] for p in sorted(fresh)]
+            facts = [i.fact for i in ordered if i.fact is not None and i.error is None]
+            if facts:
+                await self.projection.apply(conn, facts)
+            poison = [i for i in items if i.error is not None]
+            if poison:
+                await conn.executemany(
+                    """INSERT INTO projection_poison
+                           (name, stream_seq, subject, position, body, error)
+                       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+                    [
+                        (
+                            self.projection.name,
+                            _stream_seq(i.msg),
+                            i.msg.subject,
+                            i.position,
+                            i.msg.data,
+                            i.error[:2000],
+                        )
+                        for i in poison
+                    ],
+                )
+            if ordered:
+                last = ordered[-1]
+                assert last.message is not None and last.position is not None
+                await conn.execute(
+                    """UPDATE projection_positions
+                       SET position = $2, updated_at = now(), last_recorded_at = $3
+                       WHERE name = $1""",
+                    self.projection.name,
+                    last.position,
+                    _recorded_at(last.message),
+                )
+        self.position = last.position if ordered and last.position is not None else stored
+        trusted = sum(1 for i in items if i.position is not None)
+        return len(ordered), trusted - len(ordered)
+
+    async def _nak_all(self, msgs: Sequence[Msg], error: BaseException) -> StepResult:
+        delay_s = self._next_delay()
+        log.warning(
+            "projection %s: batch of %d not applied (%s: %s); nak, redelivery in %.2fs",
+            self.projection.name,
+            len(msgs),
+            type(error).__name__,
+            error,
+            delay_s,
+        )
+        for m in msgs:
+            try:
+                await m.nak(delay=delay_s)
+            except nats.errors.Error:
+                pass  # redelivered after ack_wait instead
+        return StepResult(fetched=len(msgs), failed=True, position=self.position)
+
+    def _next_delay(self) -> float:
+        self._failures += 1
+        return min(self.retry_delay_max_s, self.retry_delay_s * 2 ** min(self._failures - 1, 16))
+
+    # -- the cursor ---------------------------------------------------------
+
+    async def _read_position(self) -> tuple[int, int]:
+        row = await self.pool.fetchrow(
+            "SELECT position, generation FROM projection_positions WHERE name = $1",
+            self.projection.name,
+        )
+        if row is None:
+            raise RuntimeError(f"no projection_positions row for {self.projection.name!r}")
+        return row["position"], row["generation"]
+
+    async def _resync(self) -> None:
+        position, generation = await self._read_position()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.unsubscribe()
+        await self._recreate(position)
+        self._generation = generation
+        self.position = position
+        self._sub = await self._js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+
+    async def _consumer_info(self) -> Any:
+        try:
+            return await self._js.consumer_info(self.stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            return None
+
+    async def _cursor_ok(self, info: Any, stored: int) -> bool:
+        """Whether the existing durable can resume without losing a position above ``stored``."""
+        config = info.config
+        if (
+            config.filter_subject != self.filter_subject
+            or config.max_ack_pending != self.batch_size_max
+            or config.ack_policy != AckPolicy.EXPLICIT
+        ):
+            return False
+        if info.num_ack_pending:
+            return False  # left by a worker that died mid-batch: reset now, not after ack_wait
+        delivered = info.delivered.stream_seq if info.delivered else 0
+        if delivered == 0:
+            return stored == 0
+        position = await self._position_at(delivered)
+        return position is not None and position <= stored
+
+    async def _recreate(self, after_position: int) -> None:
+        start_seq = await self.start_sequence(after_position)
+        try:
+            await self._js.delete_consumer(self.stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            pass
+        await self._js.add_consumer(
+            self.stream,
+            ConsumerConfig(
+                durable_name=self.durable,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start_seq,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait_s,
+                max_ack_pending=self.batch_size_max,
+                filter_subject=self.filter_subject,
+            ),
+        )
+        log.info(
+            "projection %s: consumer %s starts at stream seq %d (after position %d)",
+            self.projection.name,
+            self.durable,
+            start_seq,
+            after_position,
+        )
+
+    async def start_sequence(self, after_position: int) -> int:
+        """The first stream sequence whose message has a position above ``after_position``.
+
+        Binary search over ``[first_seq, last_seq + 1]``: the predicate "the
+        next message at or after ``seq`` is above ``after_position`` (or there
+        is none)" is false then true along the stream.
+        """
+        state = (await self._js.stream_info(self.stream)).state
+        lo, hi = max(1, state.first_seq), state.last_seq + 1
+        if state.messages == 0 or after_position == 0:
+            return lo if after_position == 0 else hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if await self._above(mid, after_position):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    async def _above(self, seq: int, after_position: int) -> bool:
+        for _ in range(_SEARCH_SKIP_MAX):
+            try:
+                raw = await self._js.get_msg(
+                    self.stream, seq=seq, subject=self.filter_subject, next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return True  # nothing at or after seq: starting here misses nothing
+            position = _position_of(raw.headers, raw.data)
+            if position is not None:
+                return position > after_position
+            seq = raw.seq + 1
+        return True
+
+    async def _position_at(self, seq: int) -> int | None:
+        try:
+            raw = await self._js.get_msg(self.stream, seq=seq)
+        except nats.js.errors.NotFoundError:
+            return None
+        return _position_of(raw.headers, raw.data)
+
+
+def _position_of(headers: dict[str, str] | None, data: bytes | None) -> int | None:
+    """A stored message's position: its ``Nats-Msg-Id``, else its body's, else ``None``."""
+    msg_id = (headers or {}).get(_MSG_ID)
+    if msg_id is not None and msg_id.isdigit():
+        return int(msg_id)
+    try:
+        position = orjson.loads(data or b"").get("position")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return position if type(position) is int else None
+
+
+def _stream_seq(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:  # not a JetStream message (tests calling handle() directly)
+        return 0
+
+
+def _recorded_at(message: dict[str, Any]) -> datetime | None:
+    try:
+        return envelope.recorded_at(message)
+    except PoisonMessage:
+        return None
