@@ -122,7 +122,10 @@ async def prepare(settings: Settings, pool: asyncpg.Pool) -> None:
 
 def extensions(settings: Settings, pool: asyncpg.Pool) -> list[Any]:
     """Route sets added to the core's app: gateways, projection reads, audit."""
-    return []
+    from gateways.routes import GatewayRoutes
+    from ledger.audit_http import AuditRoutes
+
+    return [GatewayRoutes(), AuditRoutes()]
 
 
 def relay_config(settings: Settings) -> RelayConfig:

@@ -135,6 +135,170 @@ async def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(total: int, label: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="ev",
+        unit_scale=True,
+        desc=label,
+        file=sys.stderr,
+        disable=None,
+        mininterval=0.5,
+    )
+
+
+async def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.chain import iter_jsonl, verify_messages
+
+    if args.file:
+        bar = _progress(0, "verify")
+        report = await asyncio.to_thread(
+            verify_messages,
+            iter_jsonl(args.file),
+            start_position=1,
+            on_progress=lambda checked, _pos: bar.update(checked - bar.n),
+        )
+        bar.close()
+    else:
+        from ledger.audit import verify_live
+
+        pool = await connect(settings, pool_size_max=2)
+        try:
+            store = await migrated_store(pool)
+            head, _ = await store.head()
+            bar = _progress(head, "verify")
+            report = await verify_live(
+                store, on_progress=lambda checked, _pos: bar.update(checked - bar.n)
+            )
+            bar.update(report.checked - bar.n)
+            bar.close()
+        finally:
+            await pool.close()
+    if report.ok:
+        print(f"ok: {report.checked} events, chain intact, last hash {report.last_hash}")
+        return 0
+    print(
+        f"BROKEN at position {report.first_bad_position}: {report.reason} "
+        f"({report.checked} events before it are intact)"
+    )
+    return 1
+
+
+async def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.audit import export_beancount, export_jsonl
+
+    pool = await connect(settings, pool_size_max=2)
+    try:
+        store = await migrated_store(pool)
+        out = sys.stdout
+        if args.format == "beancount":
+            await export_beancount(
+                store, out, timezone=settings.timezone, after=args.after, until=args.until
+            )
+        else:
+            count = await export_jsonl(store, out, after=args.after, until=args.until)
+            print(f"exported {count} events", file=sys.stderr)
+        out.flush()
+    finally:
+        await pool.close()
+    return 0
+
+
+async def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+
+    from ledger.audit import replay_balances
+    from ledger.domain.commands import parse_timestamp
+    from ledger.domain.errors import ValidationError
+
+    try:
+        as_of = parse_timestamp(args.as_of, "--as-of")
+        known_at = parse_timestamp(args.known_at, "--known-at") if args.known_at else None
+    except ValidationError as e:
+        print(f"omniledger: {e.message}", file=sys.stderr)
+        return 2
+    pool = await connect(settings, pool_size_max=2)
+    try:
+        store = await migrated_store(pool)
+        fold = await replay_balances(store, as_of=as_of, known_at=known_at, seller_id=args.seller)
+    finally:
+        await pool.close()
+    balances = [fold.balance(s, c) for (s, c) in sorted(fold.accounts)]
+    if args.seller and not balances:
+        balances = [fold.balance(args.seller)]
+    sys.stdout.write(
+        orjson.dumps(
+            {"as_of": args.as_of, "known_at": args.known_at, "balances": balances},
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+        + "\n"
+    )
+    return 0
+
+
+async def _cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+
+    from ledger.audit import reconcile_report
+    from ledger.domain.errors import LedgerError
+    from ledger.reconcile import format_table
+    from ledger.service import Ledger
+
+    try:
+        report = open(args.report, "rb").read()  # noqa: SIM115
+    except OSError as e:
+        print(f"omniledger: cannot read {args.report}: {e.strerror}", file=sys.stderr)
+        return 2
+    columns: dict[str, str] = {}
+    for pair in args.columns or []:
+        name, sep, header = pair.partition("=")
+        if not sep:
+            print(f"omniledger: --columns takes FIELD=HEADER, not {pair!r}", file=sys.stderr)
+            return 2
+        columns[name.strip()] = header.strip()
+    day = args.date or _today(settings)
+    pool = await connect(settings, pool_size_max=3)
+    ledger = None
+    try:
+        store = await migrated_store(pool)
+        ledger = Ledger(store)
+        ledger.start()
+        try:
+            findings, result = await reconcile_report(
+                store,
+                ledger,
+                gateway=args.gateway,
+                day=day,
+                report=report,
+                timezone=settings.timezone,
+                columns=columns or None,
+            )
+        except LedgerError as e:
+            print(f"omniledger: {e.message}", file=sys.stderr)
+            return 2
+    finally:
+        if ledger is not None:
+            await ledger.stop()
+        await pool.close()
+    if args.json or not sys.stdout.isatty():
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(format_table(findings))
+    clean = all(
+        not result["findings"].get(k)
+        for k in ("missing_in_ledger", "missing_in_report", "amount_mismatch", "fee_mismatch")
+    )
+    return 0 if clean else 1
+
+
+def _today(settings: Settings) -> str:
+    from datetime import datetime
+
+    return datetime.now(settings.zone).date().isoformat()
+
+
 Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
 
 
@@ -161,6 +325,28 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, help="HTTP port (default 8080)")
         p.add_argument("--host", help="HTTP address (default 127.0.0.1)")
     add("migrate", "create or upgrade the schema", _cmd_migrate)
+    p = add("verify", "check the hash chain of the live log or of an export", _cmd_verify)
+    p.add_argument("--file", help="a JSON Lines export to check instead of the live log")
+    p = add("export", "write the log as JSON Lines or a beancount ledger", _cmd_export)
+    p.add_argument("--after", type=int, default=0, help="start after this position")
+    p.add_argument("--until", type=int, default=None, help="stop at this position")
+    p.add_argument("--format", choices=("jsonl", "beancount"), default="jsonl")
+    p = add("replay", "balances from the log alone, as of a time", _cmd_replay)
+    p.add_argument("--as-of", required=True, help="RFC 3339 time (by occurred_at)")
+    p.add_argument("--known-at", help="only events recorded by this time (by recorded_at)")
+    p.add_argument("--seller", help="one seller only")
+    p = add("reconcile", "compare a gateway settlement report with the ledger", _cmd_reconcile)
+    p.add_argument("--gateway", choices=("midtrans", "xendit"), required=True)
+    p.add_argument("--report", required=True, help="the settlement report (CSV)")
+    p.add_argument("--date", help="local day YYYY-MM-DD (default: today)")
+    p.add_argument(
+        "--columns",
+        nargs="*",
+        metavar="FIELD=HEADER",
+        help="map our fields (order_id, amount, fee, type, status, time, reference) "
+        "to the report's headers",
+    )
+    p.add_argument("--json", action="store_true", help="JSON even on a terminal")
     from ledger import bootstrap as wiring
 
     wiring.add_commands(sub)

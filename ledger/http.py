@@ -25,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest
 
-from ledger.domain.commands import parse_command, parse_identifier, parse_timestamp
+from ledger.domain.commands import parse_command, parse_identifier, parse_timestamp, reject_nul
 from ledger.domain.errors import (
     BadRequest,
     Forbidden,
@@ -374,6 +374,7 @@ async def post_sellers(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    reject_nul(body)
     seller_id = parse_identifier(body.get("seller_id"), "seller_id")
     name = body.get("name")
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
@@ -429,6 +430,7 @@ async def post_curation(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    reject_nul(body)
     status = body.get("status")
     if not isinstance(status, str) or status not in CURATION_STATUSES:
         raise ValidationError(
@@ -439,8 +441,10 @@ async def post_curation(request: web.Request) -> web.Response:
         raise ValidationError("certifications must be a list of at most 50", field="certifications")
     certs: list[dict[str, Any]] = []
     for cert in certs_in:
-        if not isinstance(cert, dict) or not isinstance(cert.get("kind"), str) or (
-            cert["kind"] not in CERTIFICATION_KINDS
+        if (
+            not isinstance(cert, dict)
+            or not isinstance(cert.get("kind"), str)
+            or (cert["kind"] not in CERTIFICATION_KINDS)
         ):
             raise ValidationError(
                 f"each certification needs kind in {', '.join(sorted(CERTIFICATION_KINDS))}",

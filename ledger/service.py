@@ -107,6 +107,7 @@ class _Pending:
     key: str | None
     fingerprint: bytes
     future: asyncio.Future[Recorded]
+    shown_key: str | None = None
     streams: tuple[UUID, ...] = ()
     attempts: int = 0
     duplicate_as: type[LedgerError] = IdempotencyConflict
@@ -208,7 +209,11 @@ class Ledger:
             return unit
 
         return await self._submit(
-            decide, f"seller.registered:{seller_id}", fingerprint, duplicate_as=SellerExists
+            decide,
+            f"seller.registered:{seller_id}",
+            fingerprint,
+            duplicate_as=SellerExists,
+            internal=True,
         )
 
     async def curate_seller(
@@ -236,6 +241,7 @@ class Ledger:
 
         async def decide(batch: _Batch) -> Unit:
             entry = SuspenseEntry(
+                suspense_id=str(suspense_stream_id(command.idempotency_key)),
                 idempotency_key=command.idempotency_key,
                 gateway=gateway,
                 reason=reason,
@@ -255,7 +261,7 @@ class Ledger:
             }
             return unit
 
-        return await self._submit(decide, key, command.fingerprint)
+        return await self._submit(decide, key, command.fingerprint, internal=True)
 
     async def resolve_suspense(
         self, entry_id: UUID, command: Command, *, occurred_at: str
@@ -281,6 +287,29 @@ class Ledger:
             return applied
 
         return await self._submit(decide, command.idempotency_key, command.fingerprint)
+
+    async def close_suspense(
+        self, entry_id: UUID, *, channel: str, order_id: str, occurred_at: str
+    ) -> Recorded:
+        """Closes an open entry whose fact is already applied to ``(channel, order_id)``.
+
+        Applies nothing: used when the suspended fact reached its order by
+        another path (a redelivery raced the entry's own commit), so that an
+        open entry never stands for money the ledger already holds.
+        """
+
+        async def decide(batch: _Batch) -> Unit:
+            entry = await batch.get(entry_id)
+            if not isinstance(entry, SuspenseEntry):
+                raise NotFound("no such suspense entry")
+            base = entry.version
+            entry.resolve(channel=channel, order_id=order_id, occurred_at=occurred_at)
+            batch.remember(entry, base)
+            unit = self._unit(batch, [entry])
+            unit.suspense_resolved = entry.id
+            return unit
+
+        return await self._submit(decide, None, b"")
 
     async def record_reconciliation(
         self,
@@ -309,7 +338,8 @@ class Ledger:
             return self._unit(batch, [recon])
 
         key = f"reconciliation:{gateway}:{date}:{report_sha256}"
-        return await self._submit(decide, key, orjson.dumps(findings, option=orjson.OPT_SORT_KEYS))
+        fingerprint = orjson.dumps(findings, option=orjson.OPT_SORT_KEYS)
+        return await self._submit(decide, key, fingerprint, internal=True)
 
     # -- lookups used by the gateways -------------------------------------------------
     async def resolve_order(self, command: Command) -> Command:
@@ -548,10 +578,12 @@ class Ledger:
 
     def _unit(self, batch: _Batch, aggregates: list[Aggregate]) -> Unit:
         events = self._events(aggregates)
-        return Unit(
-            events=events,
-            base_versions={a.id: batch.base_versions[a.id] for a in aggregates},
-        )
+        # The version each stream had before *this* unit: what the database
+        # must still hold if the unit is committed on its own.
+        base_versions = {a.id: a.version for a in aggregates}
+        for ev in events:
+            base_versions[ev.stream_id] = min(base_versions[ev.stream_id], ev.version - 1)
+        return Unit(events=events, base_versions=base_versions)
 
     async def read_aggregate(self, stream_id: UUID) -> Aggregate | None:
         """A fresh replay from the database, for readers: never the writer's cache,
@@ -613,7 +645,13 @@ class Ledger:
         fingerprint: bytes,
         *,
         duplicate_as: type[LedgerError] = IdempotencyConflict,
+        internal: bool = False,
     ) -> Recorded:
+        # Clients may choose any key; the ledger's own keys live in another
+        # namespace so that no client key can ever collide with them.
+        shown_key = key
+        if key is not None:
+            key = ("i:" if internal else "c:") + key
         if self._writer is None or self._writer.done():
             raise Unavailable("the ledger writer is not running")
         loop = asyncio.get_running_loop()
@@ -624,9 +662,11 @@ class Ledger:
                 raise duplicate_as(
                     "this idempotency key was used with a different body", field="idempotency_key"
                 )
-            return Recorded("duplicate", result.position, result.stream_id, result.version, key)
+            return Recorded(
+                "duplicate", result.position, result.stream_id, result.version, shown_key
+            )
         pending = _Pending(
-            decide, key, fingerprint, loop.create_future(), duplicate_as=duplicate_as
+            decide, key, fingerprint, loop.create_future(), shown_key, duplicate_as=duplicate_as
         )
         if key is not None:
             self._in_flight[key] = pending
@@ -681,7 +721,9 @@ class Ledger:
                         )
                     )
                 else:
-                    p.future.set_result(Recorded("duplicate", position, stream_id, version, p.key))
+                    p.future.set_result(
+                        Recorded("duplicate", position, stream_id, version, p.shown_key)
+                    )
                 continue
             try:
                 unit = await p.decide(work)
@@ -689,7 +731,7 @@ class Ledger:
                 history = await self.store.stream_history(already.stream_id)
                 first = history[0]
                 p.future.set_result(
-                    Recorded("duplicate", first["position"], already.stream_id, 1, p.key)
+                    Recorded("duplicate", first["position"], already.stream_id, 1, p.shown_key)
                 )
                 continue
             except LedgerError as e:
@@ -711,9 +753,38 @@ class Ledger:
             return
         try:
             outcome = await self.store.commit(units)
+        except asyncpg.PostgresError as e:
+            self._evict(work.touched)
+            if isinstance(e, DB_ERRORS) or len(units) == 1:
+                raise
+            # The database refused something in this batch (not a lost
+            # connection): commit unit by unit so that one bad request
+            # cannot fail the others. Later units decided on an earlier
+            # one's state fail its version check and are decided again.
+            log.warning("batch of %d refused (%s); committing one by one", len(units), e)
+            for p, unit in zip(owners, units, strict=True):
+                await self._commit_alone(p, unit, work)
+            return
         except BaseException:
             self._evict(work.touched)
             raise
+        self._settle(owners, units, outcome, work)
+
+    async def _commit_alone(self, p: _Pending, unit: Unit, work: _Batch) -> None:
+        try:
+            outcome = await self.store.commit([unit])
+        except asyncpg.PostgresError as e:
+            if isinstance(e, DB_ERRORS):
+                raise
+            log.error("the database refused one unit: %s", e)
+            self._evict(unit.base_versions)
+            p.future.set_exception(ValidationError("the database refused this event's content"))
+            return
+        self._settle([p], [unit], outcome, work)
+
+    def _settle(
+        self, owners: list[_Pending], units: list[Unit], outcome: Any, work: _Batch
+    ) -> None:
         for p, unit, positions, dropped in zip(
             owners, units, outcome.positions, outcome.dropped, strict=True
         ):
@@ -733,11 +804,11 @@ class Ledger:
             first = unit.events[0]
             self.stats["events"] += len(unit.events)
             p.future.set_result(
-                Recorded("recorded", positions[0], first.stream_id, first.version, p.key)
+                Recorded("recorded", positions[0], first.stream_id, first.version, p.shown_key)
             )
 
 
-class _AlreadyRecorded(Exception):
+class _AlreadyRecorded(Exception):  # noqa: N818 - a signal, not an error
     def __init__(self, stream_id: UUID) -> None:
         super().__init__(str(stream_id))
         self.stream_id = stream_id

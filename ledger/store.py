@@ -70,6 +70,8 @@ _MIGRATIONS: Final[list[tuple[int, str, str]]] = [
             ON {EVENTS_TABLE} (notification_id ASC);
         CREATE INDEX IF NOT EXISTS {EVENTS_TABLE}_recorded_at_idx
             ON {EVENTS_TABLE} (recorded_at);
+        CREATE INDEX IF NOT EXISTS {EVENTS_TABLE}_occurred_at_idx
+            ON {EVENTS_TABLE} (occurred_at);
         CREATE TABLE IF NOT EXISTS ledger_head (
             id boolean PRIMARY KEY DEFAULT true CHECK (id),
             position bigint NOT NULL,
@@ -595,9 +597,32 @@ class EventStore:
             f"SELECT recorded_at FROM {EVENTS_TABLE} ORDER BY notification_id DESC LIMIT 1"
         )
 
-    async def read_log(self, after: int, limit: int) -> list[dict[str, Any]]:
-        rows = await self._pool.fetch(_READ_LOG, after, limit)
+    async def read_log(
+        self, after: int, limit: int, *, recorded_until: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        if recorded_until is None:
+            rows = await self._pool.fetch(_READ_LOG, after, limit)
+        else:
+            rows = await self._pool.fetch(_READ_LOG_KNOWN, after, limit, recorded_until)
         return [message_from_row(r) for r in rows]
+
+    async def money_events_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Captures and refunds that happened in ``[start, end)``, in log order."""
+        rows = await self._pool.fetch(
+            f"SELECT notification_id, originator_id, originator_version, type, state, recorded_at,"
+            f" hash, prev_hash FROM {EVENTS_TABLE}"
+            " WHERE occurred_at >= $1 AND occurred_at < $2"
+            " AND type IN ('payment.captured', 'refund.issued')"
+            " ORDER BY notification_id",
+            start,
+            end,
+        )
+        return [message_from_row(r) for r in rows]
+
+    async def read_log_rows(self, after: int, limit: int) -> list[tuple[dict[str, Any], str]]:
+        """Messages with their library topic, for the auditor's consistency check."""
+        rows = await self._pool.fetch(_READ_LOG_WITH_TOPIC, after, limit)
+        return [(message_from_row(r), r["topic"]) for r in rows]
 
     async def iter_log(
         self, after: int = 0, until: int | None = None, page_size: int = 5000
@@ -679,9 +704,27 @@ _READ_LOG: Final = (
 )
 
 
+_READ_LOG_KNOWN: Final = (
+    f"SELECT notification_id, originator_id, originator_version, type, state, recorded_at,"
+    f" hash, prev_hash FROM {EVENTS_TABLE} WHERE notification_id > $1 AND recorded_at <= $3"
+    " ORDER BY notification_id LIMIT $2"
+)
+_READ_LOG_WITH_TOPIC: Final = (
+    f"SELECT notification_id, originator_id, originator_version, type, topic, state,"
+    f" recorded_at, hash, prev_hash FROM {EVENTS_TABLE} WHERE notification_id > $1"
+    " ORDER BY notification_id LIMIT $2"
+)
+
+
 def message_from_row(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     """The contract's event object, rebuilt from the stored row alone."""
-    state = orjson.loads(row["state"])
+    try:
+        state = orjson.loads(row["state"])
+        if not isinstance(state, dict):
+            raise TypeError("state is not an object")
+    except (orjson.JSONDecodeError, TypeError):
+        # Altered bytes: keep going so that the chain check names this position.
+        state = {"occurred_at": "", "_undecodable_state": bytes(row["state"] or b"")[:64].hex()}
     return {
         "position": row["notification_id"],
         "stream_id": str(row["originator_id"]),

@@ -24,6 +24,7 @@ __all__ = [
     "parse_command",
     "parse_identifier",
     "parse_timestamp",
+    "reject_nul",
 ]
 
 CHANNELS: Final[frozenset[str]] = frozenset(
@@ -164,6 +165,25 @@ def _metadata(raw: dict[str, Any]) -> dict[str, Any] | None:
     return value
 
 
+def reject_nul(value: object, field_name: str | None = None, *, depth: int = 0) -> None:
+    """PostgreSQL text cannot hold U+0000: refuse it anywhere in a body, up front.
+
+    Deeply nested values are refused too (a bound on everything we accept).
+    """
+    if depth > 32:
+        raise ValidationError("the body is nested too deeply", field=field_name)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError("text must not contain NUL characters", field=field_name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reject_nul(key, field_name or key, depth=depth + 1)
+            reject_nul(item, field_name or key, depth=depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            reject_nul(item, field_name, depth=depth + 1)
+
+
 def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
     """Validates one canonical event object.
 
@@ -172,6 +192,7 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
     """
     if not isinstance(raw, dict):
         raise ValidationError("each event must be a JSON object")
+    reject_nul(raw)
     key = raw.get("idempotency_key")
     if not isinstance(key, str) or not 1 <= len(key) <= _IDEMPOTENCY_KEY_CHARS_MAX:
         raise ValidationError("idempotency_key must be 1-200 characters", field="idempotency_key")

@@ -20,6 +20,7 @@ from ledger.domain.errors import (
     RefundExceedsCaptured,
     RuleViolation,
 )
+from ledger.domain.money import format_minor
 
 __all__ = ["Order", "OrderPaid", "order_stream_id"]
 
@@ -103,7 +104,9 @@ class Order(Aggregate):
             raise Overpayment(
                 f"captures would total more than the order amount of {self.order_id}",
                 field="amount",
-                excess_minor=self.captured_minor + amount_minor - self.amount_minor,
+                excess=format_minor(
+                    self.captured_minor + amount_minor - self.amount_minor, self.currency
+                ),
             )
         self._captured(
             seller_id=self.seller_id,

@@ -33,6 +33,7 @@ class SuspenseEntry(Aggregate):
     def __init__(
         self,
         *,
+        suspense_id: str,
         idempotency_key: str,
         gateway: str,
         reason: str,
@@ -52,10 +53,12 @@ class SuspenseEntry(Aggregate):
     def resolve(self, *, channel: str, order_id: str, occurred_at: str) -> None:
         if self.resolved:
             raise SuspenseClosed("this suspense entry is already resolved")
-        self._resolved(channel=channel, order_id=order_id, occurred_at=occurred_at)
+        self._resolved(
+            suspense_id=str(self.id), channel=channel, order_id=order_id, occurred_at=occurred_at
+        )
 
     @event("Resolved")
-    def _resolved(self, *, channel: str, order_id: str, occurred_at: str) -> None:
+    def _resolved(self, *, suspense_id: str, channel: str, order_id: str, occurred_at: str) -> None:
         self.resolved = True
 
 

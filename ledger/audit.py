@@ -1,0 +1,275 @@
+"""What auditors run against the live log: verify, export, and balances replayed as of a time.
+
+Everything here reads the log (``omniledger_events``) and nothing else: a
+balance "as of" a time is folded from the events, never taken from a
+projection, so it holds even if every read model is wrong. The pure parts
+are ``BalanceFold`` (money events -> balances) and, in ``ledger.chain``, the
+hash-chain check; the rest feeds them pages of the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, TextIO
+
+import orjson
+
+from ledger.chain import ChainReport, verify_messages
+from ledger.domain.catalog import TYPE_BY_TOPIC
+from ledger.domain.money import format_minor, parse_amount
+from ledger.messages import GENESIS_HASH
+from ledger.store import EventStore
+
+__all__ = [
+    "BalanceFold",
+    "export_beancount",
+    "export_jsonl",
+    "replay_balances",
+    "sync_log",
+    "verify_live",
+]
+
+_PAGE_EVENTS: Final = 5000
+
+
+@dataclass(slots=True)
+class _Account:
+    pending: int = 0
+    captured: int = 0
+    refunded: int = 0
+    fees: int = 0
+    paid_out: int = 0
+    position: int = 0
+
+
+@dataclass(slots=True)
+class _OrderState:
+    amount: int
+    captured: int = 0
+    cancelled: bool = False
+
+
+@dataclass
+class BalanceFold:
+    """Folds log messages into seller balances (pure; the same rules as the write side)."""
+
+    accounts: dict[tuple[str, str], _Account] = field(default_factory=dict)
+    orders: dict[tuple[str, str], _OrderState] = field(default_factory=dict)
+
+    def apply(self, message: dict[str, Any]) -> None:
+        kind, data = message["type"], message["data"]
+        seller = data.get("seller_id")
+        if seller is None or kind not in _MONEY_TYPES:
+            return
+        currency = data.get("currency", "IDR")
+        account = self.accounts.setdefault((seller, currency), _Account())
+        account.position = max(account.position, message["position"])
+        key = (data.get("channel", ""), data.get("order_id", ""))
+        if kind == "order.placed":
+            amount = parse_amount(data["amount"], currency)
+            self.orders[key] = _OrderState(amount)
+            account.pending += amount
+        elif kind == "payment.captured":
+            amount = parse_amount(data["amount"], currency)
+            fee = parse_amount(data.get("fee", "0"), currency, allow_zero=True)
+            account.captured += amount
+            account.fees += fee
+            order = self.orders.get(key)
+            if order is not None and not order.cancelled:
+                account.pending -= min(amount, max(order.amount - order.captured, 0))
+                order.captured += amount
+        elif kind == "refund.issued":
+            account.refunded += parse_amount(data["amount"], currency)
+        elif kind == "order.cancelled":
+            order = self.orders.get(key)
+            if order is not None and not order.cancelled:
+                account.pending -= max(order.amount - order.captured, 0)
+                order.cancelled = True
+        elif kind == "payout.sent":
+            account.paid_out += parse_amount(data["amount"], currency)
+
+    def balance(self, seller_id: str, currency: str = "IDR") -> dict[str, Any]:
+        a = self.accounts.get((seller_id, currency), _Account())
+        available = a.captured - a.refunded - a.fees - a.paid_out
+        return {
+            "seller_id": seller_id,
+            "currency": currency,
+            "pending": format_minor(a.pending, currency),
+            "available": format_minor(available, currency),
+            "captured_total": format_minor(a.captured, currency),
+            "refunded_total": format_minor(a.refunded, currency),
+            "fees_total": format_minor(a.fees, currency),
+            "paid_out_total": format_minor(a.paid_out, currency),
+            "as_of_position": a.position,
+        }
+
+
+_MONEY_TYPES: Final = frozenset(
+    {"order.placed", "payment.captured", "refund.issued", "order.cancelled", "payout.sent"}
+)
+
+
+async def replay_balances(
+    store: EventStore,
+    *,
+    as_of: datetime,
+    known_at: datetime | None = None,
+    seller_id: str | None = None,
+) -> BalanceFold:
+    """Balances from the log alone: events that happened by ``as_of`` (``occurred_at``)
+    and, with ``known_at``, that the ledger had recorded by then (``recorded_at``)."""
+    fold = BalanceFold()
+    after = 0
+    while True:
+        # recorded_at is filtered in SQL (the column is part of the hash);
+        # occurred_at is taken from the event's own state, which is too.
+        page = await store.read_log(after, _PAGE_EVENTS, recorded_until=known_at)
+        for message in page:
+            if seller_id is not None and message["data"].get("seller_id") != seller_id:
+                continue
+            if datetime.fromisoformat(message["occurred_at"]) <= as_of:
+                fold.apply(message)
+        if len(page) < _PAGE_EVENTS:
+            return fold
+        after = page[-1]["position"]
+
+
+def sync_log(
+    store: EventStore,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    after: int = 0,
+    until: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The log as a plain iterator, for pure consumers running in a worker thread.
+
+    Pages are fetched on the event loop one at a time, so memory stays
+    constant however long the log is.
+    """
+    while True:
+        page = asyncio.run_coroutine_threadsafe(store.read_log(after, _PAGE_EVENTS), loop).result()
+        for message in page:
+            if until is not None and message["position"] > until:
+                return
+            yield message
+        if len(page) < _PAGE_EVENTS:
+            return
+        after = page[-1]["position"]
+
+
+async def verify_live(
+    store: EventStore,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ChainReport:
+    """Recomputes the hash chain of the whole live log.
+
+    Beyond the chain it checks what the chain cannot see: that each row's
+    library topic still names the type it claims, and that the head row
+    agrees with the last event.
+    """
+    loop = asyncio.get_running_loop()
+    head_position, head_hash = await store.head()
+
+    def run() -> ChainReport:
+        return verify_messages(
+            _with_topic_check(store, loop),
+            start_position=1,
+            start_prev_hash=GENESIS_HASH,
+            expect_last_hash=head_hash if head_position else None,
+            on_progress=on_progress,
+        )
+
+    return await asyncio.to_thread(run)
+
+
+def _with_topic_check(
+    store: EventStore, loop: asyncio.AbstractEventLoop
+) -> Iterator[dict[str, Any]]:
+    after = 0
+    while True:
+        rows = asyncio.run_coroutine_threadsafe(
+            store.read_log_rows(after, _PAGE_EVENTS), loop
+        ).result()
+        for message, topic in rows:
+            if TYPE_BY_TOPIC.get(topic) != message["type"]:
+                # A changed topic makes the library read another class: treat
+                # it as a change to the event's bytes at this position.
+                message = dict(message, type=f"{message['type']} (topic {topic})")
+            yield message
+        if len(rows) < _PAGE_EVENTS:
+            return
+        after = rows[-1][0]["position"]
+
+
+async def export_jsonl(
+    store: EventStore, out: TextIO, *, after: int = 0, until: int | None = None
+) -> int:
+    """Writes the log as JSON Lines (the ``GET /v1/events`` shape); returns the count."""
+    count = 0
+    async for message in store.iter_log(after=after, until=until):
+        out.write(orjson.dumps(message).decode())
+        out.write("\n")
+        count += 1
+    return count
+
+
+async def export_beancount(
+    store: EventStore, out: TextIO, *, timezone: str, after: int = 0, until: int | None = None
+) -> None:
+    from ledger.beancount import write_beancount
+
+    loop = asyncio.get_running_loop()
+    await asyncio.to_thread(
+        write_beancount, sync_log(store, loop, after=after, until=until), out, timezone=timezone
+    )
+
+
+async def reconcile_report(
+    store: EventStore,
+    ledger: Any,
+    *,
+    gateway: str,
+    day: str,
+    report: bytes,
+    timezone: str,
+    columns: dict[str, str] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Compares a settlement report with the ledger's money events of one local day,
+    then records what it found as a ``reconciliation.recorded`` event.
+
+    A malformed report raises ``ReportError`` (422) before anything is recorded.
+    """
+    import hashlib
+    from datetime import date as date_type
+    from datetime import time, timedelta
+    from zoneinfo import ZoneInfo
+
+    from ledger.domain.errors import ValidationError
+    from ledger.reconcile import parse_report, reconcile
+
+    try:
+        local_day = date_type.fromisoformat(day)
+    except ValueError:
+        raise ValidationError("date must be YYYY-MM-DD", field="date") from None
+    rows = parse_report(report, gateway=gateway, columns=columns)
+    zone = ZoneInfo(timezone)
+    start = datetime.combine(local_day, time.min, zone)
+    # a day of margin either side: the pure reconcile() picks the local day itself
+    messages = await store.money_events_between(
+        start - timedelta(days=1), start + timedelta(days=2)
+    )
+    findings = reconcile(rows, messages, gateway=gateway, date=local_day, timezone=timezone)
+    result = findings.as_dict()
+    recorded = await ledger.record_reconciliation(
+        report_sha256=hashlib.sha256(report).hexdigest(),
+        gateway=gateway,
+        date=local_day.isoformat(),
+        summary=result["summary"],
+        findings=result["findings"],
+        occurred_at=datetime.now(zone).isoformat(),
+    )
+    return findings, result | {"recorded": recorded.as_dict()}
