@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ledger.http import create_app
 from ledger.messages import GENESIS_HASH, chain_hash
 from ledger.service import Ledger
-from ledger.store import EVENTS_TABLE
+from ledger.store import EVENTS_TABLE, EventStore
 from tests.api.conftest import Api
 
 
@@ -203,3 +203,78 @@ async def test_positions_are_gap_free_and_hash_chained_under_concurrent_writers(
         f"SELECT count(*), max(notification_id) FROM {EVENTS_TABLE}"
     )
     assert count == top == head
+
+
+async def test_a_copy_racing_the_first_on_another_replica_is_a_duplicate_not_a_rule(
+    api, replica, uid
+):
+    """Copies of one fact that reach two replicas around the first commit: every
+    copy answers the original result, none is refused by the rule the first
+    copy's own effect now trips (order_exists, overpayment)."""
+    seller = uid("s")
+    await api.seller(seller)
+    refused: list[Any] = []
+    for round_ in range(15):
+        order_id = uid(f"o{round_}")
+        placed = {
+            "idempotency_key": uuid.uuid4().hex, "type": "order.placed",
+            "occurred_at": "2026-11-30T10:00:00+08:00", "seller_id": seller,
+            "order_id": order_id, "channel": "qris", "amount": "1000",
+        }  # fmt: skip
+        answers = await asyncio.gather(
+            *((api, replica)[i % 2].post("/v1/events", placed) for i in range(20))
+        )
+        refused += [(round_, "placed", b) for s, b in answers if s not in (200, 201)]
+        assert sorted(s for s, _ in answers).count(201) <= 1, answers
+        captured = {
+            "idempotency_key": uuid.uuid4().hex, "type": "payment.captured",
+            "occurred_at": "2026-11-30T10:00:00+08:00", "order_id": order_id,
+            "channel": "qris", "amount": "1000", "gateway": "midtrans",
+            "gateway_ref": uuid.uuid4().hex,
+        }  # fmt: skip
+        answers = await asyncio.gather(
+            *((api, replica)[i % 2].post("/v1/events", captured) for i in range(20))
+        )
+        refused += [(round_, "captured", b) for s, b in answers if s not in (200, 201)]
+    assert refused == [], f"{len(refused)} copies refused, first: {refused[:3]}"
+    bal = await api.balance(seller)
+    assert bal["captured_total"] == "15000.00"
+
+
+class _SlowKeyLookupStore(EventStore):
+    """The real store; only its unlocked idempotency lookup answers late, which
+    widens (never creates) the window in which another replica commits."""
+
+    async def lookup_keys(self, keys):  # type: ignore[no-untyped-def]
+        found = await super().lookup_keys(keys)
+        await asyncio.sleep(0.2)
+        return found
+
+
+async def test_a_copy_whose_key_lookup_loses_the_race_is_still_a_duplicate(
+    api, settings, pool, uid
+):
+    """Deterministic form of the race above: replica B looks the key up, then
+    replica A commits the first copy, then B decides its copy."""
+    ledger = Ledger(_SlowKeyLookupStore(pool))
+    ledger.start()
+    try:
+        app = create_app(settings, ledger, ledger.store)
+        async with TestClient(TestServer(app)) as client:
+            slow = Api(client, api.headers)
+            seller = uid("s")
+            await api.seller(seller)
+            body = {
+                "idempotency_key": uid("k"), "type": "order.placed",
+                "occurred_at": "2026-11-30T10:00:00+08:00", "seller_id": seller,
+                "order_id": uid("o"), "channel": "qris", "amount": "1000",
+            }  # fmt: skip
+            late = asyncio.create_task(slow.post("/v1/events", body))
+            await asyncio.sleep(0.05)  # B has looked the key up and is waiting
+            status, first = await api.post("/v1/events", body)
+            assert status == 201, first
+            status, copy = await late
+            assert status == 200, copy
+            assert copy["position"] == first["position"]
+    finally:
+        await ledger.stop()
