@@ -57,7 +57,7 @@ from ledger.domain.errors import (
 )
 from ledger.domain.orders import Order, order_stream_id
 from ledger.domain.sellers import Seller, seller_stream_id
-from ledger.domain.suspense import Reconciliation, SuspenseEntry
+from ledger.domain.suspense import Reconciliation, SuspenseEntry, suspense_stream_id
 from ledger.store import AccountDelta, EventStore, NewEvent, StoredRow, Unit, event_data
 
 __all__ = ["Ledger", "Recorded"]
