@@ -64,10 +64,14 @@ async def answer(client: Any, method: str, path: str, **kwargs: Any) -> tuple[in
     return resp.status, body
 
 
-@pytest.fixture
-async def seller(api, uid) -> str:
-    seller = uid("s")
-    await api.seller(seller)
+@pytest.fixture(scope="module")
+async def seller(client, admin) -> str:
+    """One registered seller shared by this module's tests (they only add to it)."""
+    seller = "s-" + uuid.uuid4().hex[:8]
+    status, body = await answer(
+        client, "POST", "/v1/sellers", json={"seller_id": seller, "name": "Toko"}, headers=admin
+    )
+    assert status == 201, body
     return seller
 
 

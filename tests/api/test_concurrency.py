@@ -245,8 +245,8 @@ class _SlowKeyLookupStore(EventStore):
     """The real store; only its unlocked idempotency lookup answers late, which
     widens (never creates) the window in which another replica commits."""
 
-    async def lookup_keys(self, keys):  # type: ignore[no-untyped-def]
-        found = await super().lookup_keys(keys)
+    async def lookup_keys(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        found = await super().lookup_keys(*args, **kwargs)
         await asyncio.sleep(0.2)
         return found
 
