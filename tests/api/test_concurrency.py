@@ -278,3 +278,56 @@ async def test_a_copy_whose_key_lookup_loses_the_race_is_still_a_duplicate(
             assert copy["position"] == first["position"]
     finally:
         await ledger.stop()
+
+
+class _SlowCommitStore(EventStore):
+    """The real store; its commit only starts late, so another replica commits first."""
+
+    async def commit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.3)
+        return await super().commit(*args, **kwargs)
+
+
+async def _slow_commit_replica(settings: Any, pool: Any, headers: dict[str, str]) -> Any:
+    ledger = Ledger(_SlowCommitStore(pool))
+    ledger.start()
+    app = create_app(settings, ledger, ledger.store)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return ledger, client, Api(client, headers)
+
+
+async def test_a_refusal_is_never_decided_on_a_decision_that_did_not_commit(
+    api, settings, pool, uid
+):
+    """Replica B decides [payout 800, payout 300] on an available 1000: 300 is
+    refused because 800 took the money. Before B commits, replica A pays out 500,
+    so B's 800 is dropped and, decided again, refused. The 300 must then be
+    decided again too: with 500 available it fits. No serial order of the three
+    payouts refuses both 800 and 300 while recording 500."""
+    ledger, client, slow = await _slow_commit_replica(settings, pool, api.headers)
+    try:
+        seller = await funded_seller(api, uid, "1000")
+        assert (await slow.balance(seller))["available"] == "1000.00"
+        at = "2026-11-30T10:00:00+08:00"
+        batch = {"events": [
+            {"idempotency_key": uid("k800"), "type": "payout.sent", "occurred_at": at,
+             "seller_id": seller, "amount": "800", "reference": "r800"},
+            {"idempotency_key": uid("k300"), "type": "payout.sent", "occurred_at": at,
+             "seller_id": seller, "amount": "300", "reference": "r300"},
+        ]}  # fmt: skip
+        late = asyncio.create_task(slow.post("/v1/events", batch))
+        await asyncio.sleep(0.1)  # B has decided and waits to commit
+        status, body = await api.event(
+            type="payout.sent", seller_id=seller, amount="500", reference="r500"
+        )
+        assert status == 201, body
+        status, out = await late
+        assert status == 200, out
+        bal = await api.balance(seller)
+        outcome = [r["status"] for r in out["results"]]
+        assert outcome == ["rejected", "recorded"], (out["results"], bal)
+        assert (bal["paid_out_total"], bal["available"]) == ("800.00", "200.00")
+    finally:
+        await client.close()
+        await ledger.stop()
