@@ -355,3 +355,32 @@ async def test_a_nul_in_a_channel_account_is_a_4xx_not_a_5xx(client, admin, uid)
     body = {"seller_id": uid("s"), "name": "Toko", "channels": {"shopee": "72772\u00000655"}}
     status, out = await answer(client, "POST", "/v1/sellers", json=body, headers=admin)
     assert status in (201, 422), out
+
+
+async def test_totals_past_64_bits_are_a_4xx_and_sink_no_batch_mate(api, client, admin, store, uid):
+    """Each amount fits 64 bits, but a seller's running total must too: the
+    event that would overflow it is refused as input, not answered 503 (a retry
+    could never succeed), and the other events of its batch are recorded."""
+    seller = uid("s")
+    await api.seller(seller)
+    largest = "92233720368547758.07"  # 2**63 - 1 minor units
+    await api.place(seller, uid("o1"), largest)
+    items = [
+        {"idempotency_key": uuid.uuid4().hex, "type": "order.placed", "occurred_at": AT,
+         "seller_id": seller, "order_id": uid("o2"), "channel": "qris", "amount": largest},
+        {"idempotency_key": uuid.uuid4().hex, "type": "order.placed", "occurred_at": AT,
+         "seller_id": uid("other"), "order_id": uid("o3"), "channel": "qris", "amount": "1"},
+    ]  # fmt: skip
+    await api.seller(uid("other"))
+    head, _ = await store.head()
+    status, out = await answer(client, "POST", "/v1/events", json=items[0], headers=admin)
+    assert 400 <= status < 500, out
+    assert (await store.head())[0] == head
+    items[0]["idempotency_key"] = uuid.uuid4().hex
+    status, out = await answer(client, "POST", "/v1/events", json={"events": items},
+                               headers=admin)  # fmt: skip
+    assert status == 200, out
+    assert out["results"][1]["status"] == "recorded", out["results"]
+    assert out["results"][0]["status"] == "rejected", out["results"]
+    assert out["results"][0]["error"]["code"] != "unavailable", out["results"]
+    assert (await api.balance(seller))["pending"] == largest
