@@ -384,3 +384,30 @@ async def test_totals_past_64_bits_are_a_4xx_and_sink_no_batch_mate(api, client,
     assert out["results"][0]["status"] == "rejected", out["results"]
     assert out["results"][0]["error"]["code"] != "unavailable", out["results"]
     assert (await api.balance(seller))["pending"] == largest
+
+
+async def test_timestamps_at_the_edge_of_the_calendar_are_a_4xx_or_recorded(
+    api, client, admin, store, seller, uid
+):
+    """Year 1 at +14:00 is year 0 in UTC; year 9999 at -14:00 is year 10000. Either
+    may be refused or recorded, but never answered 503: a retry cannot succeed."""
+    for at in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
+               "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):  # fmt: skip
+        body = {"idempotency_key": uuid.uuid4().hex, "type": "order.placed", "occurred_at": at,
+                "seller_id": seller, "order_id": uid("o") + uuid.uuid4().hex[:6],
+                "channel": "qris", "amount": "1"}  # fmt: skip
+        status, out = await answer(client, "POST", "/v1/events", json=body, headers=admin)
+        assert status in (201, 422), (at, out)
+
+
+async def test_an_edge_timestamp_does_not_sink_its_batch_mates(api, client, admin, seller, uid):
+    good = {"idempotency_key": uuid.uuid4().hex, "type": "order.placed", "occurred_at": AT,
+            "seller_id": seller, "order_id": uid("good"), "channel": "qris", "amount": "1"}
+    edge = good | {"idempotency_key": uuid.uuid4().hex, "order_id": uid("edge"),
+                   "occurred_at": "0001-01-01T00:00:00+14:00"}  # fmt: skip
+    status, out = await answer(
+        client, "POST", "/v1/events", json={"events": [good, edge]}, headers=admin
+    )
+    assert status == 200, out
+    assert out["results"][0]["status"] == "recorded", out["results"]
+    assert out["results"][1].get("error", {}).get("code") != "unavailable", out["results"]

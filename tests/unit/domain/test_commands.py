@@ -140,6 +140,30 @@ def test_timestamps_without_offset_or_malformed_are_refused(value: object) -> No
     assert info.value.field == "occurred_at"
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "20261130T100000+0800",  # ISO 8601 basic format
+        "2026-11-30T10:00:00+0800",  # offset without its colon
+        "2026-11-30T10:00:00+08:00:30",  # offset with seconds
+        "2026-W48-1T10:00:00+08:00",  # ISO week date
+        "2026-11-30T10:00+08:00",  # no seconds
+        "2026-11-30T10+08:00",  # hour only
+        "2026-11-30T10:00:00,5+08:00",  # decimal comma
+    ],
+)
+def test_iso_8601_forms_that_are_not_rfc_3339_are_refused(value: str) -> None:
+    """CONTRACT 1 says RFC 3339, a strict profile of ISO 8601 (section 5.6)."""
+    with pytest.raises(ValidationError) as info:
+        parse_timestamp(value)
+    assert info.value.field == "occurred_at"
+
+
+def test_rfc_3339_spellings_a_space_and_lowercase_are_accepted() -> None:
+    for text in ("2026-11-30 02:00:00Z", "2026-11-30t02:00:00z"):
+        assert parse_timestamp(text) == datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
+
+
 def test_timestamp_errors_name_the_field_they_were_given() -> None:
     with pytest.raises(ValidationError) as info:
         parse_timestamp("2026-11-30T10:00:00", "as_of")
