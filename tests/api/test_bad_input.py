@@ -411,3 +411,19 @@ async def test_an_edge_timestamp_does_not_sink_its_batch_mates(api, client, admi
     assert status == 200, out
     assert out["results"][0]["status"] == "recorded", out["results"]
     assert out["results"][1].get("error", {}).get("code") != "unavailable", out["results"]
+
+
+async def test_a_chunked_body_over_one_mib_is_413_json(client, admin, store):
+    async def chunks() -> Any:
+        yield b'{"events": ["'
+        for _ in range(20):
+            yield b"a" * 65536
+        yield b'"]}'
+
+    head = await store.head()
+    resp = await client.post(
+        "/v1/events", data=chunks(), headers=admin | {"Content-Type": "application/json"}
+    )
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "payload_too_large"
+    assert await store.head() == head
