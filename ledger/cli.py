@@ -353,6 +353,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(coroutine: Any) -> int:
+    """Runs on uvloop where it is installed: a faster event loop, same semantics."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)  # type: ignore[no-any-return]
+    return uvloop.run(coroutine)  # type: ignore[no-any-return]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -374,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        return asyncio.run(args.run(settings, args))
+        return _run(args.run(settings, args))
     except KeyboardInterrupt:
         return 130
 

@@ -38,8 +38,16 @@ _ERROR = {
 _CHANNEL = {
     "type": "string",
     "enum": [
-        "qris", "shopee", "tokopedia", "lazada", "tiktok",
-        "whatsapp", "instagram", "website", "pos", "other",
+        "qris",
+        "shopee",
+        "tokopedia",
+        "lazada",
+        "tiktok",
+        "whatsapp",
+        "instagram",
+        "website",
+        "pos",
+        "other",
     ],
 }
 
@@ -102,8 +110,14 @@ def openapi_document() -> dict[str, Any]:
     recorded = _ref("Recorded")
     money = {"type": "string"}
     balance = _obj(
-        seller_id=_ID, currency={"type": "string"}, pending=money, available=money,
-        captured_total=money, refunded_total=money, fees_total=money, paid_out_total=money,
+        seller_id=_ID,
+        currency={"type": "string"},
+        pending=money,
+        available=money,
+        captured_total=money,
+        refunded_total=money,
+        fees_total=money,
+        paid_out_total=money,
         as_of_position={"type": "integer"},
     )
     gateway_ack = _json(_obj(status={"type": "string"}, results={"type": "array"}))
@@ -118,114 +132,234 @@ def openapi_document() -> dict[str, Any]:
                         "duplicate, or the per-event results of a batch",
                     ),
                 },
-                body={"application/json": {"schema": {"oneOf": [_ref("Event"), _obj(
-                    events={"type": "array", "items": _ref("Event"), "maxItems": 1000})]}}},
+                body={
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                _ref("Event"),
+                                _obj(
+                                    events={
+                                        "type": "array",
+                                        "items": _ref("Event"),
+                                        "maxItems": 1000,
+                                    }
+                                ),
+                            ]
+                        }
+                    }
+                },
                 errors=(400, 401, 403, 409, 413, 422, 503),
             ),
             "get": _op(
                 "The global log in position order",
-                {"200": _json(_obj(events={"type": "array", "items": _ref("Message")},
-                                   next_after={"type": ["integer", "null"]}))},
-                params=[_q("after", {"type": "integer", "minimum": 0}),
-                        _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+                {
+                    "200": _json(
+                        _obj(
+                            events={"type": "array", "items": _ref("Message")},
+                            next_after={"type": ["integer", "null"]},
+                        )
+                    )
+                },
+                params=[
+                    _q("after", {"type": "integer", "minimum": 0}),
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                ],
             ),
         },
         "/v1/orders/{channel}/{order_id}": {
-            "get": _op("An order's state and history", {"200": _json(_obj(
-                status={"type": "string"}, amount=money, captured=money, refunded=money,
-                history={"type": "array", "items": _ref("Message")}))},
-                params=[_p("channel"), _p("order_id")], errors=(401, 403, 404, 422, 503)),
+            "get": _op(
+                "An order's state and history",
+                {
+                    "200": _json(
+                        _obj(
+                            status={"type": "string"},
+                            amount=money,
+                            captured=money,
+                            refunded=money,
+                            history={"type": "array", "items": _ref("Message")},
+                        )
+                    )
+                },
+                params=[_p("channel"), _p("order_id")],
+                errors=(401, 403, 404, 422, 503),
+            ),
         },
         "/v1/sellers": {
-            "post": _op("Register a seller", {"201": _json(recorded), "200": _json(recorded)},
-                        body={"application/json": {"schema": _obj(
-                            seller_id=_ID, name={"type": "string"}, district={"type": "string"},
+            "post": _op(
+                "Register a seller",
+                {"201": _json(recorded), "200": _json(recorded)},
+                body={
+                    "application/json": {
+                        "schema": _obj(
+                            seller_id=_ID,
+                            name={"type": "string"},
+                            district={"type": "string"},
                             nib={"type": "string"},
-                            channels={"type": "object", "additionalProperties": {"type": "string"}})}},
-                        errors=(400, 401, 403, 409, 413, 422, 503)),
+                            channels={"type": "object", "additionalProperties": {"type": "string"}},
+                        )
+                    }
+                },
+                errors=(400, 401, 403, 409, 413, 422, 503),
+            ),
         },
         "/v1/sellers/{seller_id}/curation": {
-            "post": _op("Record the incubator's curation", {"201": _json(recorded)},
-                        params=[_p("seller_id")],
-                        body={"application/json": {"schema": _obj(
+            "post": _op(
+                "Record the incubator's curation",
+                {"201": _json(recorded)},
+                params=[_p("seller_id")],
+                body={
+                    "application/json": {
+                        "schema": _obj(
                             status={"enum": ["verified", "rejected", "pending"]},
-                            certifications={"type": "array"})}},
-                        errors=(400, 401, 403, 413, 422, 503)),
+                            certifications={"type": "array"},
+                        )
+                    }
+                },
+                errors=(400, 401, 403, 413, 422, 503),
+            ),
         },
         "/v1/sellers/{seller_id}/balance": {
-            "get": _op("A seller's balance (now, or as of a time from the log)",
-                       {"200": _json(balance)},
-                       params=[_p("seller_id"), _q("currency", {"type": "string"}),
-                               _q("as_of", _TIME), _q("known_at", _TIME)],
-                       errors=(401, 403, 404, 422, 503)),
+            "get": _op(
+                "A seller's balance (now, or as of a time from the log)",
+                {"200": _json(balance)},
+                params=[
+                    _p("seller_id"),
+                    _q("currency", {"type": "string"}),
+                    _q("as_of", _TIME),
+                    _q("known_at", _TIME),
+                ],
+                errors=(401, 403, 404, 422, 503),
+            ),
         },
         "/v1/sellers/{seller_id}/recaps": {
-            "get": _op("A seller's daily recaps per local day and channel",
-                       {"200": _json(_obj(seller_id=_ID, recaps={"type": "array"}))},
-                       params=[_p("seller_id"), _q("from", {"type": "string", "format": "date"}, True),
-                               _q("to", {"type": "string", "format": "date"}, True)],
-                       errors=(401, 403, 404, 422, 503)),
+            "get": _op(
+                "A seller's daily recaps per local day and channel",
+                {"200": _json(_obj(seller_id=_ID, recaps={"type": "array"}))},
+                params=[
+                    _p("seller_id"),
+                    _q("from", {"type": "string", "format": "date"}, True),
+                    _q("to", {"type": "string", "format": "date"}, True),
+                ],
+                errors=(401, 403, 404, 422, 503),
+            ),
         },
         "/v1/recaps/daily": {
-            "get": _op("The city recap of one local day",
-                       {"200": _json(_obj(date={"type": "string"}, active_sellers={"type": "integer"},
-                                          channels={"type": "array"}, districts={"type": "array"}))},
-                       params=[_q("date", {"type": "string", "format": "date"}, True)]),
+            "get": _op(
+                "The city recap of one local day",
+                {
+                    "200": _json(
+                        _obj(
+                            date={"type": "string"},
+                            active_sellers={"type": "integer"},
+                            channels={"type": "array"},
+                            districts={"type": "array"},
+                        )
+                    )
+                },
+                params=[_q("date", {"type": "string", "format": "date"}, True)],
+            ),
         },
         "/v1/projections": {
-            "get": _op("Projection positions and lag", {"200": _json(_obj(projections={"type": "array"}))}),
+            "get": _op(
+                "Projection positions and lag", {"200": _json(_obj(projections={"type": "array"}))}
+            ),
         },
         "/v1/suspense": {
-            "get": _op("Gateway money that could not be applied", {"200": _json(_obj(suspense={"type": "array"}))}),
+            "get": _op(
+                "Gateway money that could not be applied",
+                {"200": _json(_obj(suspense={"type": "array"}))},
+            ),
         },
         "/v1/suspense/{suspense_id}/resolve": {
-            "post": _op("Apply a suspense entry to an order", {"201": _json(recorded), "200": _json(recorded)},
-                        params=[_p("suspense_id")],
-                        body={"application/json": {"schema": _obj(channel=_CHANNEL, order_id=_ID)}},
-                        errors=(400, 401, 403, 404, 409, 422, 503)),
+            "post": _op(
+                "Apply a suspense entry to an order",
+                {"201": _json(recorded), "200": _json(recorded)},
+                params=[_p("suspense_id")],
+                body={"application/json": {"schema": _obj(channel=_CHANNEL, order_id=_ID)}},
+                errors=(400, 401, 403, 404, 409, 422, 503),
+            ),
         },
         "/v1/reconciliations": {
-            "post": _op("Reconcile a gateway settlement report (CSV body)", {"200": _json(_obj(
-                summary={"type": "object"}, findings={"type": "object"}))},
-                params=[_q("gateway", {"enum": ["midtrans", "xendit"]}, True),
-                        _q("date", {"type": "string", "format": "date"}, True)],
+            "post": _op(
+                "Reconcile a gateway settlement report (CSV body)",
+                {"200": _json(_obj(summary={"type": "object"}, findings={"type": "object"}))},
+                params=[
+                    _q("gateway", {"enum": ["midtrans", "xendit"]}, True),
+                    _q("date", {"type": "string", "format": "date"}, True),
+                ],
                 body={"text/csv": {"schema": {"type": "string"}}},
-                errors=(400, 401, 403, 413, 422, 503)),
+                errors=(400, 401, 403, 413, 422, 503),
+            ),
         },
         "/v1/keys": {
-            "post": _op("Create an API key (shown once)", {"201": _json(_obj(
-                key={"type": "string"}, role={"type": "string"}))},
-                body={"application/json": {"schema": _obj(
-                    role={"enum": ["admin", "gateway", "seller", "auditor"]}, seller_id=_ID)}},
-                errors=(400, 401, 403, 413, 422, 503)),
+            "post": _op(
+                "Create an API key (shown once)",
+                {"201": _json(_obj(key={"type": "string"}, role={"type": "string"}))},
+                body={
+                    "application/json": {
+                        "schema": _obj(
+                            role={"enum": ["admin", "gateway", "seller", "auditor"]}, seller_id=_ID
+                        )
+                    }
+                },
+                errors=(400, 401, 403, 413, 422, 503),
+            ),
         },
         "/v1/gateways/midtrans/notifications": {
-            "post": _op("Midtrans HTTP notification (signature_key in the body)", {"200": gateway_ack},
-                        body={"application/json": {"schema": {"type": "object"}}}, auth=False,
-                        errors=(400, 401, 413, 422, 503)),
+            "post": _op(
+                "Midtrans HTTP notification (signature_key in the body)",
+                {"200": gateway_ack},
+                body={"application/json": {"schema": {"type": "object"}}},
+                auth=False,
+                errors=(400, 401, 413, 422, 503),
+            ),
         },
         "/v1/gateways/xendit/callbacks": {
-            "post": _op("Xendit callback (x-callback-token header)", {"200": gateway_ack},
-                        body={"application/json": {"schema": {"type": "object"}}}, auth=False,
-                        errors=(400, 401, 413, 422, 503)),
+            "post": _op(
+                "Xendit callback (x-callback-token header)",
+                {"200": gateway_ack},
+                body={"application/json": {"schema": {"type": "object"}}},
+                auth=False,
+                errors=(400, 401, 413, 422, 503),
+            ),
         },
         "/v1/gateways/shopee/push": {
-            "post": _op("Shopee Open Platform push (Authorization HMAC)", {"200": gateway_ack},
-                        body={"application/json": {"schema": {"type": "object"}}}, auth=False,
-                        errors=(400, 401, 413, 422, 503)),
+            "post": _op(
+                "Shopee Open Platform push (Authorization HMAC)",
+                {"200": gateway_ack},
+                body={"application/json": {"schema": {"type": "object"}}},
+                auth=False,
+                errors=(400, 401, 413, 422, 503),
+            ),
         },
-        "/v1/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})},
-                                        errors=(401, 403))},
-        "/healthz": {"get": _op("Liveness and database reachability", {"200": _json(_obj(
-            status={"type": "string"}))}, auth=False, errors=(503,))},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
-                             "responses": {"200": {"description": "Prometheus text",
-                                                   "content": {"text/plain": {}}}}}},
+        "/v1/openapi.json": {
+            "get": _op("This document", {"200": _json({"type": "object"})}, errors=(401, 403))
+        },
+        "/healthz": {
+            "get": _op(
+                "Liveness and database reachability",
+                {"200": _json(_obj(status={"type": "string"}))},
+                auth=False,
+                errors=(503,),
+            )
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Prometheus text", "content": {"text/plain": {}}}
+                },
+            }
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Omni-Ledger", "version": "1.0.0",
-                 "description": "Event-sourced transaction ledger (CONTRACT v1)."},
+        "info": {
+            "title": "Omni-Ledger",
+            "version": "1.0.0",
+            "description": "Event-sourced transaction ledger (CONTRACT v1).",
+        },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": paths,
@@ -233,29 +367,54 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": _ERROR,
-                "Recorded": _obj(status={"enum": ["recorded", "duplicate"]},
-                                 position={"type": "integer"}, stream_id={"type": "string"},
-                                 version={"type": "integer"}, idempotency_key={"type": "string"}),
+                "Recorded": _obj(
+                    status={"enum": ["recorded", "duplicate"]},
+                    position={"type": "integer"},
+                    stream_id={"type": "string"},
+                    version={"type": "integer"},
+                    idempotency_key={"type": "string"},
+                ),
                 "Event": {
                     "type": "object",
                     "required": ["idempotency_key", "type", "occurred_at"],
                     "properties": {
                         "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
-                        "type": {"enum": ["order.placed", "order.cancelled", "order.status_noted",
-                                          "payment.captured", "payment.failed", "refund.issued",
-                                          "payout.sent"]},
-                        "occurred_at": _TIME, "seller_id": _ID, "order_id": _ID,
-                        "channel": _CHANNEL, "amount": _AMOUNT, "fee": _AMOUNT,
+                        "type": {
+                            "enum": [
+                                "order.placed",
+                                "order.cancelled",
+                                "order.status_noted",
+                                "payment.captured",
+                                "payment.failed",
+                                "refund.issued",
+                                "payout.sent",
+                            ]
+                        },
+                        "occurred_at": _TIME,
+                        "seller_id": _ID,
+                        "order_id": _ID,
+                        "channel": _CHANNEL,
+                        "amount": _AMOUNT,
+                        "fee": _AMOUNT,
                         "currency": {"type": "string", "default": "IDR"},
-                        "gateway": _ID, "gateway_ref": {"type": "string"},
-                        "reference": {"type": "string"}, "status": {"type": "string"},
+                        "gateway": _ID,
+                        "gateway_ref": {"type": "string"},
+                        "reference": {"type": "string"},
+                        "status": {"type": "string"},
                         "metadata": {"type": "object", "description": "at most 4 KiB"},
                     },
                 },
-                "Message": _obj(position={"type": "integer"}, stream_id={"type": "string"},
-                                version={"type": "integer"}, type={"type": "string"},
-                                data={"type": "object"}, occurred_at=_TIME, recorded_at=_TIME,
-                                hash={"type": "string"}, prev_hash={"type": "string"}),
+                "Message": _obj(
+                    position={"type": "integer"},
+                    stream_id={"type": "string"},
+                    version={"type": "integer"},
+                    type={"type": "string"},
+                    data={"type": "object"},
+                    occurred_at=_TIME,
+                    recorded_at=_TIME,
+                    hash={"type": "string"},
+                    prev_hash={"type": "string"},
+                ),
             },
         },
     }

@@ -86,9 +86,7 @@ class Relay:
                     finally:
                         self.is_leader = False
                         with contextlib.suppress(Exception):
-                            await lock_conn.execute(
-                                "SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY
-                            )
+                            await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:

@@ -108,6 +108,7 @@ class _Pending:
     fingerprint: bytes
     future: asyncio.Future[Recorded]
     shown_key: str | None = None
+    hints: tuple[UUID, ...] = ()
     streams: tuple[UUID, ...] = ()
     attempts: int = 0
     duplicate_as: type[LedgerError] = IdempotencyConflict
@@ -128,11 +129,17 @@ class _Batch:
         self.touched: dict[UUID, Aggregate] = {}
         self.base_versions: dict[UUID, int] = {}
         self.accounts: dict[tuple[str, str], AccountDelta] = {}
+        #: streams known not to exist when this batch started (prefetched)
+        self.absent: set[UUID] = set()
 
     async def get(self, stream_id: UUID) -> Aggregate | None:
         if stream_id in self.touched:
             return self.touched[stream_id]
+        if stream_id in self.absent:
+            return None
         aggregate = await self._ledger._load(stream_id)
+        if aggregate is None:
+            self.absent.add(stream_id)
         return aggregate
 
     def remember(self, aggregate: Aggregate, base_version: int) -> None:
@@ -155,6 +162,7 @@ class Ledger:
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
         self._batch_size_max = batch_size_max
         self._writer: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
         self.stats = {"batches": 0, "events": 0, "batch_size_max_seen": 0, "retries": 0}
 
     # -- lifecycle -----------------------------------------------------------------
@@ -170,6 +178,15 @@ class Ledger:
             except asyncio.CancelledError:
                 pass
             self._writer = None
+        await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await self.store.pool.release(conn)
+            except Exception:  # a broken connection: the pool replaces it
+                conn.terminate()
 
     # -- public commands -------------------------------------------------------------
     async def record(self, command: Command) -> Recorded:
@@ -178,6 +195,7 @@ class Ledger:
             lambda batch: self._decide_command(batch, command),
             command.idempotency_key,
             command.fingerprint,
+            hints=_stream_hints(command),
         )
 
     async def register_seller(
@@ -516,7 +534,7 @@ class Ledger:
 
     async def _available(self, batch: _Batch, seller_id: str, currency: str) -> int:
         """Fresh from the database, plus what this batch already decided."""
-        row = await self.store.account(seller_id, currency)
+        row = await self.store.account(seller_id, currency, self._conn)
         available = (
             0
             if row is None
@@ -597,20 +615,23 @@ class Ledger:
         if cached is not None:
             self._cache.move_to_end(stream_id)
             return cached
-        streams = await self.store.load_streams([stream_id])
+        streams = await self.store.load_streams([stream_id], self._conn)
         aggregate = self._replay(streams.get(stream_id, []))
         if aggregate is not None:
             self._cache_put(aggregate)
         return aggregate
 
-    async def _prefetch(self, stream_ids: set[UUID]) -> None:
+    async def _prefetch(self, stream_ids: set[UUID], work: _Batch) -> None:
+        """Loads every stream a batch will need in one query, not one per command."""
         missing = [s for s in stream_ids if s not in self._cache]
         if not missing:
             return
-        streams = await self.store.load_streams(missing)
-        for rows in streams.values():
-            aggregate = self._replay(rows)
-            if aggregate is not None:
+        streams = await self.store.load_streams(missing, self._conn)
+        for stream_id in missing:
+            aggregate = self._replay(streams.get(stream_id, []))
+            if aggregate is None:
+                work.absent.add(stream_id)
+            else:
                 self._cache_put(aggregate)
 
     def _replay(self, rows: list[StoredRow]) -> Aggregate | None:
@@ -646,6 +667,7 @@ class Ledger:
         *,
         duplicate_as: type[LedgerError] = IdempotencyConflict,
         internal: bool = False,
+        hints: tuple[UUID, ...] = (),
     ) -> Recorded:
         # Clients may choose any key; the ledger's own keys live in another
         # namespace so that no client key can ever collide with them.
@@ -666,7 +688,13 @@ class Ledger:
                 "duplicate", result.position, result.stream_id, result.version, shown_key
             )
         pending = _Pending(
-            decide, key, fingerprint, loop.create_future(), shown_key, duplicate_as=duplicate_as
+            decide,
+            key,
+            fingerprint,
+            loop.create_future(),
+            shown_key,
+            hints=hints,
+            duplicate_as=duplicate_as,
         )
         if key is not None:
             self._in_flight[key] = pending
@@ -691,6 +719,7 @@ class Ledger:
                 raise
             except Exception as e:  # the batch as a whole failed: nothing was written
                 self._cache.clear()
+                await self._drop_connection()
                 error: LedgerError
                 if isinstance(e, DB_ERRORS):
                     log.warning("append failed, database unavailable: %s", e)
@@ -706,24 +735,23 @@ class Ledger:
         self.stats["batches"] += 1
         self.stats["batch_size_max_seen"] = max(self.stats["batch_size_max_seen"], len(batch))
         keys = [p.key for p in batch if p.key is not None]
-        known = await self.store.lookup_keys(keys) if keys else {}
+        if self._conn is None or self._conn.is_closed():
+            # The writer's own connection: no pool hand-over and reset per statement.
+            self._conn = await self.store.pool.acquire()
+            # The writer's statements run thousands of times while the tables
+            # grow from empty; a generic plan cached while they were tiny
+            # (sequential scans) would stay forever. Plan each with its values.
+            await self._conn.execute("SET plan_cache_mode = force_custom_plan")
+        known = await self.store.lookup_keys(keys, self._conn) if keys else {}
         work = _Batch(self)
+        await self._prefetch({h for p in batch for h in p.hints}, work)
         units: list[Unit] = []
         owners: list[_Pending] = []
-        for p in batch:
+        unit_index: list[int] = []
+        refused: list[tuple[int, _Pending, LedgerError]] = []
+        for index, p in enumerate(batch):
             if p.key is not None and p.key in known:
-                digest, position, stream_id, version = known[p.key]
-                if digest != hashlib.sha256(p.fingerprint).digest():
-                    p.future.set_exception(
-                        p.duplicate_as(
-                            "this idempotency key was used with a different body",
-                            field="idempotency_key",
-                        )
-                    )
-                else:
-                    p.future.set_result(
-                        Recorded("duplicate", position, stream_id, version, p.shown_key)
-                    )
+                self._answer_known(p, known[p.key])
                 continue
             try:
                 unit = await p.decide(work)
@@ -735,7 +763,7 @@ class Ledger:
                 )
                 continue
             except LedgerError as e:
-                p.future.set_exception(e)
+                refused.append((index, p, e))
                 continue
             except DB_ERRORS:
                 raise
@@ -749,30 +777,77 @@ class Ledger:
             p.streams = tuple(unit.base_versions)
             units.append(unit)
             owners.append(p)
-        if not units:
-            return
-        try:
-            outcome = await self.store.commit(units)
-        except asyncpg.PostgresError as e:
-            self._evict(work.touched)
-            if isinstance(e, DB_ERRORS) or len(units) == 1:
+            unit_index.append(index)
+        retry: list[tuple[int, _Pending]] = []
+        if units:
+            try:
+                outcome = await self.store.commit(units, self._conn)
+                self._settle(owners, units, outcome, work, unit_index, retry)
+            except asyncpg.PostgresError as e:
+                self._evict(work.touched)
+                if isinstance(e, DB_ERRORS) or len(units) == 1:
+                    raise
+                # The database refused something in this batch (not a lost
+                # connection): commit unit by unit so that one bad request
+                # cannot fail the others. Later units decided on an earlier
+                # one's state fail its version check and are decided again.
+                log.warning("batch of %d refused (%s); committing one by one", len(units), e)
+                for p, unit, index in zip(owners, units, unit_index, strict=True):
+                    await self._commit_alone(p, unit, work, index, retry)
+            except BaseException:
+                self._evict(work.touched)
                 raise
-            # The database refused something in this batch (not a lost
-            # connection): commit unit by unit so that one bad request
-            # cannot fail the others. Later units decided on an earlier
-            # one's state fail its version check and are decided again.
-            log.warning("batch of %d refused (%s); committing one by one", len(units), e)
-            for p, unit in zip(owners, units, strict=True):
-                await self._commit_alone(p, unit, work)
-            return
-        except BaseException:
-            self._evict(work.touched)
-            raise
-        self._settle(owners, units, outcome, work)
+        await self._answer_refusals(refused, retry)
+        retry.sort(key=lambda item: item[0])
+        self._retry.extend(p for _, p in retry)
 
-    async def _commit_alone(self, p: _Pending, unit: Unit, work: _Batch) -> None:
+    def _answer_known(self, p: _Pending, known: tuple[bytes, int, UUID, int]) -> None:
+        digest, position, stream_id, version = known
+        if digest != hashlib.sha256(p.fingerprint).digest():
+            p.future.set_exception(
+                p.duplicate_as(
+                    "this idempotency key was used with a different body", field="idempotency_key"
+                )
+            )
+        else:
+            p.future.set_result(Recorded("duplicate", position, stream_id, version, p.shown_key))
+
+    async def _answer_refusals(
+        self, refused: list[tuple[int, _Pending, LedgerError]], retry: list[tuple[int, _Pending]]
+    ) -> None:
+        """Answers the commands a rule refused, unless the refusal may be stale.
+
+        A refusal decided after a decision that was then dropped may have
+        rested on it (a payout refused for money an uncommitted payout took):
+        it is decided again. And a refused copy of a fact another replica
+        committed meanwhile is answered as the duplicate it is.
+        """
+        first_drop = min((index for index, _ in retry), default=None)
+        final: list[tuple[_Pending, LedgerError]] = []
+        for index, p, error in refused:
+            if first_drop is not None and index > first_drop and p.attempts < _ATTEMPTS_MAX:
+                p.attempts += 1
+                retry.append((index, p))
+            else:
+                final.append((p, error))
+        keys = [p.key for p, _ in final if p.key is not None]
+        known = await self.store.lookup_keys(keys, self._conn) if keys else {}
+        for p, error in final:
+            if p.key is not None and p.key in known:
+                self._answer_known(p, known[p.key])
+            else:
+                p.future.set_exception(error)
+
+    async def _commit_alone(
+        self,
+        p: _Pending,
+        unit: Unit,
+        work: _Batch,
+        index: int,
+        retry: list[tuple[int, _Pending]],
+    ) -> None:
         try:
-            outcome = await self.store.commit([unit])
+            outcome = await self.store.commit([unit], self._conn)
         except asyncpg.PostgresError as e:
             if isinstance(e, DB_ERRORS):
                 raise
@@ -780,13 +855,19 @@ class Ledger:
             self._evict(unit.base_versions)
             p.future.set_exception(ValidationError("the database refused this event's content"))
             return
-        self._settle([p], [unit], outcome, work)
+        self._settle([p], [unit], outcome, work, [index], retry)
 
     def _settle(
-        self, owners: list[_Pending], units: list[Unit], outcome: Any, work: _Batch
+        self,
+        owners: list[_Pending],
+        units: list[Unit],
+        outcome: Any,
+        work: _Batch,
+        unit_index: list[int],
+        retry: list[tuple[int, _Pending]],
     ) -> None:
-        for p, unit, positions, dropped in zip(
-            owners, units, outcome.positions, outcome.dropped, strict=True
+        for p, unit, positions, dropped, index in zip(
+            owners, units, outcome.positions, outcome.dropped, unit_index, strict=True
         ):
             if dropped is not None or positions is None:
                 self._evict(unit.base_versions)
@@ -795,7 +876,7 @@ class Ledger:
                 if p.attempts >= _ATTEMPTS_MAX:
                     p.future.set_exception(Unavailable("too much contention; retry later"))
                 else:
-                    self._retry.append(p)
+                    retry.append((index, p))
                 continue
             for stream_id in unit.base_versions:
                 aggregate = work.touched.get(stream_id)
@@ -806,6 +887,16 @@ class Ledger:
             p.future.set_result(
                 Recorded("recorded", positions[0], first.stream_id, first.version, p.shown_key)
             )
+
+
+def _stream_hints(c: Command) -> tuple[UUID, ...]:
+    """The streams deciding this command will read, so a batch loads them at once."""
+    hints: list[UUID] = []
+    if c.seller_id is not None:
+        hints.append(seller_stream_id(c.seller_id))
+    if c.channel is not None and c.order_id is not None:
+        hints.append(order_stream_id(c.channel, c.order_id))
+    return tuple(hints)
 
 
 class _AlreadyRecorded(Exception):  # noqa: N818 - a signal, not an error

@@ -276,8 +276,10 @@ class EventStore:
         return applied
 
     # -- reads for the write path ----------------------------------------------
-    async def load_streams(self, stream_ids: Sequence[UUID]) -> dict[UUID, list[StoredRow]]:
-        rows = await self._pool.fetch(
+    async def load_streams(
+        self, stream_ids: Sequence[UUID], conn: asyncpg.Connection | None = None
+    ) -> dict[UUID, list[StoredRow]]:
+        rows = await (conn or self._pool).fetch(
             f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE}"
             " WHERE originator_id = ANY($1::uuid[])"
             " ORDER BY originator_id, originator_version",
@@ -290,8 +292,10 @@ class EventStore:
             )
         return streams
 
-    async def lookup_keys(self, keys: Sequence[str]) -> dict[str, tuple[bytes, int, UUID, int]]:
-        rows = await self._pool.fetch(
+    async def lookup_keys(
+        self, keys: Sequence[str], conn: asyncpg.Connection | None = None
+    ) -> dict[str, tuple[bytes, int, UUID, int]]:
+        rows = await (conn or self._pool).fetch(
             "SELECT key, fingerprint, position, stream_id, version FROM idempotency_keys"
             " WHERE key = ANY($1::text[])",
             list(keys),
@@ -323,8 +327,10 @@ class EventStore:
             account,
         )
 
-    async def account(self, seller_id: str, currency: str) -> dict[str, int] | None:
-        row = await self._pool.fetchrow(
+    async def account(
+        self, seller_id: str, currency: str, conn: asyncpg.Connection | None = None
+    ) -> dict[str, int] | None:
+        row = await (conn or self._pool).fetchrow(
             "SELECT pending_minor, captured_minor, refunded_minor, fees_minor, paid_out_minor,"
             " position FROM seller_accounts WHERE seller_id = $1 AND currency = $2",
             seller_id,
@@ -339,11 +345,16 @@ class EventStore:
         return [r["currency"] for r in rows]
 
     # -- the append ----------------------------------------------------------------
-    async def commit(self, units: Sequence[Unit]) -> CommitOutcome:
+    async def commit(
+        self, units: Sequence[Unit], conn: asyncpg.Connection | None = None
+    ) -> CommitOutcome:
         """Appends every unit that still holds under the head lock, in one transaction."""
+        if conn is None:
+            async with self._pool.acquire() as own:
+                return await self.commit(units, own)
         positions: list[list[int] | None] = [None] * len(units)
         dropped: list[str | None] = [None] * len(units)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with conn.transaction():
             head = await conn.fetchrow("SELECT position, hash FROM ledger_head FOR UPDATE")
             assert head is not None, "schema not migrated: ledger_head is empty"
             recorded_at = datetime.now(UTC)
@@ -482,16 +493,18 @@ class EventStore:
                     position,
                 )
             if order_rows:
-                await conn.executemany(
-                    "INSERT INTO order_index (channel, order_id, seller_id) VALUES ($1, $2, $3)"
+                await conn.execute(
+                    "INSERT INTO order_index (channel, order_id, seller_id)"
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
                     " ON CONFLICT DO NOTHING",
-                    order_rows,
+                    *_columns(order_rows, 3),
                 )
             if payment_rows:
-                await conn.executemany(
+                await conn.execute(
                     "INSERT INTO payment_index (gateway, gateway_ref, channel, order_id)"
-                    " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    payment_rows,
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+                    " ON CONFLICT DO NOTHING",
+                    *_columns(payment_rows, 4),
                 )
             if channel_rows:
                 await conn.executemany(

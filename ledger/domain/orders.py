@@ -8,6 +8,7 @@ its own by projections and auditors.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -33,6 +34,7 @@ class OrderPaid(RuleViolation):
     code = "order_paid"
 
 
+@lru_cache(maxsize=65536)
 def order_stream_id(channel: str, order_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"{channel}\x1f{order_id}")
 

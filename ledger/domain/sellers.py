@@ -7,6 +7,7 @@ lock) and passes it in: the rule itself stays here, free of I/O.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -21,6 +22,7 @@ CURATION_STATUSES = frozenset({"verified", "rejected", "pending"})
 CERTIFICATION_KINDS = frozenset({"nib", "pirt", "halal", "sni", "hki"})
 
 
+@lru_cache(maxsize=65536)
 def seller_stream_id(seller_id: str) -> UUID:
     return uuid5(_NAMESPACE, seller_id)
 
