@@ -57,6 +57,7 @@ the entry stays open for a person to look at.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -185,22 +186,35 @@ async def _apply_event(
     ledger: Ledger, store: EventStore, gateway: str, raw: dict[str, Any]
 ) -> dict[str, Any]:
     key = str(raw["idempotency_key"])
-    entry = await store.suspense_entry(suspense_stream_id(key))
+    command: Command | None
+    invalid: ValidationError | None = None
+    try:
+        command = parse_command(raw, gateway_facts=True)
+    except ValidationError as error:
+        command, invalid = None, error
+    # two independent lookups, run side by side: one round trip, not two
+    entry, matched = await asyncio.gather(
+        store.suspense_entry(suspense_stream_id(key)),
+        _match(ledger, store, command),
+        return_exceptions=True,
+    )
+    if isinstance(entry, BaseException):
+        raise entry
     if entry is not None:
         if entry["resolved_position"] is None:
             return await _retry_suspended(ledger, store, entry, raw)
         # resolving recorded the fact under this very key: nothing left to do
         return _result(raw, "duplicate", suspense_id=entry["id"])
-    try:
-        command = parse_command(raw, gateway_facts=True)
-    except ValidationError as error:
+    if command is None:
+        assert invalid is not None
         # authenticated and read by the adapter, but not a shape the ledger can
         # hold (an order id over 64 characters): kept, for an operator to place
-        return await _suspend(ledger, gateway, _fallback_command(raw, error), raw, error.code)
+        return await _suspend(ledger, gateway, _fallback_command(raw, invalid), raw, invalid.code)
     try:
-        await _require_shop(store, command)
-        command = await ledger.resolve_order(command)
-        result = await ledger.record(command)
+        if isinstance(matched, BaseException):
+            raise matched
+        assert matched is not None
+        result = await ledger.record(matched)
     except IdempotencyConflict:
         log.warning("%s redelivered %s with a different body; kept the first", gateway, key)
         return _result(raw, "duplicate", conflict=True)
@@ -209,6 +223,14 @@ async def _apply_event(
             return _result(raw, "ignored", reason=error.code)  # already cancelled
         return await _suspend(ledger, gateway, command, raw, error.code)
     return _result(raw, result.status, position=result.position)
+
+
+async def _match(ledger: Ledger, store: EventStore, command: Command | None) -> Command | None:
+    """The command with its order found: Shopee shop, channel by order id, order by payment."""
+    if command is None:
+        return None
+    await _require_shop(store, command)
+    return await ledger.resolve_order(command)
 
 
 async def _require_shop(store: EventStore, command: Command) -> None:
