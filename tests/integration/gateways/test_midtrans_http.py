@@ -287,6 +287,16 @@ async def test_an_order_id_the_ledger_cannot_hold_is_kept_in_suspense(hooks: Hoo
     (entry,) = await hooks.suspense_for(f"midtrans:payment:{txn}")
     assert entry["event"]["order_id"] == order
     assert entry["amount"] == "275000.00"
+    # an operator finds the sale under a valid id and places the money there
+    seller, placed = uid("s"), uid("inv")
+    await hooks.seller(seller)
+    await hooks.place(seller, placed, "275000.00")
+    status, resolved = await hooks.resolve(entry["id"], "qris", placed)
+    assert status == 201, resolved
+    assert (await hooks.balance(seller))["captured_total"] == "275000.00"
+    status, again = await hooks.midtrans(midtrans_body("midtrans_qris_settlement", order, txn))
+    assert (status, again["results"][0]["status"]) == (200, "duplicate")
+    assert (await hooks.balance(seller))["captured_total"] == "275000.00"
 
 
 async def test_status_noted_for_an_unknown_order_is_kept_not_dropped(hooks: Hooks, uid) -> None:
