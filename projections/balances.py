@@ -218,12 +218,19 @@ class BalancesProjection(Projection):
                 CONSTRAINT {orders}_pkey PRIMARY KEY (channel, order_id)
             )""",
         ]
+        # LATERAL ... LIMIT 1: one primary-key lookup per order of the batch.
+        # A plain join on unnest() (or a LATERAL the planner can flatten) is
+        # planned as a hash join over the whole table, whose cost grows with
+        # every order ever placed.
         self._load_orders = f"""
             SELECT o.channel, o.order_id, o.seller_id, o.currency, o.amount_minor,
                    o.captured_minor, o.open
-            FROM {orders} o
-            JOIN unnest($1::text[], $2::text[]) AS k(channel, order_id)
-              ON o.channel = k.channel AND o.order_id = k.order_id"""
+            FROM unnest($1::text[], $2::text[]) AS k(channel, order_id)
+            CROSS JOIN LATERAL (
+                SELECT * FROM {orders} x
+                WHERE x.channel = k.channel AND x.order_id = k.order_id
+                LIMIT 1
+            ) o"""
         self._upsert_orders = f"""
             INSERT INTO {orders} AS o
                 (channel, order_id, seller_id, currency, amount_minor, captured_minor, open)

@@ -32,13 +32,21 @@ position order; the skip by position makes any earlier start harmless.
 One worker per read model: a second would be harmless for correctness (the
 row lock and the skip by position serialise them) but they would keep
 resetting each other's cursor.
+
+Pull requests (NATS ADR-13) are made here rather than with nats-py's
+``PullSubscription.fetch``, which waits for each message with its own task
+and ``wait_for`` (about 250 us a message, a ceiling near 4,000 events/s):
+:class:`_Puller` keeps one callback subscription on ``<inbox>.*``, sends a
+``no_wait`` request for what is there, and only when nothing is, a lingering
+request that returns with the first message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -49,7 +57,7 @@ import nats.js.errors
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ledger.messages import SUBJECT_PREFIX
 from projections import envelope, schema
@@ -82,6 +90,88 @@ class StepResult:
 
 class _GenerationChanged(Exception):
     pass
+
+
+class ConsumerGone(nats.errors.Error):
+    """The durable consumer was deleted under us; ``run()`` re-creates it."""
+
+
+class _Puller:
+    """Pull requests on one callback subscription; deliveries are buffered in order.
+
+    Each request has its own reply subject ``<inbox>.<n>`` so that its end
+    (status ``404`` no messages, ``408`` expired, ``409`` a limit) can be told
+    apart from a late status of an earlier request. Messages delivered for an
+    earlier lingering request are kept and handed out first: the consumer
+    delivers in stream order, whichever request they answer.
+    """
+
+    def __init__(self, nc: NATS, stream: str, durable: str) -> None:
+        self._nc = nc
+        self._next_subject = f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = nc.new_inbox()
+        self._sub: Any = None
+        self._buffer: collections.deque[Msg] = collections.deque()
+        self._changed = asyncio.Event()
+        self._requests = 0
+        self._current = ""
+        self._current_ended = False
+        self._gone: str | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
+
+    async def stop(self) -> None:
+        sub, self._sub = self._sub, None
+        self._buffer.clear()
+        if sub is not None:
+            await sub.unsubscribe()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._buffer.append(msg)
+        elif status != "100":  # 100 is a heartbeat
+            if msg.subject == self._current:
+                self._current_ended = True
+            description = (msg.headers or {}).get("Description", "")
+            if status == "503" or (status == "409" and "deleted" in description.lower()):
+                self._gone = f"{status} {description}".strip()
+        self._changed.set()
+
+    async def fetch(self, batch: int, timeout_s: float) -> list[Msg]:
+        """Up to ``batch`` messages: those buffered, else what is there, else the first to come."""
+        if self._sub is None:
+            raise RuntimeError("the puller is stopped")
+        if not self._buffer:
+            await self._request({"batch": batch, "no_wait": True})
+            await self._wait(lambda: self._current_ended or len(self._buffer) >= batch, timeout_s)
+        if not self._buffer and self._gone is None:
+            expires_ns = max(1_000_000, int(timeout_s * 1e9) - 50_000_000)
+            await self._request({"batch": batch, "expires": expires_ns})
+            await self._wait(lambda: self._current_ended or bool(self._buffer), timeout_s)
+        if self._gone is not None and not self._buffer:
+            raise ConsumerGone(self._gone)
+        return [self._buffer.popleft() for _ in range(min(batch, len(self._buffer)))]
+
+    async def _request(self, body: dict[str, Any]) -> None:
+        self._requests += 1
+        self._current = f"{self._inbox}.{self._requests}"
+        self._current_ended = False
+        await self._nc.publish(self._next_subject, orjson.dumps(body), reply=self._current)
+
+    async def _wait(self, done: Callable[[], bool], timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not done() and self._gone is None:
+            self._changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return
 
 
 @dataclass(slots=True)
@@ -129,7 +219,7 @@ class Consumer:
         self.verify_hash = verify_hash
         self._nc = nc
         self._js = nc.jetstream()
-        self._sub: Any = None
+        self._puller: _Puller | None = None
         self._generation: int | None = None
         self._failures = 0
         #: the stored position after the last commit (or at start)
@@ -148,9 +238,17 @@ class Consumer:
         try:
             while not stop.is_set():
                 try:
-                    if self._sub is None:
+                    if self._puller is None:
                         await self.start()
                     await self.step()
+                except ConsumerGone as e:
+                    log.warning(
+                        "projection %s: consumer %s is gone (%s); re-creating it",
+                        self.projection.name,
+                        self.durable,
+                        e,
+                    )
+                    await self.close()
                 except Exception:
                     delay_s = self._next_delay()
                     log.exception(
@@ -175,28 +273,33 @@ class Consumer:
             await self._recreate(position)
         self._generation = generation
         self.position = position
-        self._sub = await self._js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        await self._subscribe()
 
     async def close(self) -> None:
         """Unsubscribes and flushes the acks already sent; leaves the durable in place."""
-        sub, self._sub = self._sub, None
-        if sub is not None:
+        puller, self._puller = self._puller, None
+        if puller is not None:
             try:
-                await sub.unsubscribe()
+                await puller.stop()
                 await self._nc.flush(timeout=2)
             except (nats.errors.Error, TimeoutError) as e:
                 log.warning("projection %s: close: %s", self.projection.name, e)
+
+    async def _subscribe(self) -> None:
+        puller = _Puller(self._nc, self.stream, self.durable)
+        await puller.start()
+        self._puller = puller
 
     # -- one batch ----------------------------------------------------------
 
     async def step(self) -> StepResult:
         """Fetches one batch (waiting at most ``fetch_timeout_s``) and handles it."""
-        if self._sub is None:
+        if self._puller is None:
             raise RuntimeError("start() the consumer first")
         try:
-            msgs = await self._sub.fetch(self.batch_size_max, timeout=self.fetch_timeout_s)
-        except TimeoutError:  # nats.errors.TimeoutError too: nothing new
-            return StepResult(position=self.position)
+            msgs = await self._puller.fetch(self.batch_size_max, self.fetch_timeout_s)
+        except ConsumerGone:
+            raise  # run() starts over, which re-creates the durable
         except nats.errors.Error as e:
             delay_s = self._next_delay()
             log.warning(
@@ -204,6 +307,14 @@ class Consumer:
             )
             await asyncio.sleep(delay_s)
             return StepResult(failed=True, position=self.position)
+        if not msgs:
+            # idle: a rebuild may have swapped tables in behind this position,
+            # and no batch is coming to notice it (one primary-key read)
+            _, generation = await self._read_position()
+            if generation != self._generation:
+                await self._resync()
+                return StepResult(resynced=True, position=self.position)
+            return StepResult(position=self.position)
         return await self.handle(msgs)
 
     async def handle(self, msgs: Sequence[Msg]) -> StepResult:
@@ -214,9 +325,6 @@ class Consumer:
         except _GenerationChanged:
             # the tables were swapped by a rebuild: these messages belong to the
             # old cursor; the new one starts after the rebuilt tables' position
-            log.info(
-                "projection %s: tables were rebuilt; re-aligning the cursor", self.projection.name
-            )
             await self._resync()
             return StepResult(fetched=len(msgs), resynced=True, position=self.position)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as e:
@@ -292,7 +400,7 @@ class Consumer:
                             i.msg.subject,
                             i.position,
                             i.msg.data,
-                            i.error[:2000],
+                            (i.error or "")[:2000],
                         )
                         for i in poison
                     ],
@@ -331,7 +439,7 @@ class Consumer:
 
     def _next_delay(self) -> float:
         self._failures += 1
-        return min(self.retry_delay_max_s, self.retry_delay_s * 2 ** min(self._failures - 1, 16))
+        return min(self.retry_delay_max_s, self.retry_delay_s * 2.0 ** min(self._failures - 1, 16))
 
     # -- the cursor ---------------------------------------------------------
 
@@ -345,14 +453,15 @@ class Consumer:
         return row["position"], row["generation"]
 
     async def _resync(self) -> None:
+        log.info("projection %s: tables were rebuilt; re-aligning the cursor", self.projection.name)
         position, generation = await self._read_position()
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            await sub.unsubscribe()
+        puller, self._puller = self._puller, None
+        if puller is not None:
+            await puller.stop()  # what it holds belongs to the old cursor
         await self._recreate(position)
         self._generation = generation
         self.position = position
-        self._sub = await self._js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        await self._subscribe()
 
     async def _consumer_info(self) -> Any:
         try:
@@ -433,7 +542,7 @@ class Consumer:
             position = _position_of(raw.headers, raw.data)
             if position is not None:
                 return position > after_position
-            seq = raw.seq + 1
+            seq = (raw.seq or seq) + 1
         return True
 
     async def _position_at(self, seq: int) -> int | None:

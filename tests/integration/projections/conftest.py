@@ -8,6 +8,7 @@ and a JetStream stream ``LEDGER_T<tag>_<n>`` on subjects ``t<tag>n<n>.>``
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import nats
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -37,7 +39,16 @@ async def stream(nc: NATS, session_tag: str) -> AsyncIterator[Stream]:
     n = next(_numbers)
     js = nc.jetstream()
     s = Stream(name=f"LEDGER_T{session_tag}_{n}", prefix=f"t{session_tag}n{n}", js=js, nc=nc)
-    await js.add_stream(name=s.name, subjects=[f"{s.prefix}.>"], duplicate_window=120)
+    for attempt in range(3):
+        try:
+            await js.add_stream(name=s.name, subjects=[f"{s.prefix}.>"], duplicate_window=120)
+            break
+        except nats.js.errors.ServerError as e:
+            # nats-server 2.9 can fail a create racing another session's delete
+            # of the last stream ("could not create storage directory", 10049)
+            if e.err_code != 10049 or attempt == 2:
+                raise
+            await asyncio.sleep(0.1)
     yield s
     await js.delete_stream(s.name)  # its consumers go with it
 

@@ -13,7 +13,7 @@ import pytest
 from projections import reads, schema
 from projections.balances import BalancesProjection
 from tests.integration.projections.conftest import ConsumerFactory
-from tests.integration.projections.harness import Stream, drain, stored_position
+from tests.integration.projections.harness import Stream, drain, stored_position, until
 from tests.unit.projections.log_builder import LogBuilder
 
 REPO_ROOT = str(Path(__file__).resolve().parents[3])
@@ -371,3 +371,32 @@ async def test_a_new_cursor_starts_after_the_stored_position_found_by_search(
     assert a is not None and b is not None
     assert (a["available"], a["pending"]) == ("-120000.00", "0.00")
     assert (b["available"], b["pending"], b["fees_total"]) == ("69300.00", "0.00", "700.00")
+
+
+async def test_a_running_consumer_whose_durable_is_deleted_recreates_it(
+    stream: Stream, make_consumer: ConsumerFactory, pool: asyncpg.Pool
+) -> None:
+    log = scenario()
+    await stream.publish(log.messages[:6])
+    consumer = make_consumer(BalancesProjection())
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await until(lambda: _position_is(pool, 6))
+        await stream.js.delete_consumer(stream.name, consumer.durable)
+        await stream.publish(log.messages[6:])
+        await until(lambda: _position_is(pool, 12))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert await balances_of(pool, "a", "b") == [
+        {**SELLER_A, "as_of_position": 12},
+        {**SELLER_B, "as_of_position": 12},
+    ]
+
+
+async def _position_is(pool: asyncpg.Pool, position: int) -> bool:
+    try:
+        return await stored_position(pool, "balances") == position
+    except asyncpg.UndefinedTableError:
+        return False
