@@ -1,0 +1,114 @@
+"""Read models built from the ledger's stream: seller balances, daily recaps, the city recap.
+
+The relay publishes every committed event, in position order, to the
+JetStream stream ``LEDGER`` (subjects ``ledger.<type>``). Here, one durable
+pull consumer per read model applies each batch to PostgreSQL read tables and
+advances the model's position in the same transaction, so a redelivered or
+duplicated message changes nothing (DESIGN rule 7). Any model can be rebuilt
+from the log and swapped in while its consumer keeps running.
+
+- ``consumer.py``  the one pull loop (fetch -> apply + position -> ack / nak / term)
+- ``balances.py``  per seller and currency: pending, available and totals
+- ``recaps.py``    per seller, day and channel; the city per channel and district
+- ``reads.py``     the queries behind ``GET /v1/sellers/.../balance``, ``.../recaps``,
+                   ``/v1/recaps/daily`` and ``/v1/projections``
+- ``rebuild.py``   rebuild into shadow tables, then swap atomically
+- ``schema.py``    idempotent DDL; ``envelope.py`` message decoding; ``catalog.py`` names
+
+Read models (``name``: tables): ``balances``: ``proj_balances``,
+``proj_balance_orders``; ``recaps``: ``proj_seller_daily``; ``city``:
+``proj_city_sellers``, ``proj_city_daily``, ``proj_city_district_daily``,
+``proj_city_active_sellers``. Shared: ``projection_positions``,
+``projection_poison``.
+
+This package imports ``ledger.messages`` and ``ledger.domain`` only; nothing
+runs at import time. ``run_projections`` is the entry for ``omniledger
+project`` (and ``up``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+import nats
+from nats.aio.client import Client as NATS
+
+from ledger.messages import SUBJECT_PREFIX
+from projections.catalog import PROJECTION_NAMES, projection
+from projections.consumer import DEFAULT_STREAM, Consumer
+from projections.rebuild import RebuildResult, rebuild
+from projections.recaps import DEFAULT_TIMEZONE
+
+__all__ = [
+    "DEFAULT_STREAM",
+    "DEFAULT_TIMEZONE",
+    "PROJECTION_NAMES",
+    "Consumer",
+    "RebuildResult",
+    "rebuild",
+    "run_projections",
+]
+
+log = logging.getLogger(__name__)
+
+
+async def run_projections(
+    *,
+    stop: asyncio.Event,
+    database_url: str | None = None,
+    nats_url: str | None = None,
+    pool: asyncpg.Pool | None = None,
+    nc: NATS | None = None,
+    stream: str = DEFAULT_STREAM,
+    subject_prefix: str = SUBJECT_PREFIX,
+    timezone: str = DEFAULT_TIMEZONE,
+    durable_prefix: str = "projection_",
+    names: Sequence[str] = PROJECTION_NAMES,
+    batch_size_max: int = 500,
+) -> None:
+    """Runs one consumer per read model in ``names`` until ``stop`` is set (or cancelled).
+
+    Give either ``pool`` / ``nc`` (borrowed, left open) or ``database_url`` /
+    ``nats_url`` (opened here and closed on return). Each consumer's durable
+    is ``<durable_prefix><name>``. A consumer's failures are logged and
+    retried inside it; this returns only when stopped.
+    """
+    models = [projection(name, timezone=timezone) for name in names]  # fail fast on a bad name
+    own_pool = own_nc = False
+    if pool is None:
+        if database_url is None:
+            raise ValueError("give pool or database_url")
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=len(models) + 1)
+        own_pool = True
+    try:
+        if nc is None:
+            if nats_url is None:
+                raise ValueError("give nc or nats_url")
+            nc = await nats.connect(nats_url, name="omniledger-projections")
+            own_nc = True
+        try:
+            consumers = [
+                Consumer(
+                    model,
+                    pool=pool,
+                    nc=nc,
+                    stream=stream,
+                    subject_prefix=subject_prefix,
+                    durable=f"{durable_prefix}{model.name}",
+                    batch_size_max=batch_size_max,
+                )
+                for model in models
+            ]
+            log.info("projections %s consuming %s (%s.>)", ", ".join(names), stream, subject_prefix)
+            async with asyncio.TaskGroup() as tasks:
+                for consumer in consumers:
+                    tasks.create_task(consumer.run(stop), name=f"projection-{consumer.durable}")
+        finally:
+            if own_nc:
+                await nc.close()
+    finally:
+        if own_pool:
+            await pool.close()

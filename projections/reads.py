@@ -1,0 +1,195 @@
+"""Queries the HTTP layer answers reads with (CONTRACT section 4). Read-only.
+
+Amounts leave as strings with the currency's digits (``money.format_minor``),
+counts as integers, days as ``YYYY-MM-DD``. Each function is one statement,
+so it sees one snapshot even while a consumer commits or a rebuild swaps.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Final
+
+import asyncpg
+
+from ledger.domain.errors import ValidationError
+from ledger.domain.money import format_minor
+from projections.catalog import PROJECTION_NAMES
+from projections.recaps import NO_DISTRICT
+
+__all__ = ["city_recap", "projection_status", "seller_balance", "seller_recaps"]
+
+#: The longest range ``seller_recaps`` answers in one call.
+RECAP_DAYS_MAX: Final = 366
+
+_SUMS: Final = (
+    "orders, order_value_minor, payments, captured_minor, refunds, refunded_minor, fees_minor"
+)
+
+
+async def seller_balance(
+    pool: asyncpg.Pool, seller_id: str, currency: str = "IDR"
+) -> dict[str, Any] | None:
+    """``{seller_id, currency, pending, available, ..., as_of_position}`` or ``None`` if unknown.
+
+    ``as_of_position`` is the balances projection's position: every event up
+    to it is reflected (an event that did not touch this seller included).
+    """
+    row = await pool.fetchrow(
+        """SELECT b.*, coalesce(p.position, 0) AS projection_position
+           FROM proj_balances b
+           LEFT JOIN projection_positions p ON p.name = 'balances'
+           WHERE b.seller_id = $1 AND b.currency = $2""",
+        seller_id,
+        currency,
+    )
+    if row is None:
+        return None
+    cur = row["currency"]
+    available = (
+        row["captured_minor"] - row["refunded_minor"] - row["fees_minor"] - row["paid_out_minor"]
+    )
+    return {
+        "seller_id": row["seller_id"],
+        "currency": cur,
+        "pending": format_minor(row["pending_minor"], cur),
+        "available": format_minor(available, cur),
+        "captured_total": format_minor(row["captured_minor"], cur),
+        "refunded_total": format_minor(row["refunded_minor"], cur),
+        "fees_total": format_minor(row["fees_minor"], cur),
+        "paid_out_total": format_minor(row["paid_out_minor"], cur),
+        "as_of_position": row["projection_position"],
+    }
+
+
+async def seller_recaps(
+    pool: asyncpg.Pool, seller_id: str, date_from: date | str, date_to: date | str
+) -> list[dict[str, Any]]:
+    """One row per local day, channel and currency in ``[date_from, date_to]``, in that order."""
+    first, last = _day(date_from, "from"), _day(date_to, "to")
+    if last < first:
+        raise ValidationError("'to' is before 'from'", field="to")
+    if (last - first).days >= RECAP_DAYS_MAX:
+        raise ValidationError(f"at most {RECAP_DAYS_MAX} days per request", field="to")
+    rows = await pool.fetch(
+        f"""SELECT day, channel, currency, {_SUMS}
+            FROM proj_seller_daily
+            WHERE seller_id = $1 AND day BETWEEN $2 AND $3
+            ORDER BY day, channel, currency""",
+        seller_id,
+        first,
+        last,
+    )
+    return [{"date": r["day"].isoformat(), "channel": r["channel"], **_sums(r)} for r in rows]
+
+
+async def city_recap(pool: asyncpg.Pool, day: date | str) -> dict[str, Any]:
+    """``{date, active_sellers, channels: [...], districts: [...]}`` for one local day.
+
+    A district row also counts its active sellers; ``district`` is ``None``
+    for sellers registered without one.
+    """
+    the_day = _day(day, "date")
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # One snapshot for the three statements: a consumer may commit between
+        # them. The locks are the ones the SELECTs take anyway, taken up front
+        # in the order a rebuild's swap takes them, so that the two cannot
+        # deadlock (each would otherwise hold a table the other waits for).
+        await conn.execute(
+            "LOCK TABLE proj_city_daily, proj_city_district_daily, proj_city_active_sellers"
+            " IN ACCESS SHARE MODE"
+        )
+        active = await conn.fetchval(
+            "SELECT count(*) FROM proj_city_active_sellers WHERE day = $1", the_day
+        )
+        channels = await conn.fetch(
+            f"""SELECT channel, currency, {_SUMS} FROM proj_city_daily
+                WHERE day = $1 ORDER BY channel, currency""",
+            the_day,
+        )
+        districts = await conn.fetch(
+            f"""SELECT d.district, d.currency, {_SUMS},
+                       (SELECT count(*) FROM proj_city_active_sellers a
+                        WHERE a.day = d.day AND a.district = d.district) AS active_sellers
+                FROM proj_city_district_daily d
+                WHERE d.day = $1 ORDER BY d.district, d.currency""",
+            the_day,
+        )
+    return {
+        "date": the_day.isoformat(),
+        "active_sellers": active,
+        "channels": [{"channel": r["channel"], **_sums(r)} for r in channels],
+        "districts": [
+            {
+                "district": None if r["district"] == NO_DISTRICT else r["district"],
+                "active_sellers": r["active_sellers"],
+                **_sums(r),
+            }
+            for r in districts
+        ],
+    }
+
+
+async def projection_status(
+    pool: asyncpg.Pool, log_head_position: int, log_head_recorded_at: datetime | None
+) -> list[dict[str, Any]]:
+    """``[{name, position, lag_events, lag_seconds}]`` for every read model.
+
+    ``lag_events`` is the head position minus the projection's (positions
+    have no gaps, ``ledger/store.py``). ``lag_seconds`` is how much older the
+    last applied event is than the head, by ``recorded_at``: ``0`` when caught
+    up, ``None`` when nothing was applied yet or the head's time is unknown.
+    """
+    rows = await pool.fetch(
+        "SELECT name, position, last_recorded_at FROM projection_positions ORDER BY name"
+    )
+    known = {r["name"]: r for r in rows}
+    out = []
+    for name in sorted(set(PROJECTION_NAMES) | set(known)):
+        row = known.get(name)
+        position = row["position"] if row else 0
+        last = row["last_recorded_at"] if row else None
+        lag_events = max(0, log_head_position - position)
+        lag_seconds: float | None
+        if lag_events == 0:
+            lag_seconds = 0.0
+        elif last is None or log_head_recorded_at is None:
+            lag_seconds = None
+        else:
+            lag_seconds = max(0.0, (log_head_recorded_at - last).total_seconds())
+        out.append(
+            {
+                "name": name,
+                "position": position,
+                "lag_events": lag_events,
+                "lag_seconds": lag_seconds,
+            }
+        )
+    return out
+
+
+def _day(value: date | str, field: str) -> date:
+    if isinstance(value, datetime):
+        raise ValidationError("expected a date, not a timestamp", field=field)
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError) as e:
+        raise ValidationError(f"{value!r} is not a YYYY-MM-DD date", field=field) from e
+
+
+def _sums(r: asyncpg.Record) -> dict[str, Any]:
+    cur = r["currency"]
+    net = r["captured_minor"] - r["refunded_minor"] - r["fees_minor"]
+    return {
+        "currency": cur,
+        "orders": r["orders"],
+        "order_value": format_minor(r["order_value_minor"], cur),
+        "payments": r["payments"],
+        "captured": format_minor(r["captured_minor"], cur),
+        "refunds": r["refunds"],
+        "refunded": format_minor(r["refunded_minor"], cur),
+        "fees": format_minor(r["fees_minor"], cur),
+        "net": format_minor(net, cur),
+    }

@@ -1,0 +1,59 @@
+"""``run_projections``: all three read models in one process, stopped by an event."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from nats.aio.client import Client as NATS
+
+from projections import reads, run_projections
+from tests.integration.projections.harness import Stream, stored_position, until
+from tests.unit.projections.log_builder import synthetic_log
+
+
+async def test_run_projections_feeds_every_read_model_until_stopped(
+    stream: Stream, nc: NATS, pool: asyncpg.Pool, pg_dsn: str, schema_name: str, nats_url: str
+) -> None:
+    log, expected = synthetic_log(2000, sellers=10, seed=2)
+    await stream.publish_fast(log.messages[:1000])
+    search_path = f"options=-csearch_path%3D{schema_name}"
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_projections(
+            stop=stop,
+            database_url=f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}{search_path}",
+            nats_url=nats_url,
+            stream=stream.name,
+            subject_prefix=stream.prefix,
+            durable_prefix="run_",
+        )
+    )
+    try:
+
+        async def caught_up(position: int) -> bool:
+            try:
+                positions = [await stored_position(pool, n) for n in ("balances", "recaps", "city")]
+                return positions == [position] * 3
+            except asyncpg.UndefinedTableError:
+                return False
+
+        await until(lambda: caught_up(1000), timeout_s=20)
+        await stream.publish_fast(log.messages[1000:])
+        await until(lambda: caught_up(2000), timeout_s=20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    for seller in expected.captured:
+        balance = await reads.seller_balance(pool, seller)
+        assert balance is not None
+        assert {k: balance[k] for k in expected.balance(seller)} == expected.balance(seller)
+    durables = {c.name for c in await stream.js.consumers_info(stream.name)}
+    assert durables == {"run_balances", "run_recaps", "run_city"}
+    # the city's per-channel order counts add up to the log's orders
+    days = {m["occurred_at"][:10] for m in log.messages}
+    orders = 0
+    for day in sorted(days | {"2026-12-01"}):
+        recap = await reads.city_recap(pool, day)
+        orders += sum(c["orders"] for c in recap["channels"])
+    assert orders == sum(1 for m in log.messages if m["type"] == "order.placed")
