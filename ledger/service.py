@@ -785,7 +785,7 @@ class Ledger:
                 self._settle(owners, units, outcome, work, unit_index, retry)
             except asyncpg.PostgresError as e:
                 self._evict(work.touched)
-                if isinstance(e, DB_ERRORS) or len(units) == 1:
+                if isinstance(e, DB_ERRORS):
                     raise
                 # The database refused something in this batch (not a lost
                 # connection): commit unit by unit so that one bad request
@@ -853,7 +853,11 @@ class Ledger:
                 raise
             log.error("the database refused one unit: %s", e)
             self._evict(unit.base_versions)
-            p.future.set_exception(ValidationError("the database refused this event's content"))
+            if isinstance(e, asyncpg.NumericValueOutOfRangeError):
+                error = ValidationError("a running total would exceed 64 bits", field="amount")
+            else:
+                error = ValidationError("the database refused this event's content")
+            p.future.set_exception(error)
             return
         self._settle([p], [unit], outcome, work, [index], retry)
 

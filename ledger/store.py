@@ -336,7 +336,7 @@ class EventStore:
             seller_id,
             currency,
         )
-        return None if row is None else dict(row)
+        return None if row is None else {k: int(v) for k, v in row.items()}
 
     async def seller_currencies(self, seller_id: str) -> list[str]:
         rows = await self._pool.fetch(
@@ -573,7 +573,7 @@ class EventStore:
                 seller_id,
                 currency,
             )
-            available[(seller_id, currency)] = row[0] if row else 0
+            available[(seller_id, currency)] = int(row[0]) if row else 0
 
         tainted_streams: set[UUID] = set(stale)
         tainted_accounts: set[tuple[str, str]] = set()

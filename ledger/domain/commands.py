@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -102,21 +102,42 @@ def parse_identifier(value: object, field_name: str) -> str:
     return value
 
 
+_RFC3339 = re.compile(
+    r"\A(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})\Z"
+)
+
+
+_EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST: Final = datetime(2999, 12, 31, tzinfo=UTC)
+
+
 def parse_timestamp(value: object, field_name: str = "occurred_at") -> datetime:
-    """RFC 3339 with an offset; a naive timestamp is refused, never guessed."""
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+    """RFC 3339 with an offset; a naive timestamp is refused, never guessed.
+
+    Only RFC 3339's own form: other ISO 8601 spellings that Python would
+    accept (week dates, ``+0800``, no seconds) are refused so that every
+    client means the same instant by the same text.
+    """
+    if not isinstance(value, str):
         raise ValidationError(f"{field_name} must be an RFC 3339 timestamp", field=field_name)
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-    if "T" not in text and "t" not in text and " " not in text:
-        raise ValidationError(f"{field_name} must include a time of day", field=field_name)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+    match = _RFC3339.match(value)
+    if match is None:
+        if isinstance(value, str) and re.match(r"\A\d{4}-\d{2}-\d{2}[Tt ][\d:.]+\Z", value):
+            raise ValidationError(f"{field_name} must carry a UTC offset", field=field_name)
         raise ValidationError(
-            f"{field_name} is not an RFC 3339 timestamp", field=field_name
-        ) from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValidationError(f"{field_name} must carry a UTC offset", field=field_name)
+            f"{field_name} must be an RFC 3339 timestamp with an offset", field=field_name
+        )
+    day, clock, fraction, offset = match.groups()
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    micro = f".{fraction[:6]}" if fraction else ""
+    try:
+        moment = datetime.fromisoformat(f"{day}T{clock}{micro}{offset}")
+    except ValueError:
+        raise ValidationError(f"{field_name} is not a valid date and time", field=field_name) from None
+    if not _EARLIEST <= moment <= _LATEST:
+        raise ValidationError(
+            f"{field_name} must lie between 2000-01-01 and 2999-12-31", field=field_name
+        )
     return moment
 
 
