@@ -15,7 +15,10 @@ messages acked (DESIGN rule 7). So:
   it never blocks the stream;
 - a database error naks the batch with a growing delay. ``max_ack_pending``
   equals the batch size, so the server hands out nothing newer while the
-  batch waits: positions are applied in order, never past a gap.
+  batch waits: positions are applied in order, never past a gap. As a guard,
+  a batch must start at the stream sequence after the last one handled;
+  if it does not (a redelivery out of order, a message deleted from the
+  stream), the cursor is re-created after the stored position.
 
 The stored position is the truth and the JetStream consumer only a cursor.
 At start, and whenever a rebuild has swapped tables in (the row's
@@ -221,6 +224,8 @@ class Consumer:
         self._js = nc.jetstream()
         self._puller: _Puller | None = None
         self._generation: int | None = None
+        #: the stream sequence the next batch must start at (None: not known yet)
+        self._expected_seq: int | None = None
         self._failures = 0
         #: the stored position after the last commit (or at start)
         self.position = 0
@@ -273,6 +278,7 @@ class Consumer:
             await self._recreate(position)
         self._generation = generation
         self.position = position
+        self._expected_seq = None
         await self._subscribe()
 
     async def close(self) -> None:
@@ -312,20 +318,28 @@ class Consumer:
             # and no batch is coming to notice it (one primary-key read)
             _, generation = await self._read_position()
             if generation != self._generation:
-                await self._resync()
+                await self._resync("the tables were rebuilt")
                 return StepResult(resynced=True, position=self.position)
             return StepResult(position=self.position)
         return await self.handle(msgs)
 
     async def handle(self, msgs: Sequence[Msg]) -> StepResult:
         """Decode, apply in one transaction, then ack (or nak the batch on failure)."""
+        seqs = [_stream_seq(m) for m in msgs]
+        if self._expected_seq is not None and min(seqs) > self._expected_seq:
+            # Everything before _expected_seq was handled, so the stream owes us
+            # that sequence first. Anything else (a redelivery out of order, a
+            # message deleted from the stream) could put a later position ahead
+            # of an unapplied one; the skip by position would then lose it.
+            await self._resync(f"stream seq {min(seqs)} came before {self._expected_seq}")
+            return StepResult(fetched=len(msgs), resynced=True, position=self.position)
         items = [self._decode(m) for m in msgs]
         try:
             applied, skipped = await self._commit(items)
         except _GenerationChanged:
             # the tables were swapped by a rebuild: these messages belong to the
             # old cursor; the new one starts after the rebuilt tables' position
-            await self._resync()
+            await self._resync("the tables were rebuilt")
             return StepResult(fetched=len(msgs), resynced=True, position=self.position)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as e:
             return await self._nak_all(msgs, e)
@@ -335,6 +349,7 @@ class Consumer:
             log.exception("projection %s: apply failed", self.projection.name)
             return await self._nak_all(msgs, e)
         self._failures = 0
+        self._expected_seq = max(self._expected_seq or 0, max(seqs) + 1)
         poison = await self._settle(items)
         return StepResult(len(msgs), applied, skipped, poison, position=self.position)
 
@@ -452,8 +467,9 @@ class Consumer:
             raise RuntimeError(f"no projection_positions row for {self.projection.name!r}")
         return row["position"], row["generation"]
 
-    async def _resync(self) -> None:
-        log.info("projection %s: tables were rebuilt; re-aligning the cursor", self.projection.name)
+    async def _resync(self, reason: str) -> None:
+        """Re-creates the cursor after the stored position, dropping what was fetched."""
+        log.info("projection %s: %s; re-aligning the cursor", self.projection.name, reason)
         position, generation = await self._read_position()
         puller, self._puller = self._puller, None
         if puller is not None:
@@ -461,6 +477,7 @@ class Consumer:
         await self._recreate(position)
         self._generation = generation
         self.position = position
+        self._expected_seq = None
         await self._subscribe()
 
     async def _consumer_info(self) -> Any:
@@ -566,10 +583,22 @@ def _position_of(headers: dict[str, str] | None, data: bytes | None) -> int | No
 
 
 def _stream_seq(msg: Msg) -> int:
+    """The stream sequence from the ack subject (ADR-15), without ``msg.metadata``.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>``,
+    or with ``<domain>.<account hash>`` after ``ACK`` (and a trailing token) in
+    the newer form. ``msg.metadata`` parses the same and more, a fifth of the
+    consumer's CPU time at full speed.
+    """
+    tokens = (msg.reply or "").split(".")
     try:
-        return int(msg.metadata.sequence.stream)
-    except Exception:  # not a JetStream message (tests calling handle() directly)
-        return 0
+        if len(tokens) == 9:
+            return int(tokens[5])
+        if len(tokens) >= 11:
+            return int(tokens[7])
+    except ValueError:
+        pass
+    return 0
 
 
 def _recorded_at(message: dict[str, Any]) -> datetime | None:

@@ -131,7 +131,7 @@ async def city_recap(pool: asyncpg.Pool, day: date | str) -> dict[str, Any]:
 
 
 async def projection_status(
-    pool: asyncpg.Pool, log_head_position: int, log_head_recorded_at: datetime | None
+    pool: asyncpg.Pool, log_head_position: int, log_head_recorded_at: datetime | str | None
 ) -> list[dict[str, Any]]:
     """``[{name, position, lag_events, lag_seconds}]`` for every read model.
 
@@ -140,6 +140,8 @@ async def projection_status(
     last applied event is than the head, by ``recorded_at``: ``0`` when caught
     up, ``None`` when nothing was applied yet or the head's time is unknown.
     """
+    if isinstance(log_head_recorded_at, str):
+        log_head_recorded_at = datetime.fromisoformat(log_head_recorded_at)
     rows = await pool.fetch(
         "SELECT name, position, last_recorded_at FROM projection_positions ORDER BY name"
     )

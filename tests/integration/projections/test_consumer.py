@@ -400,3 +400,27 @@ async def _position_is(pool: asyncpg.Pool, position: int) -> bool:
         return await stored_position(pool, "balances") == position
     except asyncpg.UndefinedTableError:
         return False
+
+
+async def test_a_batch_that_skips_ahead_in_the_stream_re_aligns_the_cursor(
+    stream: Stream, make_consumer: ConsumerFactory, pool: asyncpg.Pool
+) -> None:
+    log = scenario()
+    await stream.publish(log.messages)
+    consumer = make_consumer(BalancesProjection(), batch_size_max=12)
+    await consumer.start()
+    try:
+        assert consumer._puller is not None
+        msgs = await consumer._puller.fetch(12, 2.0)
+        assert len(msgs) == 12
+        await consumer.handle(msgs[:3])
+        # as if the server had handed out 7.. before redelivering 4..6
+        result = await consumer.handle(msgs[6:])
+        assert result.resynced and await stored_position(pool, "balances") == 3
+        await drain(consumer, log.position)
+    finally:
+        await consumer.close()
+    assert await balances_of(pool, "a", "b") == [
+        {**SELLER_A, "as_of_position": 12},
+        {**SELLER_B, "as_of_position": 12},
+    ]
