@@ -21,13 +21,14 @@ messages acked (DESIGN rule 7). So:
   stream), the cursor is re-created after the stored position.
 
 The stored position is the truth and the JetStream consumer only a cursor.
-At start, and whenever a rebuild has swapped tables in (the row's
-``generation`` changed), the consumer checks that the cursor has handed out
-nothing beyond the stored position and nothing is left unacked; otherwise it
-deletes the durable and creates it again at the first stream sequence whose
-position is above the stored one. That sequence is found by a binary search
-over the stream (one direct get per step) rather than assumed to equal the
-position: a stream that was recreated, trimmed, or has a duplicate republished
+At start the consumer keeps the durable only if it has handed out nothing
+beyond the stored position and has nothing left unacked (a worker that died
+mid-batch leaves some: waiting ``ack_wait`` for them would stall); otherwise,
+and always after a rebuild has swapped tables in (the row's ``generation``
+changed), it deletes the durable and creates it again at the first stream
+sequence whose position is above the stored one. That sequence is found by
+a binary search over the stream (one message get per step) rather than
+assumed to equal the position: a stream that was recreated, trimmed, or has a duplicate republished
 outside the dedupe window does not line up. The search assumes positions do
 not decrease along the stream, which the relay guarantees by publishing in
 position order; the skip by position makes any earlier start harmless.
@@ -67,7 +68,7 @@ from projections import envelope, schema
 from projections.envelope import PoisonMessage
 from projections.projection import Projection
 
-__all__ = ["DEFAULT_STREAM", "Consumer", "StepResult"]
+__all__ = ["DEFAULT_STREAM", "Consumer", "ConsumerGone", "StepResult"]
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +326,8 @@ class Consumer:
 
     async def handle(self, msgs: Sequence[Msg]) -> StepResult:
         """Decode, apply in one transaction, then ack (or nak the batch on failure)."""
+        if not msgs:
+            return StepResult(position=self.position)
         seqs = [_stream_seq(m) for m in msgs]
         if self._expected_seq is not None and min(seqs) > self._expected_seq:
             # Everything before _expected_seq was handled, so the stream owes us
