@@ -255,13 +255,22 @@ class Consumer:
                         e,
                     )
                     await self.close()
-                except Exception:
+                except Exception as e:
                     delay_s = self._next_delay()
-                    log.exception(
-                        "projection %s: consumer failed; restarting in %.2fs",
-                        self.projection.name,
-                        delay_s,
-                    )
+                    if isinstance(e, nats.js.errors.NotFoundError):
+                        # the relay deletes and refills a stream that fell behind the log
+                        log.warning(
+                            "projection %s: stream %s not found; retrying in %.2fs",
+                            self.projection.name,
+                            self.stream,
+                            delay_s,
+                        )
+                    else:
+                        log.exception(
+                            "projection %s: consumer failed; restarting in %.2fs",
+                            self.projection.name,
+                            delay_s,
+                        )
                     await self.close()
                     try:
                         await asyncio.wait_for(stop.wait(), delay_s)

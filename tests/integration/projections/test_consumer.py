@@ -424,3 +424,37 @@ async def test_a_batch_that_skips_ahead_in_the_stream_re_aligns_the_cursor(
         {**SELLER_A, "as_of_position": 12},
         {**SELLER_B, "as_of_position": 12},
     ]
+
+
+async def test_a_stream_recreated_and_refilled_by_the_relay_is_followed(
+    stream: Stream, make_consumer: ConsumerFactory, pool: asyncpg.Pool
+) -> None:
+    log = scenario()
+    more = LogBuilder(first_position=13, prev_hash=log.prev_hash)
+    more.order("b", "o7", "5000.00", "pos")
+    more.payout("a", "50000.00")
+    await stream.publish(log.messages)
+    consumer = make_consumer(BalancesProjection(), retry_delay_s=0.02)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await until(lambda: _position_is(pool, 12))
+        # the relay found the stream behind the log: it deletes it and refills it
+        await stream.js.delete_stream(stream.name)
+        await asyncio.sleep(0.3)
+        await stream.js.add_stream(name=stream.name, subjects=[f"{stream.prefix}.>"])
+        await stream.publish(log.messages[:7])
+        await asyncio.sleep(0.3)
+        await stream.publish(log.messages[7:] + more.messages)
+        await until(lambda: _position_is(pool, 14))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    a, b = await balances_of(pool, "a", "b")
+    assert a == {
+        **SELLER_A,
+        "available": "8950.00",
+        "paid_out_total": "150000.00",
+        "as_of_position": 14,
+    }
+    assert b == {**SELLER_B, "pending": "5000.00", "as_of_position": 14}
