@@ -83,13 +83,13 @@ async def seller_recaps(
     return [{"date": r["day"].isoformat(), "channel": r["channel"], **_sums(r)} for r in rows]
 
 
-async def city_recap(pool: asyncpg.Pool, day: date | str) -> dict[str, Any]:
+async def city_recap(pool: asyncpg.Pool, date: date | str) -> dict[str, Any]:
     """``{date, active_sellers, channels: [...], districts: [...]}`` for one local day.
 
     A district row also counts its active sellers; ``district`` is ``None``
     for sellers registered without one.
     """
-    the_day = _day(day, "date")
+    the_day = _day(date, "date")
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # One snapshot for the three statements: a consumer may commit between
         # them. The locks are the ones the SELECTs take anyway, taken up front
