@@ -68,6 +68,18 @@ async def test_rebuild_produces_tables_identical_to_the_live_ones(
         assert progress[-1] == (log.position, 3000) and len(progress) == 5
         assert await snapshot(pool, name) == live, name
         assert await stored_position(pool, name) == log.position
+    # and again: the swapped-in tables carry the live constraint names
+    before = await snapshot(pool, "city")
+    again = await rebuild(pool, "city", from_log(log.messages))
+    assert again.generation == 2 and await snapshot(pool, "city") == before
+    pkeys = await pool.fetch(
+        "SELECT conname FROM pg_constraint WHERE contype = 'p'"
+        " AND connamespace = current_schema()::regnamespace AND conname LIKE 'proj\\_%'"
+        " ORDER BY conname"
+    )
+    assert [r["conname"] for r in pkeys] == sorted(
+        f"{t}_pkey" for n in catalog.PROJECTION_NAMES for t in catalog.projection(n).tables
+    )
     leftovers = await pool.fetch(
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
         " AND tablename LIKE '%\\_\\_%'"
