@@ -65,7 +65,7 @@ async def fill(dsn: str, events: int) -> tuple[int, float]:
             batch = range(n, n + size)
             n += size
 
-            def raw(i: int, kind: str) -> dict[str, object]:
+            def raw(i: int, kind: str) -> dict[str, str]:
                 at = (base + timedelta(seconds=26 * i)).isoformat()
                 common = {"idempotency_key": f"{kind}-{i}-{tag}", "order_id": f"o{i}-{tag}",
                           "channel": "qris", "occurred_at": at}  # fmt: skip
@@ -98,10 +98,7 @@ def timed(dsn: str, *args: str) -> tuple[float, int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMNILEDGER_")}
     env |= {"OMNILEDGER_DATABASE_URL": dsn, "OMNILEDGER_LOG_LEVEL": "WARNING"}
     start = time.perf_counter()
-    proc = subprocess.run(
-        [OMNILEDGER, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        check=False,
-    )  # fmt: skip
+    proc = subprocess.run([OMNILEDGER, *args], env=env, cwd=ROOT, capture_output=True, check=False)
     elapsed = time.perf_counter() - start
     first = proc.stdout.decode().splitlines()[:1] or proc.stderr.decode().splitlines()[-1:]
     return elapsed, proc.returncode, (first[0] if first else "")[:100]
@@ -137,9 +134,13 @@ def main() -> int:
     dsn = asyncio.run(create(admin_dsn, name))
     empty_dsn = asyncio.run(create(admin_dsn, empty_name))
     try:
-        print(f"filling {name} with {args.events} events through Ledger.record ...", file=sys.stderr)
+        print(
+            f"filling {name} with {args.events} events through Ledger.record ...", file=sys.stderr
+        )
         head, fill_s = asyncio.run(fill(dsn, args.events))
-        print(f"fill:   {head} events in {fill_s:.1f} s = {head / fill_s:,.0f} events/s (write path)")
+        print(
+            f"fill:   {head} events in {fill_s:.1f} s = {head / fill_s:,.0f} events/s (write path)"
+        )
         now = datetime.now(UTC).isoformat()
         seller = asyncio.run(_first_seller(dsn))
         baseline, rc, _ = timed(empty_dsn, "verify")

@@ -154,7 +154,7 @@ def cli_env(dsn: str | None) -> dict[str, str]:
 
 async def run_cli(dsn: str | None, *args: str, stdout_path: Path | None = None) -> Run:
     """``omniledger <args>`` as a subprocess; stdout to a file if asked (big exports)."""
-    out_file = open(stdout_path, "wb") if stdout_path is not None else None  # noqa: SIM115
+    out_file = stdout_path.open("wb") if stdout_path is not None else None
     try:
         proc = await asyncio.create_subprocess_exec(
             str(OMNILEDGER),
@@ -266,4 +266,3 @@ async def head(pool: asyncpg.Pool) -> tuple[int, str]:
     row = await pool.fetchrow("SELECT position, hash FROM ledger_head")
     assert row is not None
     return row["position"], row["hash"]
-

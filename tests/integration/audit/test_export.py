@@ -47,7 +47,9 @@ async def test_export_verifies_and_equals_get_events(
 
     check = await cli("verify", "--file", str(out))
     assert check.rc == 0, (check.out, check.err)
-    assert check.out.startswith(f"ok: {written.head} events, chain intact, last hash {exported[-1]['hash']}")
+    assert check.out.startswith(
+        f"ok: {written.head} events, chain intact, last hash {exported[-1]['hash']}"
+    )
 
 
 async def test_verify_file_works_without_a_database(
@@ -146,7 +148,9 @@ async def test_removed_swapped_and_garbled_lines_are_named(
     rewrite(out, swapped)
     run = await cli("verify", "--file", str(out))
     assert run.rc == 1
-    assert f"BROKEN at position {p}:" in run.out or f"BROKEN at position {p + 1}:" in run.out, run.out
+    assert f"BROKEN at position {p}:" in run.out or f"BROKEN at position {p + 1}:" in run.out, (
+        run.out
+    )
 
     garbled = list(original)
     garbled[p - 1] = b'{"position": ' + str(p).encode() + b', "oops'
@@ -181,7 +185,18 @@ async def test_export_of_a_tampered_log_does_not_verify(
 
 @pytest.mark.parametrize(
     ("after", "until"),
-    [(0, None), (3, None), (0, 5), (3, 8), (7, 7), (7, 8), (None, None), (100, None), (8, 3), (0, 1)],
+    [
+        (0, None),
+        (3, None),
+        (0, 5),
+        (3, 8),
+        (7, 7),
+        (7, 8),
+        (None, None),
+        (100, None),
+        (8, 3),
+        (0, 1),
+    ],
 )
 async def test_windows_export_exactly_those_positions(
     after: int | None, until: int | None, history: History, cli: CliRunner, tmp_path: Path

@@ -25,18 +25,22 @@ HEADER = "Date & Time,Order ID,Transaction Type,Channel,Status,Amount,Fee,Transa
 
 
 def report_lines(t: str) -> list[str]:
-    """Times in WIB (UTC+7); the day is the WITA (UTC+8) day 2026-12-01."""
+    """Times in WIB (UTC+7); the day is the WITA (UTC+8) day 2026-12-01.
+
+    Line 5 is the amount mismatch, line 7 is missing in the ledger, lines 8-9
+    are ignored (a disbursement, an expired payment), line 10 is another day.
+    """
     return [
         HEADER,
         f"2026-12-01 00:30:00,r7-{t},payment,QRIS,settlement,10000.00,70.00,mt-r7-{t}",  # line 2
         f"2026-12-01 09:00:00,r1-{t},payment,QRIS,settlement,150000.00,1050.00,mt-r1-{t}",  # 3
         f"2026-12-01 09:15:00,r2-{t},payment,GoPay,settlement,75000.00,1500.00,",  # 4: by order id
-        f"2026-12-01 11:30:00,r4-{t},payment,QRIS,settlement,55000.00,385.00,mt-r4-{t}",  # 5: mismatch
+        f"2026-12-01 11:30:00,r4-{t},payment,QRIS,settlement,55000.00,385.00,mt-r4-{t}",  # 5
         f"2026-12-01 12:00:00,r1-{t},refund,QRIS,refund,-50000.00,,mt-rf1-{t}",  # 6
-        f"2026-12-01 12:30:00,r9-{t},payment,QRIS,settlement,30000.00,210.00,mt-r9-{t}",  # 7: not in ledger
+        f"2026-12-01 12:30:00,r9-{t},payment,QRIS,settlement,30000.00,210.00,mt-r9-{t}",  # 7
         "2026-12-01 13:00:00,,disbursement,,success,-100000.00,,",  # 8: ignored
         f"2026-12-01 14:00:00,r8-{t},payment,QRIS,expire,30000.00,0.00,",  # 9: ignored
-        f"2026-11-30 20:00:00,r6-{t},payment,QRIS,settlement,40000.00,280.00,mt-r6-{t}",  # 10: other day
+        f"2026-11-30 20:00:00,r6-{t},payment,QRIS,settlement,40000.00,280.00,mt-r6-{t}",  # 10
     ]
 
 
@@ -87,7 +91,11 @@ def check_findings(result: dict[str, Any], t: str, pos: dict[str, int]) -> None:
         (f"r3-{t}", None, pos["r3"])
     ]
     (mismatch,) = findings["amount_mismatch"]
-    assert (mismatch["order_id"], mismatch["line"], mismatch["position"]) == (f"r4-{t}", 5, pos["r4"])
+    assert (mismatch["order_id"], mismatch["line"], mismatch["position"]) == (
+        f"r4-{t}",
+        5,
+        pos["r4"],
+    )
     assert (mismatch["report_amount"], mismatch["ledger_amount"]) == ("55000.00", "50000.00")
     assert findings["fee_mismatch"] == []
     matched = {(f["type"], f["order_id"], f["line"], f["position"]) for f in findings["matched"]}
@@ -180,7 +188,9 @@ async def test_a_report_that_matches_exits_0(
     lines.append(f"2026-12-01 11:30:00,r4-{t},payment,QRIS,settlement,50000.00,350.00,mt-r4-{t}")
     path = tmp_path / "clean.csv"
     path.write_bytes(report(t, lines))
-    run = await cli("reconcile", "--gateway", "midtrans", "--report", str(path), "--date", DAY, "--json")
+    run = await cli(
+        "reconcile", "--gateway", "midtrans", "--report", str(path), "--date", DAY, "--json"
+    )
     assert run.rc == 0, (run.out, run.err)
     result = run.json()
     assert result["summary"]["ok"] is True
@@ -204,13 +214,17 @@ async def test_rerunning_a_report_after_the_ledger_caught_up(
     assert len(first["findings"]["missing_in_ledger"]) == 1
 
     await history.place(f"s-{t}", f"r9-{t}", "30000", "2026-12-01T09:00:00+08:00")
-    await history.capture(f"r9-{t}", "30000", "2026-12-01T13:30:00+08:00", fee="210", ref=f"mt-r9-{t}")
+    await history.capture(
+        f"r9-{t}", "30000", "2026-12-01T13:30:00+08:00", fee="210", ref=f"mt-r9-{t}"
+    )
 
     status, second = await http.post_bytes(URL, body)
     assert status == 200, second
     assert second["findings"]["missing_in_ledger"] == []
     assert len(second["findings"]["matched"]) == 5
-    recorded = {e["position"]: e for e in await http.events() if e["type"] == "reconciliation.recorded"}
+    recorded = {
+        e["position"]: e for e in await http.events() if e["type"] == "reconciliation.recorded"
+    }
     assert recorded[second["recorded"]["position"]]["data"]["findings"] == second["findings"]
 
 
@@ -237,7 +251,7 @@ async def test_cli_maps_other_headers_with_columns(
 def _bad_amount(t: str) -> bytes:
     lines = report_lines(t)
     lines[3] = lines[3].replace("75000.00", "75.000,00")
-    return report(t, lines).replace(b'75.000,00', b'"75.000,00"')
+    return report(t, lines).replace(b"75.000,00", b'"75.000,00"')
 
 
 def _amount_with_letters(t: str) -> bytes:
@@ -247,7 +261,9 @@ def _amount_with_letters(t: str) -> bytes:
 
 
 def _missing_amount_header(t: str) -> bytes:
-    lines = [",".join(c for i, c in enumerate(line.split(",")) if i != 5) for line in report_lines(t)]
+    lines = [
+        ",".join(c for i, c in enumerate(line.split(",")) if i != 5) for line in report_lines(t)
+    ]
     return report(t, lines)
 
 
@@ -356,7 +372,9 @@ async def test_only_admins_reconcile(history: History, http: Http, apool: asyncp
         headers = await http.key(role, seller)
         status, answer = await http.post_bytes(URL, report(history.tag), headers=headers)
         assert status == 403, (role, answer)
-    status, answer = await http.post_bytes(URL, report(history.tag), headers={"Authorization": "Bearer nope"})
+    status, answer = await http.post_bytes(
+        URL, report(history.tag), headers={"Authorization": "Bearer nope"}
+    )
     assert status == 401, answer
     assert await head(apool) == before
 

@@ -45,7 +45,9 @@ async def scripted(history: History) -> dict[str, Any]:
     await history.seller(s)
     await history.seller(other)
     await history.place(s, f"o1-{t}", "100000", "2026-12-01T09:00:00+08:00")
-    known_capture = await history.capture(f"o1-{t}", "100000", "2026-12-01T09:05:00+08:00", fee="700")
+    known_capture = await history.capture(
+        f"o1-{t}", "100000", "2026-12-01T09:05:00+08:00", fee="700"
+    )
     await history.place(s, f"o2-{t}", "50000", "2026-12-01T10:00:00+08:00")
     last_known_of_d = await history.place(s, f"o5-{t}", "20000", "2026-12-01T10:30:00+08:00")
     await history.place(s, f"o3-{t}", "30000", "2026-12-02T09:00:00+08:00")  # after D
@@ -123,7 +125,9 @@ async def test_far_future_as_of_equals_the_live_balance(history: History, http: 
     assert (await balance(http, h["seller"], query(FAR)))["pending"] == "10000.00"
 
 
-async def test_known_at_boundary_is_inclusive_to_the_microsecond(history: History, http: Http) -> None:
+async def test_known_at_boundary_is_inclusive_to_the_microsecond(
+    history: History, http: Http
+) -> None:
     h = await scripted(history)
     events = {e["position"]: e for e in await http.events()}
     recorded = datetime.fromisoformat(events[h["late_capture"]]["recorded_at"])
@@ -135,7 +139,9 @@ async def test_known_at_boundary_is_inclusive_to_the_microsecond(history: Histor
     assert before["captured_total"] == "100000.00"
     # the same instant written with another offset is the same instant
     in_wita = recorded.astimezone(datetime.fromisoformat("2026-01-01T00:00:00+08:00").tzinfo)
-    assert money(await balance(http, h["seller"], query(END_OF_D, in_wita.isoformat()))) == money(at)
+    assert money(await balance(http, h["seller"], query(END_OF_D, in_wita.isoformat()))) == money(
+        at
+    )
 
 
 async def test_as_of_boundary_by_occurred_at(history: History, http: Http) -> None:
@@ -144,13 +150,17 @@ async def test_as_of_boundary_by_occurred_at(history: History, http: Http) -> No
     before = await balance(http, h["seller"], query("2026-12-01T23:59:59.999998+08:00"))
     assert before["paid_out_total"] == "0.00"
     # o4 at 16:00Z sits exactly on the next local midnight
-    assert (await balance(http, h["seller"], query("2026-12-01T16:00:00Z")))["pending"] == "10000.00"
+    assert (await balance(http, h["seller"], query("2026-12-01T16:00:00Z")))[
+        "pending"
+    ] == "10000.00"
     # before anything happened: zeros for a registered seller
     early = await balance(http, h["seller"], query("2026-01-01T00:00:00+08:00"))
     assert set(money(early).values()) == {"0.00"}
 
 
-async def test_replay_cli_prints_the_same_numbers(history: History, http: Http, cli: CliRunner) -> None:
+async def test_replay_cli_prints_the_same_numbers(
+    history: History, http: Http, cli: CliRunner
+) -> None:
     h = await scripted(history)
     k = h["k"].isoformat()
     for as_of, known_at in ((END_OF_D, None), (END_OF_D, k), (FAR, None), (FAR, k)):
@@ -167,7 +177,14 @@ async def test_replay_cli_prints_the_same_numbers(history: History, http: Http, 
         assert shown["seller_id"] == h["seller"] and shown["currency"] == "IDR"
         assert money(shown) == money(served), (as_of, known_at)
         assert shown["as_of_position"] == served["as_of_position"]
-    assert money((await cli("replay", "--as-of", END_OF_D, "--seller", h["seller"])).json()["balances"][0]) == EXPECTED_END_OF_D
+    assert (
+        money(
+            (await cli("replay", "--as-of", END_OF_D, "--seller", h["seller"])).json()["balances"][
+                0
+            ]
+        )
+        == EXPECTED_END_OF_D
+    )
 
 
 async def test_replay_cli_without_seller_lists_every_seller(
@@ -219,7 +236,9 @@ async def test_who_may_travel(history: History, http: Http) -> None:
     q = query(END_OF_D, h["k"].isoformat())
     auditor = await http.key("auditor")
     own = await http.key("seller", h["seller"])
-    assert money(await balance(http, h["seller"], q, headers=auditor)) == EXPECTED_END_OF_D_KNOWN_AT_K
+    assert (
+        money(await balance(http, h["seller"], q, headers=auditor)) == EXPECTED_END_OF_D_KNOWN_AT_K
+    )
     assert money(await balance(http, h["seller"], q, headers=own)) == EXPECTED_END_OF_D_KNOWN_AT_K
     status, body = await http.get(f"/v1/sellers/{h['other']}/balance{q}", headers=own)
     assert status == 403, body

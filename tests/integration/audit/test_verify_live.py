@@ -57,9 +57,7 @@ async def write_history(history: History) -> Written:
 
 
 async def row(pool: asyncpg.Pool, position: int) -> asyncpg.Record:
-    r = await pool.fetchrow(
-        "SELECT * FROM omniledger_events WHERE notification_id = $1", position
-    )
+    r = await pool.fetchrow("SELECT * FROM omniledger_events WHERE notification_id = $1", position)
     assert r is not None, position
     return r
 
@@ -87,7 +85,9 @@ def assert_broken_at(run: Any, position: int) -> None:
     assert "Traceback" not in run.err, run.err
 
 
-async def test_an_intact_log_verifies(history: History, apool: asyncpg.Pool, cli: CliRunner) -> None:
+async def test_an_intact_log_verifies(
+    history: History, apool: asyncpg.Pool, cli: CliRunner
+) -> None:
     written = await write_history(history)
     before = await head(apool)
     run = await cli("verify")
@@ -155,16 +155,18 @@ async def _topic_column(pool: asyncpg.Pool, w: Written) -> int:
 
 
 async def _delete_middle_row(pool: asyncpg.Pool, w: Written) -> int:
-    assert await pool.execute(
-        "DELETE FROM omniledger_events WHERE notification_id = $1", w.refund
-    ) == "DELETE 1"
+    assert (
+        await pool.execute("DELETE FROM omniledger_events WHERE notification_id = $1", w.refund)
+        == "DELETE 1"
+    )
     return w.refund
 
 
 async def _delete_last_row(pool: asyncpg.Pool, w: Written) -> int:
-    assert await pool.execute(
-        "DELETE FROM omniledger_events WHERE notification_id = $1", w.last
-    ) == "DELETE 1"
+    assert (
+        await pool.execute("DELETE FROM omniledger_events WHERE notification_id = $1", w.last)
+        == "DELETE 1"
+    )
     return w.last
 
 
