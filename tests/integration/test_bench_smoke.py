@@ -1,0 +1,84 @@
+"""The benchmark harness runs end to end: ``python -m loadtests.bench --smoke``.
+
+Checks the harness, not the service's speed: the run exits 0, prints JSON
+with every figure the benchmark promises (single-event throughput above
+zero, nothing else judged), and leaves neither its databases nor its
+stream behind. Uses this session's PostgreSQL and NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from nats.js.errors import NotFoundError
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH_TIMEOUT_S = 150
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 30)
+async def test_bench_smoke_prints_every_figure_and_cleans_up(
+    pg_admin_dsn: str, nats_url: str
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "loadtests.bench",
+        "--smoke",
+        "--pg-admin-dsn",
+        pg_admin_dsn,
+        "--nats-url",
+        nats_url,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OMNILEDGER_")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), BENCH_TIMEOUT_S)
+    except TimeoutError:
+        proc.terminate()  # the bench cleans up on SIGTERM
+        await asyncio.wait_for(proc.wait(), 30)
+        raise
+    assert proc.returncode == 0, err.decode(errors="replace")[-4000:]
+    report = json.loads(out)
+
+    assert report["command"].startswith("python -m loadtests.bench --smoke")
+    for key in ("cpu_model", "cores", "python", "postgres"):
+        assert report["machine"][key], key
+    single, batched = report["single_event"], report["batched"]
+    assert single["events_per_s"] > 0
+    assert single["events_per_request"] == 1
+    assert {"p50", "p99"} <= single["latency_ms"].keys()
+    assert batched["events_per_request"] == 100
+    for phase in (single, batched):
+        assert {"events_per_s", "requests_per_s", "latency_ms", "group_commit"} <= phase.keys()
+        assert {"lag_events_p99", "time_to_zero_lag_s"} <= phase["lag"]["projections"].keys()
+        assert {"lag_events_p99", "time_to_zero_lag_s"} <= phase["lag"]["relay"].keys()
+    assert "events_per_s" in report["baselines"]["eventsourcing"]
+    assert {"requests_per_s", "latency_ms"} <= report["baselines"]["one_insert"].keys()
+    assert set(report["ratios"]) >= {"single_event_vs_eventsourcing", "single_event_vs_one_insert"}
+    rss = report["peak_rss_kb"]
+    assert rss["omniledger up"] and rss["generator (wrk, max over runs)"]
+    assert rss["baseline_insert"] and rss["baseline_eventsourcing"]
+
+    tag = report["tag"]
+    conn = await asyncpg.connect(pg_admin_dsn)
+    try:
+        left = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", f"%{tag}%")
+    finally:
+        await conn.close()
+    assert left == []
+    nc = await nats.connect(nats_url)
+    try:
+        with pytest.raises(NotFoundError):
+            await nc.jetstream().stream_info(f"BENCH_{tag}")
+    finally:
+        await nc.close()
