@@ -189,20 +189,44 @@ async def verify_live(
 def _with_topic_check(
     store: EventStore, loop: asyncio.AbstractEventLoop
 ) -> Iterator[dict[str, Any]]:
+    """The log's messages, each marked broken where a column the chain does not
+    hash disagrees with what it does hash. The next page is fetched while this
+    one is checked."""
     after = 0
+    pending = asyncio.run_coroutine_threadsafe(store.read_log_rows(after, _PAGE_EVENTS), loop)
     while True:
-        rows = asyncio.run_coroutine_threadsafe(
-            store.read_log_rows(after, _PAGE_EVENTS), loop
-        ).result()
-        for message, topic in rows:
-            if TYPE_BY_TOPIC.get(topic) != message["type"]:
-                # A changed topic makes the library read another class: treat
-                # it as a change to the event's bytes at this position.
-                message = dict(message, type=f"{message['type']} (topic {topic})")
+        rows = pending.result()
+        if len(rows) == _PAGE_EVENTS:
+            after = rows[-1][0]["position"]
+            pending = asyncio.run_coroutine_threadsafe(
+                store.read_log_rows(after, _PAGE_EVENTS), loop
+            )
+        for message, extra in rows:
+            problem = _unhashed_problem(message, extra)
+            if problem is not None:
+                # Mark it as a change to the event's bytes at this position.
+                message = dict(message, type=f"{message['type']} ({problem})")
             yield message
         if len(rows) < _PAGE_EVENTS:
             return
-        after = rows[-1][0]["position"]
+
+
+def _unhashed_problem(message: dict[str, Any], extra: dict[str, Any]) -> str | None:
+    """What the library or our queries read from a row besides the hashed fields."""
+    topic = extra["topic"]
+    if TYPE_BY_TOPIC.get(topic) != message["type"]:
+        return f"topic {topic}"
+    # The library builds the aggregate class from originator_topic (created events).
+    origin = extra["originator_topic"]
+    if origin is not None and origin != topic.rsplit(".", 1)[0]:
+        return f"originator_topic {origin}"
+    try:
+        hashed = datetime.fromisoformat(message["occurred_at"])
+    except (TypeError, ValueError):
+        return "occurred_at unreadable"
+    if extra["occurred_at_column"] != hashed:
+        return "occurred_at column differs from the event"
+    return None
 
 
 async def export_jsonl(

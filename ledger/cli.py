@@ -153,11 +153,32 @@ async def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.chain import iter_jsonl, verify_messages
 
     if args.file:
+        import itertools
+
+        from ledger.chain import MalformedExport
+        from ledger.messages import GENESIS_HASH
+
+        lines = iter_jsonl(args.file)
+        start_position, start_prev_hash = 1, GENESIS_HASH
+        try:
+            first = next(lines, None)
+        except MalformedExport as e:
+            print(f"BROKEN at position 1: {e.message}")
+            return 1
+        if first is not None:
+            lines = itertools.chain([first], lines)
+            position = first.get("position")
+            if isinstance(position, int) and position > 1:
+                # An --after window: it starts where the export says it does;
+                # only the live log (omniledger verify) can vouch for that start.
+                start_position, start_prev_hash = position, str(first.get("prev_hash"))
+                print(f"window starting at position {position}", file=sys.stderr)
         bar = _progress(0, "verify")
         report = await asyncio.to_thread(
             verify_messages,
-            iter_jsonl(args.file),
-            start_position=1,
+            lines,
+            start_position=start_position,
+            start_prev_hash=start_prev_hash,
             on_progress=lambda checked, _pos: bar.update(checked - bar.n),
         )
         bar.close()

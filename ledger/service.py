@@ -339,12 +339,19 @@ class Ledger:
         findings: dict[str, Any],
         occurred_at: str,
     ) -> Recorded:
+        # The same report checked again finds the same things: recorded once.
+        # Checked again after the ledger changed, it finds other things: that
+        # is a new reconciliation, recorded beside the first.
+        fingerprint = orjson.dumps(findings, option=orjson.OPT_SORT_KEYS)
+        check = f"{report_sha256}:{hashlib.sha256(fingerprint).hexdigest()}"
+
         async def decide(batch: _Batch) -> Unit:
-            stream_id = Reconciliation.create_id(report_sha256, gateway, date)
+            stream_id = Reconciliation.create_id(check, gateway, date)
             existing = await batch.get(stream_id)
             if existing is not None:
                 raise _AlreadyRecorded(stream_id)
             recon = Reconciliation(
+                check=check,
                 report_sha256=report_sha256,
                 gateway=gateway,
                 date=date,
@@ -355,8 +362,7 @@ class Ledger:
             batch.remember(recon, 0)
             return self._unit(batch, [recon])
 
-        key = f"reconciliation:{gateway}:{date}:{report_sha256}"
-        fingerprint = orjson.dumps(findings, option=orjson.OPT_SORT_KEYS)
+        key = f"reconciliation:{gateway}:{date}:{check}"
         return await self._submit(decide, key, fingerprint, internal=True)
 
     # -- lookups used by the gateways -------------------------------------------------

@@ -632,10 +632,23 @@ class EventStore:
         )
         return [message_from_row(r) for r in rows]
 
-    async def read_log_rows(self, after: int, limit: int) -> list[tuple[dict[str, Any], str]]:
-        """Messages with their library topic, for the auditor's consistency check."""
+    async def read_log_rows(
+        self, after: int, limit: int
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Messages with what the chain does not cover, for the auditor's checks:
+        the library topic, the ``occurred_at`` column and the state's own
+        bookkeeping fields (``originator_topic``)."""
         rows = await self._pool.fetch(_READ_LOG_WITH_TOPIC, after, limit)
-        return [(message_from_row(r), r["topic"]) for r in rows]
+        out = []
+        for r in rows:
+            state = _state_of(r)
+            extra = {
+                "topic": r["topic"],
+                "occurred_at_column": r["occurred_at"],
+                "originator_topic": state.get("originator_topic"),
+            }
+            out.append((message_from_row(r, state), extra))
+        return out
 
     async def iter_log(
         self, after: int = 0, until: int | None = None, page_size: int = 5000
@@ -723,21 +736,29 @@ _READ_LOG_KNOWN: Final = (
     " ORDER BY notification_id LIMIT $2"
 )
 _READ_LOG_WITH_TOPIC: Final = (
-    f"SELECT notification_id, originator_id, originator_version, type, topic, state,"
+    f"SELECT notification_id, originator_id, originator_version, type, topic, state, occurred_at,"
     f" recorded_at, hash, prev_hash FROM {EVENTS_TABLE} WHERE notification_id > $1"
     " ORDER BY notification_id LIMIT $2"
 )
 
 
-def message_from_row(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
-    """The contract's event object, rebuilt from the stored row alone."""
+def _state_of(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     try:
         state = orjson.loads(row["state"])
-        if not isinstance(state, dict):
-            raise TypeError("state is not an object")
+        if not isinstance(state, dict) or not isinstance(state.get("occurred_at"), str):
+            raise TypeError("state is not an event object")
     except (orjson.JSONDecodeError, TypeError):
         # Altered bytes: keep going so that the chain check names this position.
         state = {"occurred_at": "", "_undecodable_state": bytes(row["state"] or b"")[:64].hex()}
+    return state
+
+
+def message_from_row(
+    row: asyncpg.Record | dict[str, Any], state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The contract's event object, rebuilt from the stored row alone."""
+    if state is None:
+        state = _state_of(row)
     return {
         "position": row["notification_id"],
         "stream_id": str(row["originator_id"]),

@@ -66,13 +66,15 @@ class Reconciliation(Aggregate):
     """One checked settlement report and what it found."""
 
     @staticmethod
-    def create_id(report_sha256: str, gateway: str, date: str, **_: Any) -> UUID:
-        return uuid5(_RECONCILIATIONS, f"{gateway}\x1f{date}\x1f{report_sha256}")
+    def create_id(check: str, gateway: str, date: str, **_: Any) -> UUID:
+        """One stream per (report, what it found): ``check`` holds both digests."""
+        return uuid5(_RECONCILIATIONS, f"{gateway}\x1f{date}\x1f{check}")
 
     @event("Recorded")
     def __init__(
         self,
         *,
+        check: str,
         report_sha256: str,
         gateway: str,
         date: str,
