@@ -121,6 +121,9 @@ class _Puller:
         self._current = ""
         self._current_ended = False
         self._gone: str | None = None
+        #: the last no_wait request got no answer at all: the server always
+        #: answers one, unless there is no consumer to take it
+        self.unanswered = False
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
@@ -147,9 +150,13 @@ class _Puller:
         """Up to ``batch`` messages: those buffered, else what is there, else the first to come."""
         if self._sub is None:
             raise RuntimeError("the puller is stopped")
+        self.unanswered = False
         if not self._buffer:
             await self._request({"batch": batch, "no_wait": True})
             await self._wait(lambda: self._current_ended or len(self._buffer) >= batch, timeout_s)
+            if not self._current_ended and not self._buffer:
+                self.unanswered = True
+                return []
         if not self._buffer and self._gone is None:
             expires_ns = max(1_000_000, int(timeout_s * 1e9) - 50_000_000)
             await self._request({"batch": batch, "expires": expires_ns})
@@ -324,6 +331,9 @@ class Consumer:
             await asyncio.sleep(delay_s)
             return StepResult(failed=True, position=self.position)
         if not msgs:
+            if self._puller.unanswered and await self._consumer_info() is None:
+                # deleted while no request was waiting: nothing says so but silence
+                raise ConsumerGone(f"consumer {self.durable} not found")
             # idle: a rebuild may have swapped tables in behind this position,
             # and no batch is coming to notice it (one primary-key read)
             _, generation = await self._read_position()

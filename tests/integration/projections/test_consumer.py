@@ -12,6 +12,7 @@ import pytest
 
 from projections import reads, schema
 from projections.balances import BalancesProjection
+from projections.consumer import ConsumerGone
 from tests.integration.projections.conftest import ConsumerFactory
 from tests.integration.projections.harness import Stream, drain, stored_position, until
 from tests.unit.projections.log_builder import LogBuilder
@@ -458,3 +459,32 @@ async def test_a_stream_recreated_and_refilled_by_the_relay_is_followed(
         "as_of_position": 14,
     }
     assert b == {**SELLER_B, "pending": "5000.00", "as_of_position": 14}
+
+
+async def test_a_durable_deleted_between_fetches_is_noticed(
+    stream: Stream, make_consumer: ConsumerFactory, pool: asyncpg.Pool
+) -> None:
+    log = scenario()
+    await stream.publish(log.messages[:6])
+    consumer = make_consumer(BalancesProjection())
+    await consumer.start()
+    try:
+        await drain(consumer, 6)
+        await asyncio.sleep(0.3)  # no pull request is left waiting on the server
+        await stream.js.delete_consumer(stream.name, consumer.durable)
+        with pytest.raises(ConsumerGone):
+            for _ in range(3):
+                await consumer.step()
+    finally:
+        await consumer.close()
+    await stream.publish(log.messages[6:])
+    restarted = make_consumer(BalancesProjection())
+    await restarted.start()
+    try:
+        await drain(restarted, 12)
+    finally:
+        await restarted.close()
+    assert await balances_of(pool, "a", "b") == [
+        {**SELLER_A, "as_of_position": 12},
+        {**SELLER_B, "as_of_position": 12},
+    ]
