@@ -389,7 +389,7 @@ async def ledger_phase(
     head_after = await head_position(http, service.url())
     stats_after = await writer_stats(http, service)
     backends = await postgres_backends(world, dbname)
-    after = await watch.after_load(load_ended, o.lag_timeout_s)
+    after = await watch.after_load(load_ended, o.lag_timeout_s, o.quiet_s)
     committed = head_after - head_before
     if run.errors.get("status"):
         world.notes.append(
@@ -578,7 +578,7 @@ async def _measure(world: World, http: aiohttp.ClientSession, stream: Stream) ->
     if o.warmup_s:
         log.info("warm-up %d s", o.warmup_s)
         await run_wrk(world, mode="single", phase="w", ports=service.ports, duration_s=o.warmup_s)
-        await watch.after_load(time.monotonic(), o.lag_timeout_s)
+        await watch.after_load(time.monotonic(), o.lag_timeout_s, o.quiet_s)
     log.info("phase single events, %d s", o.duration_s)
     single = await ledger_phase(world, http, service, watch, mode="single", dbname=dbname)
     log.info("single: %s events/s", single["events_per_s"])

@@ -29,6 +29,7 @@ LAG_POLL_INTERVAL_S: Final = 0.1
 #: peak RSS of the child processes is sampled on every n-th lag poll
 RSS_SAMPLE_EVERY_POLLS: Final = 5
 #: the head must stand still this long, lags at zero, before the load counts as absorbed
+#: (longer than one group commit of a big backlog takes; ``--smoke`` uses less)
 QUIET_S: Final = 3.0
 
 
@@ -132,12 +133,14 @@ class LagWatch:
     def _wants_projections(self) -> bool:
         return bool(self.projections_available and self.projection_names)
 
-    async def after_load(self, since: float, timeout_s: float) -> dict[str, Any]:
+    async def after_load(
+        self, since: float, timeout_s: float, quiet_s: float = QUIET_S
+    ) -> dict[str, Any]:
         """Polls until the writer is idle and nothing lags; when each lag was zero for good.
 
         Requests still queued in the service when the generator stops keep
         committing for a while, so "zero lag" is only final once the head has
-        stopped moving for ``QUIET_S`` with every lag at zero; the time
+        stopped moving for ``quiet_s`` with every lag at zero; the time
         reported is that of the first sample after the last one with lag.
         """
         samples: list[LagSample] = []
@@ -149,7 +152,7 @@ class LagWatch:
             samples.append(s)
             if s.head is not None and s.head != head:
                 head, head_moved_at = s.head, s.at
-            if self._zero(s) and s.at - head_moved_at >= QUIET_S:
+            if self._zero(s) and s.at - head_moved_at >= quiet_s:
                 break
             await asyncio.sleep(LAG_POLL_INTERVAL_S)
         heads = [s.head for s in samples if s.head is not None]

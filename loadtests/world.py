@@ -64,6 +64,11 @@ class Options:
     argv: list[str] = field(default_factory=list)
 
     @property
+    def quiet_s(self) -> float:
+        """How long the head must stand still after a phase (see ``LagWatch.after_load``)."""
+        return 1.0 if self.smoke else 3.0
+
+    @property
     def topology(self) -> str:
         if self.split or self.serve_processes > 1 or self.project_processes > 1:
             return "split"
