@@ -118,14 +118,20 @@ async def migrated_store(pool: asyncpg.Pool) -> EventStore:
 
 async def prepare(settings: Settings, pool: asyncpg.Pool) -> None:
     """Schema of the parts beyond the core (projection tables)."""
+    from projections import PROJECTION_NAMES
+    from projections.catalog import projection
+    from projections.schema import ensure_schema
+
+    await ensure_schema(pool, [projection(n, timezone=settings.timezone) for n in PROJECTION_NAMES])
 
 
 def extensions(settings: Settings, pool: asyncpg.Pool) -> list[Any]:
     """Route sets added to the core's app: gateways, projection reads, audit."""
     from gateways.routes import GatewayRoutes
     from ledger.audit_http import AuditRoutes
+    from projections.routes import ProjectionRoutes
 
-    return [GatewayRoutes(), AuditRoutes()]
+    return [GatewayRoutes(), AuditRoutes(), ProjectionRoutes(pool)]
 
 
 def relay_config(settings: Settings) -> RelayConfig:
@@ -146,8 +152,140 @@ async def run_relay(settings: Settings, pool: asyncpg.Pool) -> None:
 
 
 async def run_projections(settings: Settings, pool: asyncpg.Pool) -> None:
-    await asyncio.Event().wait()
+    from projections import run_projections as run
+
+    assert settings.nats_url is not None, "OMNILEDGER_NATS_URL is not set"
+    await run(
+        stop=asyncio.Event(),  # stopped by cancellation
+        pool=pool,
+        nats_url=settings.nats_url,
+        stream=settings.stream_name,
+        subject_prefix=settings.subject_prefix,
+        timezone=settings.timezone,
+    )
 
 
 def add_commands(sub: Any) -> None:
-    """Audit and operator commands (verify, export, replay, reconcile, projections)."""
+    """Operator commands that need the projections package."""
+    p = sub.add_parser("projections", help="operate the read models")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    r = verbs.add_parser("rebuild", help="rebuild read models from PostgreSQL, then switch over")
+    r.add_argument("name", nargs="?", help="one read model (default: all)")
+    r.set_defaults(run=_cmd_rebuild)
+    c = sub.add_parser("check-projections", help="compare every read model with the log")
+    c.set_defaults(run=_cmd_check)
+
+
+def _log_reader(store: EventStore) -> Any:
+    async def read(after: int, until: int | None) -> Any:
+        async for message in store.iter_log(after=after, until=until):
+            yield message
+
+    return read
+
+
+async def _cmd_rebuild(settings: Settings, args: Any) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from projections import PROJECTION_NAMES, rebuild
+
+    names = [args.name] if args.name else list(PROJECTION_NAMES)
+    unknown = [n for n in names if n not in PROJECTION_NAMES]
+    if unknown:
+        print(f"omniledger: unknown read model {unknown[0]!r}; known: "
+              f"{', '.join(PROJECTION_NAMES)}", file=sys.stderr)  # fmt: skip
+        return 2
+    pool = await connect(settings, pool_size_max=4)
+    try:
+        store = await migrated_store(pool)
+        await prepare(settings, pool)
+        head, _ = await store.head()
+        for name in names:
+            bar = tqdm(total=head, unit="ev", unit_scale=True, desc=f"rebuild {name}",
+                       file=sys.stderr, disable=None, mininterval=0.5)  # fmt: skip
+
+            def progress(position: int, _count: int, bar: Any = bar) -> None:
+                bar.update(max(position - bar.n, 0))
+
+            result = await rebuild(
+                pool, name, store.iter_log(), on_progress=progress, timezone=settings.timezone
+            )
+            bar.close()
+            print(f"{name}: rebuilt to position {result.position} ({result.messages} events, "
+                  f"{result.poison} set aside), generation {result.generation}")  # fmt: skip
+    finally:
+        await pool.close()
+    return 0
+
+
+async def _cmd_check(settings: Settings, args: Any) -> int:
+    from projections import PROJECTION_NAMES
+    from projections.check import check_projection
+
+    pool = await connect(settings, pool_size_max=4)
+    clean = True
+    try:
+        store = await migrated_store(pool)
+        await prepare(settings, pool)
+        for name in PROJECTION_NAMES:
+            drift = await check_projection(
+                pool, name, _log_reader(store), timezone=settings.timezone
+            )
+            if drift.ok:
+                print(f"{name}: ok at position {drift.position}")
+            else:
+                clean = False
+                print(f"{name}: DIFFERS at position {drift.position}")
+                for line in drift.differences:
+                    print(f"  {line}")
+        clean = await _check_balances_independently(store, pool) and clean
+    finally:
+        await pool.close()
+    return 0 if clean else 1
+
+
+async def _check_balances_independently(store: EventStore, pool: asyncpg.Pool) -> bool:
+    """Balances once more, by the auditor's own fold (``ledger.audit``), not the projection's."""
+    from ledger.audit import BalanceFold
+    from ledger.domain.money import format_minor
+
+    async with pool.acquire() as conn, conn.transaction():
+        # FOR SHARE holds the consumer off while its rows are read at one position.
+        position = await conn.fetchval(
+            "SELECT position FROM projection_positions WHERE name = 'balances' FOR SHARE"
+        )
+        rows = await conn.fetch(
+            "SELECT seller_id, currency, pending_minor, captured_minor, refunded_minor,"
+            " fees_minor, paid_out_minor FROM proj_balances"
+        )
+    fold = BalanceFold()
+    async for message in store.iter_log(after=0, until=position or 0):
+        fold.apply(message)
+    keys = ("pending", "available", "captured_total", "refunded_total", "fees_total",
+            "paid_out_total")  # fmt: skip
+    projected: dict[tuple[str, str], dict[str, str]] = {}
+    for r in rows:
+        cur = r["currency"]
+        available = (
+            r["captured_minor"] - r["refunded_minor"] - r["fees_minor"] - r["paid_out_minor"]
+        )
+        projected[(r["seller_id"], cur)] = {
+            "pending": format_minor(r["pending_minor"], cur),
+            "available": format_minor(available, cur),
+            "captured_total": format_minor(r["captured_minor"], cur),
+            "refunded_total": format_minor(r["refunded_minor"], cur),
+            "fees_total": format_minor(r["fees_minor"], cur),
+            "paid_out_total": format_minor(r["paid_out_minor"], cur),
+        }
+    clean = True
+    for seller_id, currency in sorted(set(projected) | set(fold.accounts)):
+        expected = {k: fold.balance(seller_id, currency)[k] for k in keys}
+        got = projected.get((seller_id, currency), {k: format_minor(0, currency) for k in keys})
+        if got != expected:
+            clean = False
+            print(f"balances: seller {seller_id} {currency}: projection {got}, log {expected}")
+    verdict = "ok" if clean else "DIFFERS"
+    print(f"balances: independent replay {verdict} at position {position or 0}")
+    return clean

@@ -48,6 +48,8 @@ from ledger.settings import Settings
 from ledger.store import EventStore
 
 __all__ = [
+    "AS_OF_READER",
+    "BALANCE_READER",
     "LEDGER",
     "ROLES",
     "SETTINGS",
@@ -56,6 +58,7 @@ __all__ = [
     "Principal",
     "create_app",
     "json_response",
+    "principal",
     "read_json",
     "require",
 ]

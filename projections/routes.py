@@ -1,0 +1,69 @@
+"""The read routes served from projections: balances, seller recaps, the city recap, lag.
+
+Added to the core's app as an extension (``ledger/bootstrap.py``); the core
+knows nothing of the read tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from ledger.domain.commands import parse_identifier
+from ledger.domain.errors import Forbidden, NotFound, ValidationError
+from ledger.http import BALANCE_READER, STORE, json_response, principal, require
+from projections import reads
+
+__all__ = ["ProjectionRoutes"]
+
+_POOL = web.AppKey("projection_pool", asyncpg.Pool)
+
+
+@require("admin", "auditor", "seller")
+async def get_seller_recaps(request: web.Request) -> web.Response:
+    seller_id = parse_identifier(request.match_info["seller_id"], "seller_id")
+    if not principal(request).may_see_seller(seller_id):
+        raise Forbidden("a seller key reads only its own seller")
+    date_from, date_to = request.query.get("from"), request.query.get("to")
+    if not date_from or not date_to:
+        raise ValidationError("from and to are required (YYYY-MM-DD)", field="from")
+    if await reads.seller_balance(request.app[_POOL], seller_id) is None:
+        raise NotFound(f"seller {seller_id} is not known to the recaps yet")
+    rows = await reads.seller_recaps(request.app[_POOL], seller_id, date_from, date_to)
+    return json_response({"seller_id": seller_id, "recaps": rows})
+
+
+@require("admin", "auditor")
+async def get_city_recap(request: web.Request) -> web.Response:
+    day = request.query.get("date")
+    if not day:
+        raise ValidationError("date is required (YYYY-MM-DD)", field="date")
+    return json_response(await reads.city_recap(request.app[_POOL], day))
+
+
+@require("admin", "auditor")
+async def get_projections(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    head, _ = await store.head()
+    head_recorded_at = await store.head_recorded_at()
+    status = await reads.projection_status(request.app[_POOL], head, head_recorded_at)
+    return json_response({"head_position": head, "projections": status})
+
+
+class ProjectionRoutes:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    def setup(self, app: web.Application) -> None:
+        pool = self._pool
+        app[_POOL] = pool
+
+        async def balance(seller_id: str, currency: str) -> dict[str, Any] | None:
+            return await reads.seller_balance(pool, seller_id, currency)
+
+        app[BALANCE_READER] = balance
+        app.router.add_get("/v1/sellers/{seller_id}/recaps", get_seller_recaps)
+        app.router.add_get("/v1/recaps/daily", get_city_recap)
+        app.router.add_get("/v1/projections", get_projections)
