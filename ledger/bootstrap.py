@@ -144,6 +144,7 @@ def relay_config(settings: Settings) -> RelayConfig:
         max_bytes=settings.stream_max_bytes,
         replicas=settings.stream_replicas,
         duplicate_window_s=settings.stream_duplicate_window_s,
+        linger_s=settings.relay_linger_ms / 1000,
     )
 
 
@@ -162,6 +163,7 @@ async def run_projections(settings: Settings, pool: asyncpg.Pool) -> None:
         stream=settings.stream_name,
         subject_prefix=settings.subject_prefix,
         timezone=settings.timezone,
+        linger_s=settings.projection_linger_ms / 1000,
     )
 
 

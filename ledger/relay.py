@@ -54,6 +54,8 @@ class RelayConfig:
     duplicate_window_s: int = 300
     standby_poll_s: float = 1.0
     idle_poll_s: float = 1.0
+    #: after a wake-up, wait this long for more commits: fewer, larger pages
+    linger_s: float = 0.0
 
 
 class _StreamBehind(Exception):
@@ -171,6 +173,11 @@ class Relay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._config.idle_poll_s)
                 continue
+            if self._config.linger_s and len(events) < _PAGE_EVENTS:
+                await asyncio.sleep(self._config.linger_s)
+                events += await self._store.read_log(
+                    events[-1]["position"], _PAGE_EVENTS - len(events)
+                )
             futures = []
             for message in events:
                 pos = message["position"]

@@ -41,6 +41,9 @@ class Settings:
     stream_replicas: int = 1
     stream_duplicate_window_s: int = 300
     batch_size_max: int = 2000
+    #: how long a projection or the relay waits after a short batch for more
+    projection_linger_ms: int = 50
+    relay_linger_ms: int = 10
     db_pool_size_max: int = 10
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -96,6 +99,8 @@ class Settings:
             stream_replicas=number("STREAM_REPLICAS", 1, low=1, high=5),
             stream_duplicate_window_s=number("STREAM_DUPLICATE_WINDOW_S", 300, low=120, high=86400),
             batch_size_max=number("BATCH_SIZE_MAX", 2000, low=1, high=100_000),
+            projection_linger_ms=number("PROJECTION_LINGER_MS", 50, low=0, high=1000),
+            relay_linger_ms=number("RELAY_LINGER_MS", 10, low=0, high=1000),
             db_pool_size_max=number("DB_POOL_SIZE_MAX", 10, low=2, high=200),
             log_level=(text("LOG_LEVEL") or "INFO").upper(),
         )

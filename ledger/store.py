@@ -446,66 +446,33 @@ class EventStore:
 
             if not ev_rows:
                 return CommitOutcome(positions, dropped, recorded_at)
+            account_rows = [
+                (
+                    d.seller_id,
+                    d.currency,
+                    d.pending_minor,
+                    d.captured_minor,
+                    d.refunded_minor,
+                    d.fees_minor,
+                    d.paid_out_minor,
+                )
+                for d in accounts.values()
+            ]
+            # Everything of the common path in ONE statement (one round trip):
+            # the events, their keys, the sellers' running totals, the order
+            # and payment indexes, the new head, and the relay's wake-up
+            # (pg_notify is delivered at commit, never for a rolled-back batch).
             await conn.execute(
-                f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state,"
-                " notification_id, type, occurred_at, recorded_at, hash, prev_hash)"
-                " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[],"
-                " $5::bigint[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[],"
-                " $10::text[])",
+                _APPEND,
                 *_columns(ev_rows, 10),
+                *_columns(key_rows, 5),
+                *_columns(account_rows, 7),
+                *_columns(order_rows, 3),
+                *_columns(payment_rows, 4),
+                position,
+                prev_hash,
+                NOTIFY_CHANNEL,
             )
-            if key_rows:
-                await conn.execute(
-                    "INSERT INTO idempotency_keys (key, fingerprint, position, stream_id, version)"
-                    " SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::uuid[],"
-                    " $5::bigint[])",
-                    *_columns(key_rows, 5),
-                )
-            if accounts:
-                await conn.execute(
-                    "INSERT INTO seller_accounts AS a (seller_id, currency, pending_minor,"
-                    " captured_minor, refunded_minor, fees_minor, paid_out_minor, position)"
-                    " SELECT s, c, p, cap, r, f, po, $8 FROM unnest($1::text[], $2::text[],"
-                    " $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])"
-                    " AS t(s, c, p, cap, r, f, po)"
-                    " ON CONFLICT (seller_id, currency) DO UPDATE SET"
-                    " pending_minor = a.pending_minor + excluded.pending_minor,"
-                    " captured_minor = a.captured_minor + excluded.captured_minor,"
-                    " refunded_minor = a.refunded_minor + excluded.refunded_minor,"
-                    " fees_minor = a.fees_minor + excluded.fees_minor,"
-                    " paid_out_minor = a.paid_out_minor + excluded.paid_out_minor,"
-                    " position = excluded.position",
-                    *_columns(
-                        [
-                            (
-                                d.seller_id,
-                                d.currency,
-                                d.pending_minor,
-                                d.captured_minor,
-                                d.refunded_minor,
-                                d.fees_minor,
-                                d.paid_out_minor,
-                            )
-                            for d in accounts.values()
-                        ],
-                        7,
-                    ),
-                    position,
-                )
-            if order_rows:
-                await conn.execute(
-                    "INSERT INTO order_index (channel, order_id, seller_id)"
-                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
-                    " ON CONFLICT DO NOTHING",
-                    *_columns(order_rows, 3),
-                )
-            if payment_rows:
-                await conn.execute(
-                    "INSERT INTO payment_index (gateway, gateway_ref, channel, order_id)"
-                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
-                    " ON CONFLICT DO NOTHING",
-                    *_columns(payment_rows, 4),
-                )
             if channel_rows:
                 await conn.executemany(
                     "INSERT INTO seller_channel_accounts (channel, account, seller_id)"
@@ -523,11 +490,6 @@ class EventStore:
                 await conn.executemany(
                     "UPDATE suspense_entries SET resolved_position = $2 WHERE id = $1", resolved
                 )
-            await conn.execute(
-                "UPDATE ledger_head SET position = $1, hash = $2", position, prev_hash
-            )
-            # Wakes the relay; delivered at commit, never for a rolled-back batch.
-            await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}, '{position}'")
         return CommitOutcome(positions, dropped, recorded_at)
 
     async def _drop_raced_units(
@@ -544,26 +506,16 @@ class EventStore:
         for unit in units:
             for stream_id, version in unit.base_versions.items():
                 base.setdefault(stream_id, version)
-        current = {
-            r["originator_id"]: r["v"]
-            for r in await conn.fetch(
-                f"SELECT originator_id, max(originator_version) AS v FROM {EVENTS_TABLE}"
-                " WHERE originator_id = ANY($1::uuid[]) GROUP BY originator_id",
-                list(base),
-            )
-        }
-        stale = {s for s, v in base.items() if current.get(s, 0) != v}
         keys = [u.idempotency_key for u in units if u.idempotency_key is not None]
-        taken = (
-            {
-                r["key"]
-                for r in await conn.fetch(
-                    "SELECT key FROM idempotency_keys WHERE key = ANY($1::text[])", keys
-                )
-            }
-            if keys
-            else set()
-        )
+        # Both checks in one round trip: current stream versions, keys now taken.
+        current: dict[UUID, int] = {}
+        taken: set[str] = set()
+        for r in await conn.fetch(_RACE_CHECK, list(base), keys):
+            if r["key"] is None:
+                current[r["stream_id"]] = r["version"]
+            else:
+                taken.add(r["key"])
+        stale = {s for s, v in base.items() if current.get(s, 0) != v}
         payouts = {(u.payout[0], u.payout[1]) for u in units if u.payout is not None}
         available: dict[tuple[str, str], int] = {}
         for seller_id, currency in payouts:
@@ -722,6 +674,46 @@ class EventStore:
         )
         return None if row is None else dict(row)
 
+
+_RACE_CHECK: Final = (
+    f"SELECT originator_id AS stream_id, max(originator_version) AS version, NULL::text AS key"
+    f" FROM {EVENTS_TABLE} WHERE originator_id = ANY($1::uuid[]) GROUP BY originator_id"
+    " UNION ALL SELECT NULL, NULL, key FROM idempotency_keys WHERE key = ANY($2::text[])"
+)
+
+_APPEND: Final = f"""
+WITH events AS (
+    INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state,
+        notification_id, type, occurred_at, recorded_at, hash, prev_hash)
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::bigint[],
+        $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[])
+), keys AS (
+    INSERT INTO idempotency_keys (key, fingerprint, position, stream_id, version)
+    SELECT * FROM unnest($11::text[], $12::bytea[], $13::bigint[], $14::uuid[], $15::bigint[])
+), accounts AS (
+    INSERT INTO seller_accounts AS a (seller_id, currency, pending_minor, captured_minor,
+        refunded_minor, fees_minor, paid_out_minor, position)
+    SELECT s, c, p, cap, r, f, po, $30 FROM unnest($16::text[], $17::text[], $18::bigint[],
+        $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[]) AS t(s, c, p, cap, r, f, po)
+    ON CONFLICT (seller_id, currency) DO UPDATE SET
+        pending_minor = a.pending_minor + excluded.pending_minor,
+        captured_minor = a.captured_minor + excluded.captured_minor,
+        refunded_minor = a.refunded_minor + excluded.refunded_minor,
+        fees_minor = a.fees_minor + excluded.fees_minor,
+        paid_out_minor = a.paid_out_minor + excluded.paid_out_minor,
+        position = excluded.position
+), orders AS (
+    INSERT INTO order_index (channel, order_id, seller_id)
+    SELECT * FROM unnest($23::text[], $24::text[], $25::text[])
+    ON CONFLICT DO NOTHING
+), payments AS (
+    INSERT INTO payment_index (gateway, gateway_ref, channel, order_id)
+    SELECT * FROM unnest($26::text[], $27::text[], $28::text[], $29::text[])
+    ON CONFLICT DO NOTHING
+)
+UPDATE ledger_head SET position = $30, hash = $31
+RETURNING pg_notify($32, $30::text)
+"""
 
 _READ_LOG: Final = (
     f"SELECT notification_id, originator_id, originator_version, type, state, recorded_at,"

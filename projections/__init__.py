@@ -68,6 +68,7 @@ async def run_projections(
     durable_prefix: str = "projection_",
     names: Sequence[str] = PROJECTION_NAMES,
     batch_size_max: int = 500,
+    linger_s: float = 0.0,
 ) -> None:
     """Runs one consumer per read model in ``names`` until ``stop`` is set (or cancelled).
 
@@ -99,6 +100,7 @@ async def run_projections(
                     subject_prefix=subject_prefix,
                     durable=f"{durable_prefix}{model.name}",
                     batch_size_max=batch_size_max,
+                    linger_s=linger_s,
                 )
                 for model in models
             ]

@@ -212,6 +212,7 @@ class Consumer:
         retry_delay_s: float = 0.25,
         retry_delay_max_s: float = 30.0,
         verify_hash: bool = True,
+        linger_s: float = 0.0,
     ) -> None:
         if projection.suffix:
             raise ValueError("a consumer feeds the live tables, not a rebuild's")
@@ -228,6 +229,9 @@ class Consumer:
         self.retry_delay_s = retry_delay_s
         self.retry_delay_max_s = retry_delay_max_s
         self.verify_hash = verify_hash
+        #: after a short batch, wait this long for more before applying: fewer,
+        #: larger transactions under a steady trickle, at most this much more lag
+        self.linger_s = linger_s
         self._nc = nc
         self._js = nc.jetstream()
         self._puller: _Puller | None = None
@@ -321,6 +325,11 @@ class Consumer:
             raise RuntimeError("start() the consumer first")
         try:
             msgs = await self._puller.fetch(self.batch_size_max, self.fetch_timeout_s)
+            if self.linger_s and 0 < len(msgs) < self.batch_size_max:
+                await asyncio.sleep(self.linger_s)
+                msgs += await self._puller.fetch(
+                    self.batch_size_max - len(msgs), min(self.fetch_timeout_s, 0.05)
+                )
         except ConsumerGone:
             raise  # run() starts over, which re-creates the durable
         except nats.errors.Error as e:
