@@ -374,8 +374,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tune_gc() -> None:
+    """Fewer cyclic-GC passes: the writer allocates many short-lived objects per
+    event while holding a large, long-lived aggregate cache that every full
+    pass would walk again (py-spy showed those passes as ~10% of a batch load)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()  # what start-up allocated is never collected; keep it out of every pass
+    gc.set_threshold(50_000, 20, 100)
+
+
 def _run(coroutine: Any) -> int:
     """Runs on uvloop where it is installed: a faster event loop, same semantics."""
+    _tune_gc()
     try:
         import uvloop
     except ImportError:
