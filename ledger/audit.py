@@ -10,6 +10,7 @@ hash-chain check; the rest feeds them pages of the log.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -160,55 +161,199 @@ def sync_log(
         after = page[-1]["position"]
 
 
-async def verify_live(
-    store: EventStore,
-    *,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> ChainReport:
-    """Recomputes the hash chain of the whole live log.
-
-    Beyond the chain it checks what the chain cannot see: that each row's
-    library topic still names the type it claims, and that the head row
-    agrees with the last event.
-    """
-    loop = asyncio.get_running_loop()
-    head_position, head_hash = await store.head()
-
-    def run() -> ChainReport:
-        return verify_messages(
-            _with_topic_check(store, loop),
-            start_position=1,
-            start_prev_hash=GENESIS_HASH,
-            expect_last_hash=head_hash if head_position else None,
-            on_progress=on_progress,
-        )
-
-    return await asyncio.to_thread(run)
+@dataclass(frozen=True, slots=True)
+class _RangeReport:
+    after: int
+    until: int
+    ok: bool
+    checked: int
+    first_bad_position: int | None
+    reason: str | None
+    first_prev_hash: str | None
+    last_hash: str | None
 
 
-def _with_topic_check(
-    store: EventStore, loop: asyncio.AbstractEventLoop
-) -> Iterator[dict[str, Any]]:
-    """The log's messages, each marked broken where a column the chain does not
-    hash disagrees with what it does hash. The next page is fetched while this
-    one is checked."""
-    after = 0
-    pending = asyncio.run_coroutine_threadsafe(store.read_log_rows(after, _PAGE_EVENTS), loop)
+async def _verify_range(
+    store: EventStore, after: int, until: int, on_checked: Callable[[int], None] | None = None
+) -> _RangeReport:
+    """Verifies positions ``(after, until]`` page by page, trusting only the
+    ``prev_hash`` of the first row; the caller stitches ranges together."""
+    expected, running, first_prev = after + 1, None, None
+    checked = 0
+    pending = asyncio.ensure_future(store.read_log_rows(after, _PAGE_EVENTS, until=until))
     while True:
-        rows = pending.result()
+        rows = await pending
         if len(rows) == _PAGE_EVENTS:
-            after = rows[-1][0]["position"]
-            pending = asyncio.run_coroutine_threadsafe(
-                store.read_log_rows(after, _PAGE_EVENTS), loop
+            pending = asyncio.ensure_future(
+                store.read_log_rows(rows[-1][0]["position"], _PAGE_EVENTS, until=until)
             )
+        messages = []
         for message, extra in rows:
             problem = _unhashed_problem(message, extra)
             if problem is not None:
                 # Mark it as a change to the event's bytes at this position.
                 message = dict(message, type=f"{message['type']} ({problem})")
-            yield message
+            messages.append(message)
+        if messages and running is None:
+            running = first_prev = str(messages[0].get("prev_hash"))
+        if messages:
+            report = verify_messages(messages, start_prev_hash=running, start_position=expected)
+            checked += report.checked
+            if not report.ok:
+                return _RangeReport(
+                    after, until, False, checked, report.first_bad_position, report.reason,
+                    first_prev, report.last_hash,
+                )  # fmt: skip
+            running = report.last_hash
+            expected = messages[-1]["position"] + 1
+            if on_checked is not None:
+                on_checked(report.checked)
         if len(rows) < _PAGE_EVENTS:
-            return
+            if expected != until + 1:
+                return _RangeReport(
+                    after, until, False, checked, expected,
+                    f"position {expected} is missing", first_prev, running,
+                )  # fmt: skip
+            return _RangeReport(after, until, True, checked, None, None, first_prev, running)
+
+
+def _range_worker(
+    dsn: str, index: int, after: int, until: int, counter: Any, results: Any
+) -> None:
+    """A worker process's share of ``verify_live``: its own event loop and connections."""
+
+    async def main() -> _RangeReport:
+        import asyncpg
+
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        try:
+
+            def count(n: int) -> None:
+                with counter.get_lock():
+                    counter.value += n
+
+            return await _verify_range(EventStore(pool), after, until, count)
+        finally:
+            await pool.close()
+
+    try:
+        report = asyncio.run(main())
+    except Exception as e:  # reported to the parent, which fails the verification
+        results.put((index, repr(e)))
+    else:
+        results.put((index, report))
+
+
+async def _verify_in_processes(
+    dsn: str, bounds: list[int], progress: Callable[[int], None]
+) -> list[_RangeReport]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    counter = context.Value("q", 0)
+    results = context.Queue()
+    processes = [
+        context.Process(
+            target=_range_worker,
+            args=(dsn, i, bounds[i], bounds[i + 1], counter, results),
+            daemon=True,
+        )
+        for i in range(len(bounds) - 1)
+    ]
+    for process in processes:
+        process.start()
+    collected: dict[int, Any] = {}
+    reported = 0
+    try:
+        while len(collected) < len(processes):
+            await asyncio.sleep(0.2)
+            while not results.empty():
+                index, outcome = results.get()
+                collected[index] = outcome
+            if counter.value > reported:
+                progress(counter.value - reported)
+                reported = counter.value
+            if len(collected) < len(processes) and not any(p.is_alive() for p in processes):
+                while not results.empty():
+                    index, outcome = results.get()
+                    collected[index] = outcome
+                break
+    finally:
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+    reports = []
+    for i in range(len(processes)):
+        outcome = collected.get(i, "the worker process died")
+        if isinstance(outcome, str):
+            raise RuntimeError(f"verification of positions {bounds[i] + 1}-{bounds[i + 1]}: {outcome}")
+        reports.append(outcome)
+    return reports
+
+
+async def verify_live(
+    store: EventStore,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    dsn: str | None = None,
+    workers: int = 1,
+) -> ChainReport:
+    """Recomputes the hash chain of the whole live log.
+
+    Beyond the chain it checks what the chain cannot see: that each row's
+    library topic still names the type it claims, that the ``occurred_at``
+    column agrees with the hashed event, and that the head row agrees with
+    the last event. With ``workers`` > 1 (and a ``dsn``) the log is cut into
+    that many ranges verified by as many processes; each range's first
+    ``prev_hash`` must then equal the previous range's last hash.
+    """
+    head_position, head_hash = await store.head()
+    if head_position == 0:
+        return ChainReport(True, 0, None, None, GENESIS_HASH)
+    workers = max(1, min(workers, head_position // 20_000 or 1))
+    bounds = [head_position * i // workers for i in range(workers + 1)]
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, done)
+
+    if workers == 1 or dsn is None:
+        reports = [await _verify_range(store, 0, head_position, progress)]
+    else:
+        reports = await _verify_in_processes(dsn, bounds, progress)
+    return _stitch(reports, head_hash)
+
+
+def _stitch(reports: list[_RangeReport], head_hash: str) -> ChainReport:
+    checked, last_hash = 0, GENESIS_HASH
+    for report in reports:
+        if report.first_prev_hash is not None and report.first_prev_hash != last_hash:
+            return ChainReport(
+                False, checked, report.after + 1,
+                "prev_hash does not match the hash of the event before it", last_hash,
+            )  # fmt: skip
+        if not report.ok:
+            return ChainReport(
+                False, checked + report.checked, report.first_bad_position, report.reason,
+                report.last_hash or last_hash,
+            )  # fmt: skip
+        checked += report.checked
+        last_hash = report.last_hash or last_hash
+    if last_hash != head_hash:
+        return ChainReport(
+            False, checked, reports[-1].until + 1,
+            "the log ends before the head: events were cut off the end", last_hash,
+        )  # fmt: skip
+    return ChainReport(True, checked, None, None, last_hash)
+
+
+@functools.lru_cache(maxsize=4096)
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 def _unhashed_problem(message: dict[str, Any], extra: dict[str, Any]) -> str | None:
@@ -221,7 +366,7 @@ def _unhashed_problem(message: dict[str, Any], extra: dict[str, Any]) -> str | N
     if origin is not None and origin != topic.rsplit(".", 1)[0]:
         return f"originator_topic {origin}"
     try:
-        hashed = datetime.fromisoformat(message["occurred_at"])
+        hashed = _instant(message["occurred_at"])
     except (TypeError, ValueError):
         return "occurred_at unreadable"
     if extra["occurred_at_column"] != hashed:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -191,7 +192,10 @@ async def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             head, _ = await store.head()
             bar = _progress(head, "verify")
             report = await verify_live(
-                store, on_progress=lambda checked, _pos: bar.update(checked - bar.n)
+                store,
+                on_progress=lambda checked, _pos: bar.update(checked - bar.n),
+                dsn=settings.database_url,
+                workers=os.cpu_count() or 1,
             )
             bar.update(report.checked - bar.n)
             bar.close()
@@ -268,7 +272,7 @@ async def _cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.service import Ledger
 
     try:
-        report = open(args.report, "rb").read()  # noqa: SIM115
+        report = open(args.report, "rb").read()
     except OSError as e:
         print(f"omniledger: cannot read {args.report}: {e.strerror}", file=sys.stderr)
         return 2

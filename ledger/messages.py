@@ -37,6 +37,7 @@ where ``canonical`` is the sorted-key compact JSON of the object above without
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -66,8 +67,13 @@ _HASHED_FIELDS: Final = (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def format_instant(moment: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``: the one spelling of ``recorded_at``."""
+    """RFC 3339 in UTC with a ``Z``: the one spelling of ``recorded_at``.
+
+    Cached: every event of one group commit shares its ``recorded_at``, so
+    readers of the log (relay, verify, export) format each instant once.
+    """
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

@@ -150,6 +150,11 @@ _MIGRATIONS: Final[list[tuple[int, str, str]]] = [
 ]
 
 
+_NOT_DATA: Final = frozenset({"timestamp", "originator_topic", "occurred_at"})
+#: "amount_minor" -> "amount"; filled as field names are first seen (hot path of every reader)
+_MINOR_FIELDS: dict[str, str | None] = {}
+
+
 def event_data(state: dict[str, Any]) -> dict[str, Any]:
     """The contract's ``data`` of an event from its stored state.
 
@@ -159,10 +164,13 @@ def event_data(state: dict[str, Any]) -> dict[str, Any]:
     currency = state.get("currency", "IDR")
     data: dict[str, Any] = {}
     for name, value in state.items():
-        if name in ("timestamp", "originator_topic", "occurred_at") or value is None:
+        if value is None or name in _NOT_DATA:
             continue
-        if name.endswith("_minor") and isinstance(value, int):
-            data[name[: -len("_minor")]] = format_minor(value, currency)
+        short = _MINOR_FIELDS.get(name, "")
+        if short == "":
+            short = _MINOR_FIELDS[name] = name[:-6] if name.endswith("_minor") else None
+        if short is not None and type(value) is int:
+            data[short] = format_minor(value, currency)
         else:
             data[name] = value
     return data
@@ -585,12 +593,12 @@ class EventStore:
         return [message_from_row(r) for r in rows]
 
     async def read_log_rows(
-        self, after: int, limit: int
+        self, after: int, limit: int, *, until: int | None = None
     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Messages with what the chain does not cover, for the auditor's checks:
         the library topic, the ``occurred_at`` column and the state's own
         bookkeeping fields (``originator_topic``)."""
-        rows = await self._pool.fetch(_READ_LOG_WITH_TOPIC, after, limit)
+        rows = await self._pool.fetch(_READ_LOG_WITH_TOPIC, after, limit, until or 2**62)
         out = []
         for r in rows:
             state = _state_of(r)
@@ -730,7 +738,7 @@ _READ_LOG_KNOWN: Final = (
 _READ_LOG_WITH_TOPIC: Final = (
     f"SELECT notification_id, originator_id, originator_version, type, topic, state, occurred_at,"
     f" recorded_at, hash, prev_hash FROM {EVENTS_TABLE} WHERE notification_id > $1"
-    " ORDER BY notification_id LIMIT $2"
+    " AND notification_id <= $3 ORDER BY notification_id LIMIT $2"
 )
 
 
