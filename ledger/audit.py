@@ -217,9 +217,7 @@ async def _verify_range(
             return _RangeReport(after, until, True, checked, None, None, first_prev, running)
 
 
-def _range_worker(
-    dsn: str, index: int, after: int, until: int, counter: Any, results: Any
-) -> None:
+def _range_worker(dsn: str, index: int, after: int, until: int, counter: Any, results: Any) -> None:
     """A worker process's share of ``verify_live``: its own event loop and connections."""
 
     async def main() -> _RangeReport:
@@ -287,7 +285,9 @@ async def _verify_in_processes(
     for i in range(len(processes)):
         outcome = collected.get(i, "the worker process died")
         if isinstance(outcome, str):
-            raise RuntimeError(f"verification of positions {bounds[i] + 1}-{bounds[i + 1]}: {outcome}")
+            raise RuntimeError(
+                f"verification of positions {bounds[i] + 1}-{bounds[i + 1]}: {outcome}"
+            )
         reports.append(outcome)
     return reports
 

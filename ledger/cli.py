@@ -1,4 +1,4 @@
-"""The ``omniledger`` command line: ``up``, ``serve``, ``relay``, ``project`` and the audit commands.
+"""The ``omniledger`` command line: ``up``, ``serve``, ``relay``, ``project``, the audit commands.
 
 Each command builds ``Settings`` from the environment once and hands it to
 the parts. Long-running commands stop cleanly on SIGINT/SIGTERM: the HTTP
@@ -272,7 +272,7 @@ async def _cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.service import Ledger
 
     try:
-        report = open(args.report, "rb").read()
+        report = await asyncio.to_thread(_read_bytes, args.report)
     except OSError as e:
         print(f"omniledger: cannot read {args.report}: {e.strerror}", file=sys.stderr)
         return 2
@@ -316,6 +316,11 @@ async def _cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         for k in ("missing_in_ledger", "missing_in_report", "amount_mismatch", "fee_mismatch")
     )
     return 0 if clean else 1
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _today(settings: Settings) -> str:

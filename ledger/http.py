@@ -22,8 +22,13 @@ from typing import Any, Final, Protocol
 import asyncpg
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 
 from ledger.domain.commands import parse_command, parse_identifier, parse_timestamp, reject_nul
 from ledger.domain.errors import (
@@ -210,7 +215,7 @@ async def _errors(
             response = json_response({"error": {"code": code, "message": e.reason}}, e.status)
         else:
             raise
-    except DB_ERRORS + (asyncpg.PostgresError,) as e:
+    except (*DB_ERRORS, asyncpg.PostgresError) as e:
         if isinstance(e, asyncpg.PostgresError) and not isinstance(
             e, asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError
         ):
@@ -583,7 +588,7 @@ async def get_balance(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     try:
         head, _ = await request.app[STORE].head()
-    except DB_ERRORS + (asyncpg.PostgresError,):
+    except (*DB_ERRORS, asyncpg.PostgresError):
         return json_response(
             {"status": "unavailable", "database": "unreachable"}, 503, {"Retry-After": "1"}
         )

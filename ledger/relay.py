@@ -173,10 +173,10 @@ class Relay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._config.idle_poll_s)
                 continue
-            if self._config.linger_s and len(events) < _PAGE_EVENTS:
+            if self._config.linger_s and len(events) < _PAGE_EVENTS_MAX:
                 await asyncio.sleep(self._config.linger_s)
                 events += await self._store.read_log(
-                    events[-1]["position"], _PAGE_EVENTS - len(events)
+                    events[-1]["position"], _PAGE_EVENTS_MAX - len(events)
                 )
             futures = []
             for message in events:

@@ -32,7 +32,6 @@ from uuid import UUID
 import asyncpg
 import orjson
 from eventsourcing.domain import Aggregate
-from eventsourcing.utils import get_topic
 from eventsourcing.persistence import (
     DatetimeAsISO,
     DecimalAsStr,
@@ -41,6 +40,7 @@ from eventsourcing.persistence import (
     StoredEvent,
     UUIDAsHex,
 )
+from eventsourcing.utils import get_topic
 
 from ledger.domain.catalog import TYPE_BY_TOPIC
 from ledger.domain.commands import Command
@@ -925,7 +925,7 @@ def _stream_hints(c: Command) -> tuple[UUID, ...]:
     return tuple(hints)
 
 
-class _AlreadyRecorded(Exception):  # noqa: N818 - a signal, not an error
+class _AlreadyRecorded(Exception):
     def __init__(self, stream_id: UUID) -> None:
         super().__init__(str(stream_id))
         self.stream_id = stream_id

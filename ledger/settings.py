@@ -1,4 +1,4 @@
-"""One frozen ``Settings``, read once from the environment (``OMNILEDGER_*``) by the composition root.
+"""One frozen ``Settings``, read once from the environment (``OMNILEDGER_*``) at the root.
 
 Nothing reads ``os.environ`` anywhere else. A bad value fails fast and names
 the variable. Tests build ``Settings`` directly.

@@ -133,7 +133,9 @@ def parse_timestamp(value: object, field_name: str = "occurred_at") -> datetime:
     try:
         moment = datetime.fromisoformat(f"{day}T{clock}{micro}{offset}")
     except ValueError:
-        raise ValidationError(f"{field_name} is not a valid date and time", field=field_name) from None
+        raise ValidationError(
+            f"{field_name} is not a valid date and time", field=field_name
+        ) from None
     if not _EARLIEST <= moment <= _LATEST:
         raise ValidationError(
             f"{field_name} must lie between 2000-01-01 and 2999-12-31", field=field_name

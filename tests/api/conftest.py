@@ -48,7 +48,9 @@ async def ledger(store: EventStore) -> AsyncIterator[Ledger]:
 
 
 @pytest.fixture(scope="session")
-async def client(settings: Settings, ledger: Ledger, store: EventStore) -> AsyncIterator[TestClient]:
+async def client(
+    settings: Settings, ledger: Ledger, store: EventStore
+) -> AsyncIterator[TestClient]:
     app = create_app(settings, ledger, store)
     async with TestClient(TestServer(app)) as client:
         yield client
@@ -73,7 +75,9 @@ class Api:
         self.client = client
         self.headers = headers
 
-    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def post(
+        self, path: str, body: Any, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         resp = await self.client.post(path, json=body, headers=headers or self.headers)
         return resp.status, await resp.json()
 
@@ -82,7 +86,9 @@ class Api:
         return resp.status, await resp.json()
 
     async def seller(self, seller_id: str, **extra: Any) -> None:
-        status, body = await self.post("/v1/sellers", {"seller_id": seller_id, "name": "Toko " + seller_id, **extra})
+        status, body = await self.post(
+            "/v1/sellers", {"seller_id": seller_id, "name": "Toko " + seller_id, **extra}
+        )
         assert status == 201, body
 
     async def event(self, **fields: Any) -> tuple[int, Any]:
@@ -90,15 +96,30 @@ class Api:
         fields.setdefault("occurred_at", "2026-11-30T10:00:00+08:00")
         return await self.post("/v1/events", fields)
 
-    async def place(self, seller_id: str, order_id: str, amount: str = "100000", channel: str = "qris") -> Any:
-        status, body = await self.event(type="order.placed", seller_id=seller_id, order_id=order_id, channel=channel, amount=amount)
+    async def place(
+        self, seller_id: str, order_id: str, amount: str = "100000", channel: str = "qris"
+    ) -> Any:
+        status, body = await self.event(
+            type="order.placed",
+            seller_id=seller_id,
+            order_id=order_id,
+            channel=channel,
+            amount=amount,
+        )
         assert status == 201, body
         return body
 
-    async def capture(self, order_id: str, amount: str, channel: str = "qris", **extra: Any) -> tuple[int, Any]:
+    async def capture(
+        self, order_id: str, amount: str, channel: str = "qris", **extra: Any
+    ) -> tuple[int, Any]:
         return await self.event(
-            type="payment.captured", order_id=order_id, channel=channel, amount=amount,
-            gateway="midtrans", gateway_ref=extra.pop("gateway_ref", uuid.uuid4().hex), **extra,
+            type="payment.captured",
+            order_id=order_id,
+            channel=channel,
+            amount=amount,
+            gateway="midtrans",
+            gateway_ref=extra.pop("gateway_ref", uuid.uuid4().hex),
+            **extra,
         )
 
     async def balance(self, seller_id: str) -> dict[str, Any]:

@@ -12,9 +12,7 @@ def ev(**fields: Any) -> dict[str, Any]:
     return {"idempotency_key": uuid.uuid4().hex, "occurred_at": AT} | fields
 
 
-async def test_a_mixed_batch_answers_per_event_in_order_and_records_the_valid_ones(
-    api, store, uid
-):
+async def test_a_mixed_batch_answers_per_event_in_order_and_records_the_valid_ones(api, store, uid):
     seller = uid("s")
     await api.seller(seller)
     await api.place(seller, uid("paid"), "1000")
@@ -48,7 +46,9 @@ async def test_a_mixed_batch_answers_per_event_in_order_and_records_the_valid_on
         assert results[i]["idempotency_key"] == items[i]["idempotency_key"], results
         assert set(results[i]) == {"status", "position", "stream_id", "version", "idempotency_key"}
     logged = await api.events_after(after)
-    assert sorted(e["position"] for e in logged) == sorted(results[i]["position"] for i in (0, 4, 6))
+    assert sorted(e["position"] for e in logged) == sorted(
+        results[i]["position"] for i in (0, 4, 6)
+    )
     assert [e["type"] for e in logged] == ["order.placed", "payment.captured", "order.placed"]
     bal = await api.balance(seller)
     assert (bal["pending"], bal["captured_total"]) == ("1350.00", "400.00")

@@ -87,6 +87,7 @@ async def test_concurrent_captures_that_fit_exactly_all_succeed(apis, api, uid):
     )
     assert [s for s, _ in answers] == [201] * 20, answers
     status, order = await api.get(f"/v1/orders/qris/{order_id}")
+    assert status == 200, order
     assert (order["captured"], order["status"]) == ("20000.00", "paid")
 
 

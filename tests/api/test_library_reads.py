@@ -1,4 +1,4 @@
-"""The library's own PostgreSQL recorder and Application read what the service wrote (DESIGN rule 2)."""
+"""The library's own recorder and Application read what the service wrote (DESIGN rule 2)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,12 @@ async def test_library_application_replays_an_order_written_by_the_service(api, 
     status, _ = await api.capture(order_id, "100000", fee="1500")
     assert status == 201
     status, _ = await api.event(
-        type="refund.issued", order_id=order_id, channel="qris", amount="40000.00",
-        gateway="midtrans", gateway_ref=uid("rf"),
+        type="refund.issued",
+        order_id=order_id,
+        channel="qris",
+        amount="40000.00",
+        gateway="midtrans",
+        gateway_ref=uid("rf"),
     )
     assert status == 201
 
@@ -52,7 +56,10 @@ async def test_library_application_replays_an_order_written_by_the_service(api, 
     order, ids = await asyncio.to_thread(read_with_library)
     assert isinstance(order, Order)
     assert (order.amount_minor, order.captured_minor, order.fees_minor, order.refunded_minor) == (
-        25_000_000, 10_000_000, 150_000, 4_000_000,
+        25_000_000,
+        10_000_000,
+        150_000,
+        4_000_000,
     )
     assert order.version == 3
     assert ids == list(range(1, len(ids) + 1)), "the library sees gap-free notification ids"

@@ -73,18 +73,37 @@ async def write_history(ledger: Ledger, sellers: int = 2, orders: int = 5) -> in
     for s in range(sellers):
         sid = f"s{s}-{tag}"
         await ledger.register_seller(
-            seller_id=sid, name=sid, district="Tamalate", nib=None, channels={},
-            occurred_at="2026-11-30T10:00:00+08:00", fingerprint=sid.encode(),
+            seller_id=sid,
+            name=sid,
+            district="Tamalate",
+            nib=None,
+            channels={},
+            occurred_at="2026-11-30T10:00:00+08:00",
+            fingerprint=sid.encode(),
         )
         count += 1
         for o in range(orders):
             for raw in (
-                {"type": "order.placed", "seller_id": sid, "order_id": f"o{s}-{o}-{tag}",
-                 "channel": "qris", "amount": "1000"},
-                {"type": "payment.captured", "order_id": f"o{s}-{o}-{tag}", "channel": "qris",
-                 "amount": "1000", "gateway": "midtrans", "gateway_ref": f"p{s}-{o}-{tag}"},
+                {
+                    "type": "order.placed",
+                    "seller_id": sid,
+                    "order_id": f"o{s}-{o}-{tag}",
+                    "channel": "qris",
+                    "amount": "1000",
+                },
+                {
+                    "type": "payment.captured",
+                    "order_id": f"o{s}-{o}-{tag}",
+                    "channel": "qris",
+                    "amount": "1000",
+                    "gateway": "midtrans",
+                    "gateway_ref": f"p{s}-{o}-{tag}",
+                },
             ):
-                raw |= {"idempotency_key": uuid.uuid4().hex, "occurred_at": "2026-11-30T10:00:00+08:00"}
+                raw |= {
+                    "idempotency_key": uuid.uuid4().hex,
+                    "occurred_at": "2026-11-30T10:00:00+08:00",
+                }
                 await ledger.record(parse_command(raw))
                 count += 1
     return count

@@ -181,9 +181,7 @@ def test_currency_mismatch_is_refused_for_captures_and_refunds() -> None:
     )
     capture(order, 1_000)
     order.collect_events()
-    assert_refused(
-        order, CurrencyMismatch, "currency_mismatch", lambda: refund(order, 500, "USD")
-    )
+    assert_refused(order, CurrencyMismatch, "currency_mismatch", lambda: refund(order, 500, "USD"))
 
 
 def test_a_failed_payment_is_history_without_balance_effect() -> None:

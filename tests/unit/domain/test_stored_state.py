@@ -18,7 +18,8 @@ def _all_events() -> list[object]:
     seller.curate(status="verified", certifications=[{"kind": "halal", "number": "ID-1"}],
                   occurred_at="2026-11-30T10:00:00+08:00")  # fmt: skip
     seller.pay_out(amount_minor=5, currency="IDR", reference="r", available_minor=10,
-                   occurred_at="2026-11-30T10:00:00+08:00", idempotency_key="k", metadata=None)  # fmt: skip
+                   occurred_at="2026-11-30T10:00:00+08:00", idempotency_key="k",
+                   metadata=None)  # fmt: skip
     order = Order(seller_id="s1", order_id="o1", channel="qris", amount_minor=100, currency="IDR",
                   occurred_at="2026-11-30T10:00:00.123456+08:00", idempotency_key="k1",
                   metadata={"note": "pesanan \"khusus\"", "n": [1, 2.5, None]})  # fmt: skip
@@ -31,7 +32,8 @@ def _all_events() -> list[object]:
     order.fail_payment(gateway="x", gateway_ref="y", reason=None,
                        occurred_at="2026-11-30T10:00:00Z", idempotency_key="k5")  # fmt: skip
     other = Order(seller_id="s1", order_id="o2", channel="pos", amount_minor=100, currency="IDR",
-                  occurred_at="2026-11-30T10:00:00Z", idempotency_key="k6", metadata=None)  # fmt: skip
+                  occurred_at="2026-11-30T10:00:00Z", idempotency_key="k6",
+                  metadata=None)  # fmt: skip
     other.cancel(occurred_at="2026-11-30T10:00:00Z", idempotency_key="k7")
     entry = SuspenseEntry(suspense_id="x", idempotency_key="k8", gateway="midtrans",
                           reason="unknown_order", event={"amount": "1.00"}, amount_minor=100,
