@@ -106,8 +106,59 @@ async def _run_service(
 
 async def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     async with embedded_servers(settings) as live:
-        await _run_service(live, http=True, relay=True, projections=True, announce_key=True)
+        if args.single_process:
+            await _run_service(live, http=True, relay=True, projections=True, announce_key=True)
+            return 0
+        # The relay and the projections run as child processes of their own so
+        # that the API's event loop (and its core) serves requests only; they
+        # die with this process (PR_SET_PDEATHSIG), even if it is killed.
+        pool = await connect(live, pool_size_max=2)
+        try:
+            await migrated_store(pool)  # before the children, which need the schema
+        finally:
+            await pool.close()
+        children = [_spawn_part("relay", live), _spawn_part("project", live)]
+        try:
+            await _run_service(live, http=True, relay=False, projections=False, announce_key=True)
+        finally:
+            await _stop_children(children)
     return 0
+
+
+def _spawn_part(command: str, settings: Settings) -> Any:
+    import subprocess
+
+    env = dict(os.environ)
+    env["OMNILEDGER_DATABASE_URL"] = settings.database_url or ""
+    env["OMNILEDGER_NATS_URL"] = settings.nats_url or ""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", command],
+        env=env,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: children are still stopped on a clean shutdown
+        pass
+
+
+async def _stop_children(children: list[Any]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            await asyncio.to_thread(child.wait, 15)
+        except Exception:
+            child.kill()
+            await asyncio.to_thread(child.wait)
 
 
 async def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -354,6 +405,12 @@ def _parser() -> argparse.ArgumentParser:
         p = add(name, help_text, run)
         p.add_argument("--port", type=int, help="HTTP port (default 8080)")
         p.add_argument("--host", help="HTTP address (default 127.0.0.1)")
+        if name == "up":
+            p.add_argument(
+                "--single-process",
+                action="store_true",
+                help="run the relay and projections in this process too",
+            )
     add("migrate", "create or upgrade the schema", _cmd_migrate)
     p = add("verify", "check the hash chain of the live log or of an export", _cmd_verify)
     p.add_argument("--file", help="a JSON Lines export to check instead of the live log")
