@@ -86,6 +86,31 @@ class Run:
         return f"rc={self.rc}\n--- stdout\n{self.out[-4000:]}\n--- stderr\n{self.err[-4000:]}"
 
 
+def _processes() -> list[tuple[int, str, int]]:
+    """(pid, state, process group) of every process, from /proc (Linux)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out.append((int(entry), fields[0], int(fields[2])))
+    return out
+
+
+def command_lines(pids: set[int]) -> dict[int, str]:
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            out[pid] = "?"
+    return out
+
+
 class Service:
     """One ``omniledger up`` process; its stdout/stderr go to a log file."""
 
@@ -131,17 +156,30 @@ class Service:
             os.killpg(self.proc.pid, signal.SIGKILL)
         await self.proc.wait()
 
-    async def stop(self, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM and wait (SIGKILL after ``timeout_s``); returns the exit code."""
-        if self.proc is None or self.proc.returncode is not None:
-            return None if self.proc is None else self.proc.returncode
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), timeout_s)
-        except TimeoutError:
-            await self.kill()
+    async def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM and wait (SIGKILL after ``timeout_s``); returns the exit code.
+
+        Whatever is left of the process group afterwards (a child that outlived
+        its parent) gets SIGKILL too.
+        """
+        if self.proc is None:
             return None
+        code: int | None = self.proc.returncode
+        if code is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.wait_for(self.proc.wait(), timeout_s)
+            except TimeoutError:
+                await self.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return code
+
+    def group(self) -> set[int]:
+        """Live (not zombie) processes of this service's process group, the parent included."""
+        assert self.proc is not None
+        return {pid for pid, state, pgid in _processes() if pgid == self.proc.pid and state != "Z"}
 
     def log(self, tail: int = 3000) -> str:
         try:

@@ -21,7 +21,9 @@ gets SIGKILL (no clean-up runs). Every answer is recorded. After a restart:
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from tests.integration.system.conftest import (
     CliRunner,
     Http,
     Service,
+    command_lines,
     money,
     stream_messages,
 )
@@ -373,3 +376,51 @@ async def test_sigkill_mid_burst_loses_nothing_and_the_restart_converges(
     )
     newly = sum(1 for items in resend_batches.values() for s in items if s.key not in keys)
     assert await http.head() == head + newly
+
+
+async def test_sigkill_of_the_parent_alone_leaves_no_process_behind(
+    service: Service, http: Http, cli: CliRunner
+) -> None:
+    """``up`` may run its relay and projections as child processes: killing only the
+    parent (the OOM killer picks one pid) must take them down too, and a restart
+    must converge as before."""
+    tag = uuid.uuid4().hex[:6]
+    sellers = [f"orphan-{n}-{tag}" for n in range(2)]
+    for seller in sellers:
+        await http.seller(seller)
+
+    async def batch(round_: int) -> None:
+        events = [
+            {"idempotency_key": uuid.uuid4().hex, "occurred_at": AT, "type": "order.placed",
+             "seller_id": sellers[j % 2], "order_id": f"r{round_}-{j}-{tag}", "channel": "pos",
+             "amount": "5000"}
+            for j in range(50)
+        ]  # fmt: skip
+        status, answer = await http.post("/v1/events", {"events": events})
+        assert status == 200, answer
+        assert all(r["status"] == "recorded" for r in answer["results"]), answer
+
+    await batch(1)
+    await http.caught_up()
+    assert service.proc is not None
+    before = service.group()
+    assert service.proc.pid in before
+
+    os.kill(service.proc.pid, signal.SIGKILL)
+    await service.proc.wait()
+    for _ in range(200):  # 20 s
+        if not (left := service.group()):
+            break
+        await asyncio.sleep(0.1)
+    assert not left, f"outlived their parent by 20 s: {command_lines(left)}"
+
+    await service.start()
+    await batch(2)
+    head = await http.caught_up()
+    assert head == 2 + 100
+    info, _ = await stream_messages(service.deployment.nats_url, service.deployment.stream)
+    assert (info.state.first_seq, info.state.last_seq, info.state.messages) == (1, head, head)
+    check = await cli("check-projections")
+    assert check.rc == 0, check
+    verify = await cli("verify")
+    assert verify.rc == 0, verify
