@@ -215,7 +215,13 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
     """
     if not isinstance(raw, dict):
         raise ValidationError("each event must be a JSON object")
-    reject_nul(raw)
+    try:
+        fingerprint = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        raise ValidationError("the event is nested too deeply or is not plain JSON") from None
+    if b"\\u0000" in fingerprint:
+        # orjson writes U+0000 as this escape: only then walk the object to name the field
+        reject_nul(raw)
     key = raw.get("idempotency_key")
     if not isinstance(key, str) or not 1 <= len(key) <= _IDEMPOTENCY_KEY_CHARS_MAX:
         raise ValidationError("idempotency_key must be 1-200 characters", field="idempotency_key")
@@ -226,7 +232,6 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
         raise ValidationError("occurred_at is required", field="occurred_at")
     occurred_at = parse_timestamp(raw["occurred_at"])
     currency = parse_currency(raw.get("currency"))
-    fingerprint = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
     common: dict[str, Any] = {
         "type": kind,
         "idempotency_key": key,
