@@ -156,7 +156,10 @@ async def run_projections(settings: Settings, pool: asyncpg.Pool) -> None:
     from projections import run_projections as run
 
     assert settings.nats_url is not None, "OMNILEDGER_NATS_URL is not set"
+    from projections import PROJECTION_NAMES
+
     await run(
+        names=settings.projection_models or PROJECTION_NAMES,
         stop=asyncio.Event(),  # stopped by cancellation
         pool=pool,
         nats_url=settings.nats_url,

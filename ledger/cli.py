@@ -405,6 +405,12 @@ def _parser() -> argparse.ArgumentParser:
         p = add(name, help_text, run)
         p.add_argument("--port", type=int, help="HTTP port (default 8080)")
         p.add_argument("--host", help="HTTP address (default 127.0.0.1)")
+        if name == "project":
+            p.add_argument(
+                "--models",
+                help="comma-separated read models to run here (default: all); one process "
+                "per read model is how projections scale out",
+            )
         if name == "up":
             p.add_argument(
                 "--single-process",
@@ -472,6 +478,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, port=args.port)
     if getattr(args, "host", None):
         settings = replace(settings, host=args.host)
+    if getattr(args, "models", None):
+        from ledger.settings import _models
+
+        try:
+            settings = replace(settings, projection_models=_models(args.models))
+        except SettingsError as e:
+            print(f"omniledger: {e}", file=sys.stderr)
+            return 2
     _setup_logging(settings.log_level)
     needs_db = args.command not in ("up",) and not getattr(args, "file", None)
     if needs_db and settings.database_url is None:

@@ -43,6 +43,8 @@ class Settings:
     batch_size_max: int = 2000
     #: how long a projection or the relay waits after a short batch for more
     projection_linger_ms: int = 50
+    #: the read models this process's ``project`` runs (None: all of them)
+    projection_models: tuple[str, ...] | None = None
     relay_linger_ms: int = 10
     db_pool_size_max: int = 10
     log_level: str = "INFO"
@@ -100,7 +102,21 @@ class Settings:
             stream_duplicate_window_s=number("STREAM_DUPLICATE_WINDOW_S", 300, low=120, high=86400),
             batch_size_max=number("BATCH_SIZE_MAX", 2000, low=1, high=100_000),
             projection_linger_ms=number("PROJECTION_LINGER_MS", 50, low=0, high=1000),
+            projection_models=_models(text("PROJECTIONS")),
             relay_linger_ms=number("RELAY_LINGER_MS", 10, low=0, high=1000),
             db_pool_size_max=number("DB_POOL_SIZE_MAX", 10, low=2, high=200),
             log_level=(text("LOG_LEVEL") or "INFO").upper(),
         )
+
+
+def _models(raw: str | None) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    known = ("balances", "recaps", "city")
+    for name in names:
+        if name not in known:
+            raise SettingsError(
+                f"OMNILEDGER_PROJECTIONS: unknown read model {name!r}; known: {', '.join(known)}"
+            )
+    return names or None

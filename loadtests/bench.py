@@ -246,13 +246,25 @@ async def start_service(world: World, http: aiohttp.ClientSession, database_url:
         await wait_healthy(http, f"http://127.0.0.1:{port}", child)
         ports.append(port)
         processes.append(child)
-    parts = [("relay", "omniledger relay", "omniledger-relay")] + [
-        ("project", f"omniledger project #{i + 1}", f"omniledger-project-{i + 1}")
-        for i in range(o.project_processes)
+    # Each read model is one durable consumer whose batches must be applied in
+    # order, so projections scale out by giving each process its own models.
+    models = ["balances", "recaps", "city"]
+    shares = [models[i :: o.project_processes] for i in range(o.project_processes)]
+    parts = [("relay", "omniledger relay", "omniledger-relay", [])] + [
+        (
+            "project",
+            f"omniledger project #{i + 1}",
+            f"omniledger-project-{i + 1}",
+            ["--models", ",".join(share)] if o.project_processes > 1 else [],
+        )
+        for i, share in enumerate(shares)
+        if share
     ]
-    for command, name, log_name in parts:
+    for command, name, log_name, extra in parts:
         child = world.children.add(
-            Child(name, [*cli, command], log_path=world.log_path(log_name), env=env, cwd=REPO)
+            Child(
+                name, [*cli, command, *extra], log_path=world.log_path(log_name), env=env, cwd=REPO
+            )
         )
         child.start()
         processes.append(child)
