@@ -67,7 +67,10 @@ __all__ = ["Ledger", "Recorded"]
 log = logging.getLogger("omniledger.ledger")
 
 _ATTEMPTS_MAX: Final = 5
-_CACHE_AGGREGATES_MAX: Final = 200_000
+#: Aggregates kept between batches. Orders are hot for minutes (placed, paid,
+#: maybe refunded) then cold; a miss costs one batched read. Bounded so that a
+#: long run keeps a flat memory profile (loadtests/soak.sh).
+_CACHE_AGGREGATES_MAX: Final = 10_000
 
 #: Failures of the database itself (not of a rule): answered 503, retried by clients.
 DB_ERRORS: Final = (
