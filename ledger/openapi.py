@@ -9,6 +9,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from ledger.domain.commands import CHANNELS, EVENT_TYPES
+
 __all__ = ["openapi_document"]
 
 _AMOUNT = {
@@ -35,21 +37,7 @@ _ERROR = {
         }
     },
 }
-_CHANNEL = {
-    "type": "string",
-    "enum": [
-        "qris",
-        "shopee",
-        "tokopedia",
-        "lazada",
-        "tiktok",
-        "whatsapp",
-        "instagram",
-        "website",
-        "pos",
-        "other",
-    ],
-}
+_CHANNEL = {"type": "string", "enum": sorted(CHANNELS)}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -379,17 +367,7 @@ def openapi_document() -> dict[str, Any]:
                     "required": ["idempotency_key", "type", "occurred_at"],
                     "properties": {
                         "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
-                        "type": {
-                            "enum": [
-                                "order.placed",
-                                "order.cancelled",
-                                "order.status_noted",
-                                "payment.captured",
-                                "payment.failed",
-                                "refund.issued",
-                                "payout.sent",
-                            ]
-                        },
+                        "type": {"enum": sorted(EVENT_TYPES)},
                         "occurred_at": _TIME,
                         "seller_id": _ID,
                         "order_id": _ID,
