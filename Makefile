@@ -1,7 +1,22 @@
-.PHONY: install check test
-install:
-	python3 -m venv .venv && .venv/bin/pip install -e '.[test,dev]'
-check:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
-test:
+# `make test` is the README's test command and what .ci/run calls: it does all
+# the set-up a fresh machine needs (virtualenv, packages, wrk for the
+# benchmark smoke test), then runs the whole suite.
+.PHONY: install test check bench
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q -e '.[test,dev]'
+	touch $@
+
+install: .venv/.installed
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
+	  || echo "wrk not installed: the benchmark smoke test will fail" >&2
+
+test: install
 	.venv/bin/python -m pytest
+
+check: install
+	.venv/bin/ruff check . && .venv/bin/ruff format --check ledger projections gateways loadtests && .venv/bin/mypy
+
+bench: install
+	.venv/bin/python -m loadtests.bench --duration 10 --write

@@ -241,6 +241,8 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
         "fingerprint": fingerprint,
     }
     relaxed = gateway_facts
+    order_id: str | None
+    amount: int | None
     if kind == "order.placed":
         order_id, channel = _require_order(raw)
         return Command(
@@ -256,7 +258,8 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
             order_id, channel = None, _channel(raw, required=False)
         else:
             order_id, channel = _require_order(raw, channel_required=not relaxed)
-        status = source = None
+        status: str | None = None
+        source: str | None = None
         if kind == "order.status_noted":
             status = _text(raw, "status", _STATUS, required=True)
             source = _text(raw, "source", _STATUS, required=False)

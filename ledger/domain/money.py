@@ -56,7 +56,7 @@ def parse_amount(
     if isinstance(value, bool):
         raise ValidationError("amount must be a decimal string or an integer", field=field)
     if isinstance(value, int):
-        minor = value * 10**digits
+        minor = int(value * 10**digits)
         if value < 0:
             raise ValidationError("amount must not be negative", field=field)
     elif isinstance(value, str):
@@ -70,7 +70,7 @@ def parse_amount(
             raise ValidationError(
                 f"amount has more than {digits} fraction digits for {currency}", field=field
             )
-        minor = int(whole) * 10**digits + int(fraction.ljust(digits, "0") or "0")
+        minor = int(int(whole) * 10**digits + int(fraction.ljust(digits, "0") or "0"))
     else:
         # floats land here: 150000.5 or 1e5 in JSON are refused, never rounded
         raise ValidationError(
