@@ -25,8 +25,9 @@ The same object is returned by ``GET /v1/events``, published on the stream
 - ``payout.sent``: seller_id, amount, currency, reference
 - ``suspense.recorded``: suspense_id, gateway, reason, event (the canonical event that
   could not be applied), amount, currency
-- ``suspense.resolved``: suspense_id, channel, order_id, position (of the applied event)
-- ``reconciliation.recorded``: gateway, date, summary, findings
+- ``suspense.resolved``: suspense_id, channel, order_id (the applied fact is the
+  event before it in the same transaction, on the order's stream)
+- ``reconciliation.recorded``: check, report_sha256, gateway, date, summary, findings
 
 Every type may also carry ``idempotency_key`` and ``metadata``.
 
