@@ -10,7 +10,6 @@ hash-chain check; the rest feeds them pages of the log.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -188,8 +187,8 @@ async def _verify_range(
                 store.read_log_rows(rows[-1][0]["position"], _PAGE_EVENTS, until=until)
             )
         messages = []
-        for message, extra in rows:
-            problem = _unhashed_problem(message, extra)
+        for message, topic, occurred_at_column, origin in rows:
+            problem = _unhashed_problem(message, topic, occurred_at_column, origin)
             if problem is not None:
                 # Mark it as a change to the event's bytes at this position.
                 message = dict(message, type=f"{message['type']} ({problem})")
@@ -312,7 +311,13 @@ async def verify_live(
     if head_position == 0:
         return ChainReport(True, 0, None, None, GENESIS_HASH)
     workers = max(1, min(workers, head_position // 20_000 or 1))
-    bounds = [head_position * i // workers for i in range(workers + 1)]
+    # This process verifies the first range while the others start (a new
+    # interpreter takes ~0.7 s to import what it needs), so it takes a larger share.
+    first_share = 0.6 if workers == 2 else 1 / workers
+    bounds = [0, int(head_position * first_share)]
+    bounds += [
+        bounds[1] + (head_position - bounds[1]) * i // (workers - 1) for i in range(1, workers)
+    ]
     done = 0
 
     def progress(n: int) -> None:
@@ -324,7 +329,12 @@ async def verify_live(
     if workers == 1 or dsn is None:
         reports = [await _verify_range(store, 0, head_position, progress)]
     else:
-        reports = await _verify_in_processes(dsn, bounds, progress)
+        others = asyncio.ensure_future(_verify_in_processes(dsn, bounds[1:], progress))
+        try:
+            first = await _verify_range(store, bounds[0], bounds[1], progress)
+        finally:
+            rest = await others
+        reports = [first, *rest]
     return _stitch(reports, head_hash)
 
 
@@ -351,25 +361,20 @@ def _stitch(reports: list[_RangeReport], head_hash: str) -> ChainReport:
     return ChainReport(True, checked, None, None, last_hash)
 
 
-@functools.lru_cache(maxsize=4096)
-def _instant(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def _unhashed_problem(message: dict[str, Any], extra: dict[str, Any]) -> str | None:
+def _unhashed_problem(
+    message: dict[str, Any], topic: str, occurred_at_column: datetime, origin: str | None
+) -> str | None:
     """What the library or our queries read from a row besides the hashed fields."""
-    topic = extra["topic"]
     if TYPE_BY_TOPIC.get(topic) != message["type"]:
         return f"topic {topic}"
     # The library builds the aggregate class from originator_topic (created events).
-    origin = extra["originator_topic"]
     if origin is not None and origin != topic.rsplit(".", 1)[0]:
         return f"originator_topic {origin}"
     try:
-        hashed = _instant(message["occurred_at"])
+        hashed = datetime.fromisoformat(message["occurred_at"])
     except (TypeError, ValueError):
         return "occurred_at unreadable"
-    if extra["occurred_at_column"] != hashed:
+    if occurred_at_column != hashed:
         return "occurred_at column differs from the event"
     return None
 

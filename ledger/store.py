@@ -594,20 +594,30 @@ class EventStore:
 
     async def read_log_rows(
         self, after: int, limit: int, *, until: int | None = None
-    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    ) -> list[tuple[dict[str, Any], str, datetime, str | None]]:
         """Messages with what the chain does not cover, for the auditor's checks:
         the library topic, the ``occurred_at`` column and the state's own
-        bookkeeping fields (``originator_topic``)."""
+        bookkeeping field ``originator_topic``."""
         rows = await self._pool.fetch(_READ_LOG_WITH_TOPIC, after, limit, until or 2**62)
         out = []
+        append = out.append
         for r in rows:
+            # positional access, same fields as message_from_row: this is the
+            # verifier's inner loop (see _READ_LOG_WITH_TOPIC for the order)
+            position, stream_id, version, kind, topic, _raw, occurred_at, recorded_at, h, prev = r
             state = _state_of(r)
-            extra = {
-                "topic": r["topic"],
-                "occurred_at_column": r["occurred_at"],
-                "originator_topic": state.get("originator_topic"),
+            message = {
+                "position": position,
+                "stream_id": stream_id,
+                "version": version,
+                "type": kind,
+                "data": event_data(state),
+                "occurred_at": state["occurred_at"],
+                "recorded_at": format_instant(recorded_at),
+                "hash": h,
+                "prev_hash": prev,
             }
-            out.append((message_from_row(r, state), extra))
+            append((message, topic, occurred_at, state.get("originator_topic")))
         return out
 
     async def iter_log(
@@ -736,9 +746,9 @@ _READ_LOG_KNOWN: Final = (
     " ORDER BY notification_id LIMIT $2"
 )
 _READ_LOG_WITH_TOPIC: Final = (
-    f"SELECT notification_id, originator_id, originator_version, type, topic, state, occurred_at,"
-    f" recorded_at, hash, prev_hash FROM {EVENTS_TABLE} WHERE notification_id > $1"
-    " AND notification_id <= $3 ORDER BY notification_id LIMIT $2"
+    f"SELECT notification_id, originator_id::text AS originator_id, originator_version, type,"
+    f" topic, state, occurred_at, recorded_at, hash, prev_hash FROM {EVENTS_TABLE}"
+    " WHERE notification_id > $1 AND notification_id <= $3 ORDER BY notification_id LIMIT $2"
 )
 
 
