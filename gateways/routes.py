@@ -407,8 +407,16 @@ async def list_suspense(request: web.Request) -> web.Response:
             raise ValidationError("limit must be an integer", field="limit") from None
         if not 1 <= limit <= SUSPENSE_PAGE_MAX:
             raise ValidationError(f"limit must be 1-{SUSPENSE_PAGE_MAX}", field="limit")
-    rows = await request.app[STORE].open_suspense(limit)
-    return json_response({"suspense": [_entry_json(row) for row in rows]})
+    after_text = request.query.get("after", "0")
+    try:
+        after = int(after_text)
+    except ValueError:
+        raise ValidationError("after must be a log position", field="after") from None
+    if not 0 <= after <= 2**62:
+        raise ValidationError("after must be a log position", field="after")
+    rows = await request.app[STORE].open_suspense(limit, after)
+    next_after = rows[-1]["position"] if len(rows) == limit else None
+    return json_response({"suspense": [_entry_json(row) for row in rows], "next_after": next_after})
 
 
 @require("admin")

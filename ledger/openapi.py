@@ -254,8 +254,16 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/suspense": {
             "get": _op(
-                "Gateway money that could not be applied",
-                {"200": _json(_obj(suspense={"type": "array"}))},
+                "Gateway money that could not be applied (open entries, in log order)",
+                {
+                    "200": _json(
+                        _obj(suspense={"type": "array"}, next_after={"type": ["integer", "null"]})
+                    )
+                },
+                params=[
+                    _q("after", {"type": "integer", "minimum": 0}),
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                ],
             ),
         },
         "/v1/suspense/{suspense_id}/resolve": {

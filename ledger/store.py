@@ -676,11 +676,14 @@ class EventStore:
         return None if row is None else (row["role"], row["seller_id"])
 
     # -- suspense -------------------------------------------------------------------
-    async def open_suspense(self, limit: int = 1000) -> list[dict[str, Any]]:
+    async def open_suspense(self, limit: int = 1000, after: int = 0) -> list[dict[str, Any]]:
+        """Open entries in log order, a page of ``limit`` after position ``after``."""
         rows = await self._pool.fetch(
             "SELECT id, gateway, reason, event, amount_minor, currency, position, recorded_at"
-            " FROM suspense_entries WHERE resolved_position IS NULL ORDER BY position LIMIT $1",
+            " FROM suspense_entries WHERE resolved_position IS NULL AND position > $2"
+            " ORDER BY position LIMIT $1",
             limit,
+            after,
         )
         return [dict(r) for r in rows]
 

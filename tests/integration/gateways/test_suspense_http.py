@@ -251,3 +251,23 @@ async def test_list_limit(hooks: Hooks, uid) -> None:
     for bad in ("0", "1001", "x"):
         status, body = await hooks.get(f"/v1/suspense?limit={bad}")
         assert status == 422, body
+
+
+async def test_list_pages_by_position(hooks: Hooks, uid) -> None:
+    """Every open entry is reachable by paging with ``after`` = the last page's ``next_after``."""
+    mine = {(await _suspended_payment(hooks, uid))[1] for _ in range(3)}
+    seen: list[dict] = []
+    after = 0
+    for _ in range(10_000):
+        status, body = await hooks.get(f"/v1/suspense?limit=2&after={after}")
+        assert status == 200, body
+        assert all(e["position"] > after for e in body["suspense"])
+        seen.extend(body["suspense"])
+        if body["next_after"] is None:
+            break
+        after = body["next_after"]
+    positions = [e["position"] for e in seen]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert mine <= {e["id"] for e in seen}
+    status, body = await hooks.get("/v1/suspense?after=x")
+    assert status == 422, body
