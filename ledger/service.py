@@ -22,10 +22,9 @@ import asyncio
 import functools
 import hashlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from uuid import UUID
 
@@ -49,7 +48,6 @@ from ledger.domain.errors import (
     LedgerError,
     NotFound,
     OrderExists,
-    RuleViolation,
     SellerExists,
     SuspenseClosed,
     Unavailable,
@@ -150,9 +148,6 @@ class _Batch:
     def remember(self, aggregate: Aggregate, base_version: int) -> None:
         self.touched[aggregate.id] = aggregate
         self.base_versions.setdefault(aggregate.id, base_version)
-
-    def pending_account_delta(self, seller_id: str, currency: str) -> AccountDelta:
-        return self.accounts.setdefault((seller_id, currency), AccountDelta(seller_id, currency))
 
 
 class Ledger:
@@ -373,8 +368,6 @@ class Ledger:
     # -- lookups used by the gateways -------------------------------------------------
     async def resolve_order(self, command: Command) -> Command:
         """Fills in the channel (by order id alone) or the order (by the refunded payment)."""
-        from dataclasses import replace
-
         if command.order_id is None and command.payment_ref is not None:
             gateway = command.gateway or command.source
             if gateway is None:
@@ -572,12 +565,9 @@ class Ledger:
         paid_out: int = 0,
     ) -> AccountDelta:
         delta = AccountDelta(seller_id, currency, pending, captured, refunded, fees, paid_out)
-        total = batch.pending_account_delta(seller_id, currency)
-        total.pending_minor += pending
-        total.captured_minor += captured
-        total.refunded_minor += refunded
-        total.fees_minor += fees
-        total.paid_out_minor += paid_out
+        batch.accounts.setdefault((seller_id, currency), AccountDelta(seller_id, currency)).add(
+            delta
+        )
         return delta
 
     def _events(self, aggregates: list[Aggregate]) -> list[NewEvent]:
@@ -610,11 +600,12 @@ class Ledger:
             base_versions[ev.stream_id] = min(base_versions[ev.stream_id], ev.version - 1)
         return Unit(events=events, base_versions=base_versions)
 
-    async def read_aggregate(self, stream_id: UUID) -> Aggregate | None:
-        """A fresh replay from the database, for readers: never the writer's cache,
-        which may hold a decision whose transaction has not committed yet."""
-        streams = await self.store.load_streams([stream_id])
-        return self._replay(streams.get(stream_id, []))
+    async def read_stream(self, stream_id: UUID) -> tuple[Aggregate | None, list[dict[str, Any]]]:
+        """A fresh replay from the database and the stream's messages, in one query:
+        for readers, never the writer's cache, which may hold a decision whose
+        transaction has not committed yet."""
+        rows = await self.store.stream_rows(stream_id)
+        return self._replay([row for _, row in rows]), [message for message, _ in rows]
 
     # -- loading and caching -------------------------------------------------------------
     async def _load(self, stream_id: UUID) -> Aggregate | None:
@@ -932,11 +923,3 @@ class _AlreadyRecorded(Exception):
     def __init__(self, stream_id: UUID) -> None:
         super().__init__(str(stream_id))
         self.stream_id = stream_id
-
-
-def is_rule_violation(error: BaseException) -> bool:
-    return isinstance(error, RuleViolation)
-
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000

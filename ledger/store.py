@@ -203,6 +203,13 @@ class AccountDelta:
     def available_minor(self) -> int:
         return self.captured_minor - self.refunded_minor - self.fees_minor - self.paid_out_minor
 
+    def add(self, other: AccountDelta) -> None:
+        self.pending_minor += other.pending_minor
+        self.captured_minor += other.captured_minor
+        self.refunded_minor += other.refunded_minor
+        self.fees_minor += other.fees_minor
+        self.paid_out_minor += other.paid_out_minor
+
 
 @dataclass(slots=True)
 class Unit:
@@ -346,13 +353,6 @@ class EventStore:
         )
         return None if row is None else {k: int(v) for k, v in row.items()}
 
-    async def seller_currencies(self, seller_id: str) -> list[str]:
-        rows = await self._pool.fetch(
-            "SELECT currency FROM seller_accounts WHERE seller_id = $1 ORDER BY currency", seller_id
-        )
-        return [r["currency"] for r in rows]
-
-    # -- the append ----------------------------------------------------------------
     async def commit(
         self, units: Sequence[Unit], conn: asyncpg.Connection | None = None
     ) -> CommitOutcome:
@@ -423,15 +423,10 @@ class EventStore:
                         )
                     )
                 for delta in unit.accounts:
-                    total = accounts.setdefault(
+                    accounts.setdefault(
                         (delta.seller_id, delta.currency),
                         AccountDelta(delta.seller_id, delta.currency),
-                    )
-                    total.pending_minor += delta.pending_minor
-                    total.captured_minor += delta.captured_minor
-                    total.refunded_minor += delta.refunded_minor
-                    total.fees_minor += delta.fees_minor
-                    total.paid_out_minor += delta.paid_out_minor
+                    ).add(delta)
                 order_rows.extend(unit.order_index)
                 payment_rows.extend(unit.payment_index)
                 channel_rows.extend(unit.channel_accounts)
@@ -635,13 +630,30 @@ class EventStore:
             after = rows[-1]["notification_id"]
 
     async def stream_history(self, stream_id: UUID) -> list[dict[str, Any]]:
+        return [message for message, _ in await self.stream_rows(stream_id)]
+
+    async def stream_rows(self, stream_id: UUID) -> list[tuple[dict[str, Any], StoredRow]]:
+        """One stream's events, each as the published message and as the library's row."""
         rows = await self._pool.fetch(
-            f"SELECT notification_id, originator_id, originator_version, type, state,"
+            f"SELECT notification_id, originator_id, originator_version, type, topic, state,"
             f" recorded_at, hash, prev_hash FROM {EVENTS_TABLE} WHERE originator_id = $1"
             " ORDER BY originator_version",
             stream_id,
         )
-        return [message_from_row(r) for r in rows]
+        return [
+            (
+                message_from_row(r),
+                StoredRow(r["originator_id"], r["originator_version"], r["topic"], r["state"]),
+            )
+            for r in rows
+        ]
+
+    async def stream_exists(self, stream_id: UUID) -> bool:
+        return bool(
+            await self._pool.fetchval(
+                f"SELECT 1 FROM {EVENTS_TABLE} WHERE originator_id = $1 LIMIT 1", stream_id
+            )
+        )
 
     # -- relay ----------------------------------------------------------------------
     async def relay_checkpoint(self, stream: str) -> int:
