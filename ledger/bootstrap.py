@@ -13,14 +13,15 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from ledger.embedded import EmbeddedNats, EmbeddedPostgres
-from ledger.relay import Relay, RelayConfig
 from ledger.settings import Settings
 from ledger.store import EventStore
+
+if TYPE_CHECKING:  # imported where used: `omniledger verify` should not load NATS or HTTP
+    from ledger.relay import RelayConfig
 
 log = logging.getLogger("omniledger")
 
@@ -56,6 +57,8 @@ async def embedded_servers(
     settings: Settings, *, need_nats: bool = True
 ) -> AsyncIterator[Settings]:
     """Starts embedded PostgreSQL / NATS under ``data_dir`` where no URL is given."""
+    from ledger.embedded import EmbeddedNats, EmbeddedPostgres
+
     servers = Servers(settings)
     data_dir = settings.data_dir.resolve()
     try:
@@ -135,6 +138,8 @@ def extensions(settings: Settings, pool: asyncpg.Pool) -> list[Any]:
 
 
 def relay_config(settings: Settings) -> RelayConfig:
+    from ledger.relay import RelayConfig
+
     assert settings.nats_url is not None, "OMNILEDGER_NATS_URL is not set"
     return RelayConfig(
         nats_url=settings.nats_url,
@@ -149,6 +154,8 @@ def relay_config(settings: Settings) -> RelayConfig:
 
 
 async def run_relay(settings: Settings, pool: asyncpg.Pool) -> None:
+    from ledger.relay import Relay
+
     await Relay(pool, relay_config(settings)).run()
 
 

@@ -17,12 +17,13 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from ledger.bootstrap import admin_key_for, connect, embedded_servers, migrated_store
 from ledger.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("omniledger")
 
@@ -53,6 +54,8 @@ async def _run_service(
     settings: Settings, *, http: bool, relay: bool, projections: bool, announce_key: bool
 ) -> None:
     """Runs the chosen parts in this process until SIGINT/SIGTERM."""
+    from aiohttp import web
+
     from ledger import bootstrap as wiring
     from ledger.http import create_app, install_admin_key
     from ledger.service import Ledger
@@ -201,57 +204,84 @@ def _progress(total: int, label: str) -> Any:
     )
 
 
-async def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from ledger.chain import iter_jsonl, verify_messages
-
+def _cmd_verify(settings: Settings, args: argparse.Namespace) -> Awaitable[int]:
     if args.file:
-        import itertools
+        return _verify_file(args.file)
+    # The helper processes are forked here, before the event loop exists (see ledger.verify).
+    from ledger.verify import RANGE_EVENTS_MIN, RangeHelpers
 
-        from ledger.chain import MalformedExport
-        from ledger.messages import GENESIS_HASH
+    assert settings.database_url is not None
+    processes = args.workers or min(os.cpu_count() or 1, _VERIFY_PROCESSES_MAX)
+    helpers = RangeHelpers.fork(settings.database_url, processes - 1) if processes > 1 else None
+    # --workers N asks for N ranges however short the log: that is how tests cover the split
+    range_min = 1 if args.workers else RANGE_EVENTS_MIN
+    return _verify_live(settings, helpers, range_min)
 
-        lines = iter_jsonl(args.file)
-        start_position, start_prev_hash = 1, GENESIS_HASH
+
+#: Enough to keep PostgreSQL busy serving rows; more processes only add connections.
+_VERIFY_PROCESSES_MAX = 8
+
+
+async def _verify_live(settings: Settings, helpers: Any, range_min: int) -> int:
+    from ledger.verify import verify_live
+
+    pool = await connect(settings, pool_size_max=2)
+    try:
+        store = await migrated_store(pool)
+        head, _ = await store.head()
+        bar = _progress(head, "verify")
         try:
-            first = next(lines, None)
-        except MalformedExport as e:
-            print(f"BROKEN at position 1: {e.message}")
-            return 1
-        if first is not None:
-            lines = itertools.chain([first], lines)
-            position = first.get("position")
-            if isinstance(position, int) and position > 1:
-                # An --after window: it starts where the export says it does;
-                # only the live log (omniledger verify) can vouch for that start.
-                start_position, start_prev_hash = position, str(first.get("prev_hash"))
-                print(f"window starting at position {position}", file=sys.stderr)
-        bar = _progress(0, "verify")
-        report = await asyncio.to_thread(
-            verify_messages,
-            lines,
-            start_position=start_position,
-            start_prev_hash=start_prev_hash,
-            on_progress=lambda checked, _pos: bar.update(checked - bar.n),
-        )
-        bar.close()
-    else:
-        from ledger.audit import verify_live
-
-        pool = await connect(settings, pool_size_max=2)
-        try:
-            store = await migrated_store(pool)
-            head, _ = await store.head()
-            bar = _progress(head, "verify")
             report = await verify_live(
                 store,
-                on_progress=lambda checked, _pos: bar.update(checked - bar.n),
-                dsn=settings.database_url,
-                workers=os.cpu_count() or 1,
+                helpers=helpers,
+                range_events_min=range_min,
+                on_progress=lambda checked: bar.update(checked - bar.n),
             )
-            bar.update(report.checked - bar.n)
+        except RuntimeError as e:  # a helper process could not finish its range
             bar.close()
-        finally:
-            await pool.close()
+            print(f"omniledger verify: could not verify: {e}", file=sys.stderr)
+            return 2
+        bar.update(report.checked - bar.n)
+        bar.close()
+    finally:
+        await pool.close()
+    return _verify_outcome(report)
+
+
+async def _verify_file(path: str) -> int:
+    import itertools
+
+    from ledger.chain import MalformedExport, iter_jsonl, verify_messages
+    from ledger.messages import GENESIS_HASH
+
+    lines = iter_jsonl(path)
+    start_position, start_prev_hash = 1, GENESIS_HASH
+    try:
+        first = next(lines, None)
+    except MalformedExport as e:
+        print(f"BROKEN at position 1: {e.message}")
+        return 1
+    if first is not None:
+        lines = itertools.chain([first], lines)
+        position = first.get("position")
+        if isinstance(position, int) and position > 1:
+            # An --after window: it starts where the export says it does;
+            # only the live log (omniledger verify) can vouch for that start.
+            start_position, start_prev_hash = position, str(first.get("prev_hash"))
+            print(f"window starting at position {position}", file=sys.stderr)
+    bar = _progress(0, "verify")
+    report = await asyncio.to_thread(
+        verify_messages,
+        lines,
+        start_position=start_position,
+        start_prev_hash=start_prev_hash,
+        on_progress=lambda checked, _pos: bar.update(checked - bar.n),
+    )
+    bar.close()
+    return _verify_outcome(report)
+
+
+def _verify_outcome(report: Any) -> int:
     if report.ok:
         print(f"ok: {report.checked} events, chain intact, last hash {report.last_hash}")
         return 0
@@ -420,6 +450,14 @@ def _parser() -> argparse.ArgumentParser:
     add("migrate", "create or upgrade the schema", _cmd_migrate)
     p = add("verify", "check the hash chain of the live log or of an export", _cmd_verify)
     p.add_argument("--file", help="a JSON Lines export to check instead of the live log")
+    p.add_argument(
+        "--workers",
+        type=int,
+        choices=range(1, 65),
+        metavar="N",
+        help="processes verifying ranges of the live log in parallel (default: one per CPU, "
+        "at most 8, and only for ranges of 20,000 events or more)",
+    )
     p = add("export", "write the log as JSON Lines or a beancount ledger", _cmd_export)
     p.add_argument("--after", type=int, default=0, help="start after this position")
     p.add_argument("--until", type=int, default=None, help="stop at this position")

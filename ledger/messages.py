@@ -51,6 +51,7 @@ __all__ = [
     "canonical_bytes",
     "chain_hash",
     "format_instant",
+    "hash_fields",
     "subject_for",
 ]
 
@@ -87,8 +88,14 @@ def canonical_bytes(message: dict[str, Any]) -> bytes:
 
 def chain_hash(prev_hash: str, message: dict[str, Any]) -> str:
     """SHA-256 over the previous hash's bytes followed by the canonical bytes, as hex."""
+    return hash_fields(prev_hash, {name: message[name] for name in _HASHED_FIELDS})
+
+
+def hash_fields(prev_hash: str, hashed: dict[str, Any]) -> str:
+    """:func:`chain_hash` for a message already cut down to its hashed fields
+    (the verifier builds exactly those from each stored row)."""
     digest = hashlib.sha256(bytes.fromhex(prev_hash))
-    digest.update(canonical_bytes(message))
+    digest.update(orjson.dumps(hashed, option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()
 
 

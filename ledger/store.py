@@ -587,33 +587,15 @@ class EventStore:
         )
         return [message_from_row(r) for r in rows]
 
-    async def read_log_rows(
-        self, after: int, limit: int, *, until: int | None = None
-    ) -> list[tuple[dict[str, Any], str, datetime, str | None]]:
-        """Messages with what the chain does not cover, for the auditor's checks:
-        the library topic, the ``occurred_at`` column and the state's own
-        bookkeeping field ``originator_topic``."""
-        rows = await self._pool.fetch(_READ_LOG_WITH_TOPIC, after, limit, until or 2**62)
-        out = []
-        append = out.append
-        for r in rows:
-            # positional access, same fields as message_from_row: this is the
-            # verifier's inner loop (see _READ_LOG_WITH_TOPIC for the order)
-            position, stream_id, version, kind, topic, _raw, occurred_at, recorded_at, h, prev = r
-            state = _state_of(r)
-            message = {
-                "position": position,
-                "stream_id": stream_id,
-                "version": version,
-                "type": kind,
-                "data": event_data(state),
-                "occurred_at": state["occurred_at"],
-                "recorded_at": format_instant(recorded_at),
-                "hash": h,
-                "prev_hash": prev,
-            }
-            append((message, topic, occurred_at, state.get("originator_topic")))
-        return out
+    async def read_stored_rows(self, after: int, limit: int, *, until: int) -> list[asyncpg.Record]:
+        """Positions ``(after, until]`` as stored, for the verifier to re-hash.
+
+        Each record is, by index: position, stream_id (text), version, type,
+        library topic, state (bytes), occurred_at column, recorded_at, hash,
+        prev_hash (see ``_READ_STORED``). Nothing is decoded here: reading a
+        tampered row must not fail, it must be named.
+        """
+        return await self._pool.fetch(_READ_STORED, after, limit, until)
 
     async def iter_log(
         self, after: int = 0, until: int | None = None, page_size: int = 5000
@@ -760,7 +742,7 @@ _READ_LOG_KNOWN: Final = (
     f" hash, prev_hash FROM {EVENTS_TABLE} WHERE notification_id > $1 AND recorded_at <= $3"
     " ORDER BY notification_id LIMIT $2"
 )
-_READ_LOG_WITH_TOPIC: Final = (
+_READ_STORED: Final = (
     f"SELECT notification_id, originator_id::text AS originator_id, originator_version, type,"
     f" topic, state, occurred_at, recorded_at, hash, prev_hash FROM {EVENTS_TABLE}"
     " WHERE notification_id > $1 AND notification_id <= $3 ORDER BY notification_id LIMIT $2"

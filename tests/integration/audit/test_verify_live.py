@@ -267,15 +267,69 @@ ALTERATIONS = {
 }
 
 
+#: One process, and three: ranges (0, 4], (4, 8], (8, 13] of the 13-event history
+#: verified by this process and two forked helpers, then stitched.
+PROCESSES = {"one process": ("--workers", "1"), "three processes": ("--workers", "3")}
+
+
+@pytest.mark.parametrize("processes", list(PROCESSES))
 @pytest.mark.parametrize("alteration", list(ALTERATIONS))
 async def test_an_altered_row_is_detected_and_named(
-    alteration: str, history: History, apool: asyncpg.Pool, cli: CliRunner
+    alteration: str, processes: str, history: History, apool: asyncpg.Pool, cli: CliRunner
 ) -> None:
     written = await write_history(history)
     bad = await ALTERATIONS[alteration](apool, written)
-    run = await cli("verify")
+    run = await cli("verify", *PROCESSES[processes])
     assert_broken_at(run, bad)
     assert f"({bad - 1} events before it are intact)" in run.out, run.out
+
+
+@pytest.mark.parametrize("processes", list(PROCESSES))
+async def test_an_intact_log_verifies_in_ranges(
+    processes: str, history: History, apool: asyncpg.Pool, cli: CliRunner
+) -> None:
+    written = await write_history(history)
+    run = await cli("verify", *PROCESSES[processes])
+    assert run.rc == 0, (run.out, run.err)
+    _, head_hash = await head(apool)
+    assert run.out.startswith(f"ok: {written.head} events, chain intact, last hash {head_hash}")
+
+
+@pytest.mark.parametrize("processes", list(PROCESSES))
+@pytest.mark.parametrize("position", [4, 5, 6, 8, 9])
+async def test_a_resealed_chain_and_head_are_named_where_the_link_breaks(
+    position: int, processes: str, history: History, apool: asyncpg.Pool, cli: CliRunner
+) -> None:
+    """The forger re-chains every row from ``position`` on and rewrites the head
+    to match: only the link into ``position`` is left broken. With ranges, each
+    helper takes its first ``prev_hash`` on trust, so at a range's first row
+    (5 and 9) only the stitch of the ranges can see it."""
+    written = await write_history(history)
+    assert written.head == 13  # the boundaries above assume (0, 4], (4, 8], (8, 13]
+    prev = hashlib.sha256(b"a chain of the forger's own").hexdigest()
+    for p in range(position, written.head + 1):
+        forged = message_from_row(await row(apool, p))
+        forged["prev_hash"] = prev
+        prev = chain_hash(prev, forged)
+        await apool.execute(
+            "UPDATE omniledger_events SET hash = $2, prev_hash = $3 WHERE notification_id = $1",
+            p,
+            prev,
+            forged["prev_hash"],
+        )
+    await apool.execute("UPDATE ledger_head SET hash = $1", prev)
+    run = await cli("verify", *PROCESSES[processes])
+    assert_broken_at(run, position)
+    assert f"({position - 1} events before it are intact)" in run.out, run.out
+
+
+async def test_more_processes_than_events(
+    history: History, apool: asyncpg.Pool, cli: CliRunner
+) -> None:
+    await history.seller(f"only-{history.tag}")
+    run = await cli("verify", "--workers", "4")
+    assert run.rc == 0, (run.out, run.err)
+    assert run.out.startswith("ok: 1 events, chain intact")
 
 
 async def test_the_first_of_two_alterations_is_named(
