@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
+
 from ledger.bootstrap import admin_key_for, connect, embedded_servers, migrated_store
 from ledger.settings import Settings, SettingsError
 
@@ -537,6 +539,12 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.run(settings, args))
     except KeyboardInterrupt:
         return 130
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        # PostgreSQL unreachable or refusing us: say so in one line, and never
+        # with exit 1, which `verify` reserves for "the chain is broken"
+        log.debug("%s failed", args.command, exc_info=True)
+        print(f"omniledger {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

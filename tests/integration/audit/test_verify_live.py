@@ -22,7 +22,7 @@ from ledger.domain.catalog import TYPE_BY_TOPIC
 from ledger.messages import chain_hash
 from ledger.store import message_from_row
 
-from .conftest import CliRunner, History, head
+from .conftest import CliRunner, History, head, run_cli
 
 D = "2026-11-30"
 
@@ -403,3 +403,15 @@ async def test_a_changed_originator_topic_in_state_is_detected(
     await edit_state(apool, first_seller_row, originator_topic="ledger.domain.orders:Order")
     assert written.head > 1
     assert_broken_at(await cli("verify"), first_seller_row)
+
+
+@pytest.mark.parametrize("command", [("verify",), ("replay", "--as-of", "2026-12-01T00:00:00Z")])
+async def test_an_unreachable_database_is_exit_2_not_a_broken_chain(
+    command: tuple[str, ...],
+) -> None:
+    """Exit 1 from verify means "tampered"; not reaching PostgreSQL must not look like it."""
+    run = await run_cli("postgresql://postgres@127.0.0.1:9/nowhere", *command)
+    assert run.rc == 2, (run.rc, run.out, run.err)
+    assert "Traceback" not in run.err, run.err
+    assert f"omniledger {command[0]}: ConnectionRefusedError" in run.err, run.err
+    assert "BROKEN" not in run.out and "ok:" not in run.out
