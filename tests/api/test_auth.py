@@ -17,7 +17,7 @@ AT = "2026-11-30T10:00:00+08:00"
 MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/events"): {"admin", "gateway"},
     ("GET", "/v1/events"): {"admin", "auditor"},
-    ("GET", "/v1/orders/{channel}/{order_id}"): {"admin", "auditor", "gateway", "seller"},
+    ("GET", "/v1/orders/{channel}/{order_id}"): {"admin", "auditor", "seller"},
     ("POST", "/v1/sellers"): {"admin"},
     ("POST", "/v1/sellers/{seller_id}/curation"): {"admin"},
     ("POST", "/v1/keys"): {"admin"},
