@@ -214,7 +214,7 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> Awaitable[int]:
 
     assert settings.database_url is not None
     processes = args.workers or min(os.cpu_count() or 1, _VERIFY_PROCESSES_MAX)
-    helpers = RangeHelpers.fork(settings.database_url, processes - 1) if processes > 1 else None
+    helpers = RangeHelpers.fork(settings.database_url, processes - 1)
     # --workers N asks for N ranges however short the log: that is how tests cover the split
     range_min = 1 if args.workers else RANGE_EVENTS_MIN
     return _verify_live(settings, helpers, range_min)

@@ -265,7 +265,10 @@ class RangeHelpers:
         self._counters = counters
 
     @classmethod
-    def fork(cls, dsn: str, count: int) -> RangeHelpers:
+    def fork(cls, dsn: str, count: int) -> RangeHelpers | None:
+        """``count`` helpers, or None where processes cannot be forked (Windows)."""
+        if count < 1 or "fork" not in multiprocessing.get_all_start_methods():
+            return None
         context = multiprocessing.get_context("fork")
         counters = context.RawArray("q", count)  # one slot per helper: a single writer each
         workers = []
