@@ -24,7 +24,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from uuid import UUID
 
@@ -115,6 +115,8 @@ class _Pending:
     streams: tuple[UUID, ...] = ()
     attempts: int = 0
     duplicate_as: type[LedgerError] = IdempotencyConflict
+    #: the stream versions its last decision saw (0: absent), for refusals
+    seen: dict[UUID, int] = field(default_factory=dict)
 
 
 def _make_mapper() -> Mapper[UUID]:
@@ -134,15 +136,16 @@ class _Batch:
         self.accounts: dict[tuple[str, str], AccountDelta] = {}
         #: streams known not to exist when this batch started (prefetched)
         self.absent: set[UUID] = set()
+        #: the versions the decision being made has seen, stream by stream
+        self.seen: dict[UUID, int] = {}
 
     async def get(self, stream_id: UUID) -> Aggregate | None:
-        if stream_id in self.touched:
-            return self.touched[stream_id]
-        if stream_id in self.absent:
-            return None
-        aggregate = await self._ledger._load(stream_id)
-        if aggregate is None:
-            self.absent.add(stream_id)
+        aggregate = self.touched.get(stream_id)
+        if aggregate is None and stream_id not in self.absent:
+            aggregate = await self._ledger._load(stream_id)
+            if aggregate is None:
+                self.absent.add(stream_id)
+        self.seen.setdefault(stream_id, 0 if aggregate is None else aggregate.version)
         return aggregate
 
     def remember(self, aggregate: Aggregate, base_version: int) -> None:
@@ -751,6 +754,7 @@ class Ledger:
             if p.key is not None and p.key in known:
                 self._answer_known(p, known[p.key])
                 continue
+            work.seen = p.seen = {}
             try:
                 unit = await p.decide(work)
             except _AlreadyRecorded as already:
@@ -821,20 +825,54 @@ class Ledger:
         committed meanwhile is answered as the duplicate it is.
         """
         first_drop = min((index for index, _ in retry), default=None)
-        final: list[tuple[_Pending, LedgerError]] = []
+        final: list[tuple[int, _Pending, LedgerError]] = []
         for index, p, error in refused:
             if first_drop is not None and index > first_drop and p.attempts < _ATTEMPTS_MAX:
                 p.attempts += 1
                 retry.append((index, p))
             else:
-                final.append((p, error))
-        keys = [p.key for p, _ in final if p.key is not None]
+                final.append((index, p, error))
+        final = await self._recheck_refusals(final, retry)
+        keys = [p.key for _, p, _ in final if p.key is not None]
         known = await self.store.lookup_keys(keys, self._conn) if keys else {}
-        for p, error in final:
+        for _, p, error in final:
             if p.key is not None and p.key in known:
                 self._answer_known(p, known[p.key])
             else:
                 p.future.set_exception(error)
+
+    async def _recheck_refusals(
+        self,
+        refused: list[tuple[int, _Pending, LedgerError]],
+        retry: list[tuple[int, _Pending]],
+    ) -> list[tuple[int, _Pending, LedgerError]]:
+        """The refusals that stand; those decided on state the log has since
+        moved past are decided again.
+
+        A refusal is never checked under the head lock the way an accepted
+        unit is (its base versions), so a cached aggregate that another
+        replica has changed since (a capture there, then a refund here) would
+        refuse a valid fact, and keep refusing it while cached. So, only when
+        something was refused: if a stream it read now has more events than
+        the decision saw, the cached copy is dropped and the command decided
+        again on a fresh load (at most ``_ATTEMPTS_MAX`` times).
+        """
+        seen = {s for _, p, _ in refused for s in p.seen}
+        if not seen:
+            return refused
+        current = await self.store.stream_versions(list(seen), self._conn)
+        stale = {s for _, p, _ in refused for s, v in p.seen.items() if current.get(s, 0) != v}
+        if not stale:
+            return refused
+        self._evict(stale)
+        standing = []
+        for index, p, error in refused:
+            if stale.intersection(p.seen) and p.attempts < _ATTEMPTS_MAX:
+                p.attempts += 1
+                retry.append((index, p))
+            else:
+                standing.append((index, p, error))
+        return standing
 
     async def _commit_alone(
         self,

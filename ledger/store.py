@@ -307,6 +307,13 @@ class EventStore:
             )
         return streams
 
+    async def stream_versions(
+        self, stream_ids: Sequence[UUID], conn: asyncpg.Connection | None = None
+    ) -> dict[UUID, int]:
+        """The current version of each stream that exists."""
+        rows = await (conn or self._pool).fetch(_RACE_CHECK, list(stream_ids), [])
+        return {r["stream_id"]: r["version"] for r in rows}
+
     async def lookup_keys(
         self, keys: Sequence[str], conn: asyncpg.Connection | None = None
     ) -> dict[str, tuple[bytes, int, UUID, int]]:

@@ -332,3 +332,68 @@ async def test_a_refusal_is_never_decided_on_a_decision_that_did_not_commit(
     finally:
         await client.close()
         await ledger.stop()
+
+
+async def _warm(api: Api, order_id: str) -> None:
+    """Makes ``api``'s writer cache the order (a fact with no money effect)."""
+    status, body = await api.event(
+        type="payment.failed", order_id=order_id, channel="qris",
+        gateway="midtrans", gateway_ref=uuid.uuid4().hex,
+    )  # fmt: skip
+    assert status == 201, body
+
+
+async def test_a_refusal_is_not_decided_on_a_cache_another_replica_made_stale(api, replica, uid):
+    """Replica A caches an unpaid order; replica B captures it; a refund sent to A
+    is valid and must be recorded, not refused on A's stale copy (and not once
+    and again on every retry while the copy stays cached)."""
+    seller, order_id = uid("s"), uid("o")
+    await api.seller(seller)
+    await api.place(seller, order_id, "100")
+    await _warm(api, order_id)
+    status, body = await replica.capture(order_id, "100")
+    assert status == 201, body
+    status, body = await api.event(
+        type="refund.issued", order_id=order_id, channel="qris", amount="40",
+        gateway="midtrans", gateway_ref=uuid.uuid4().hex,
+    )  # fmt: skip
+    assert status == 201, body
+    status, order = await api.get(f"/v1/orders/qris/{order_id}")
+    assert (order["captured"], order["refunded"]) == ("100.00", "40.00"), order
+    assert (await api.balance(seller))["available"] == "60.00"
+
+
+async def test_a_cancel_is_not_refused_as_paid_on_a_stale_cache(api, replica, uid):
+    """A paid order fully refunded on replica B may be cancelled on replica A,
+    which cached it while it was paid."""
+    seller, order_id = uid("s"), uid("o")
+    await api.seller(seller)
+    await api.place(seller, order_id, "100")
+    status, body = await api.capture(order_id, "100")
+    assert status == 201, body
+    status, body = await replica.event(
+        type="refund.issued", order_id=order_id, channel="qris", amount="100",
+        gateway="midtrans", gateway_ref=uuid.uuid4().hex,
+    )  # fmt: skip
+    assert status == 201, body
+    status, body = await api.event(type="order.cancelled", order_id=order_id, channel="qris")
+    assert status == 201, body
+    status, order = await api.get(f"/v1/orders/qris/{order_id}")
+    assert order["status"] == "cancelled", order
+
+
+async def test_a_refusal_on_fresh_state_still_stands(api, replica, uid):
+    """The re-check changes nothing when the refusal was right: a refund beyond
+    what was captured is refused from either replica, whatever they cached."""
+    seller, order_id = uid("s"), uid("o")
+    await api.seller(seller)
+    await api.place(seller, order_id, "100")
+    await _warm(api, order_id)
+    status, body = await replica.capture(order_id, "30")
+    assert status == 201, body
+    for a in (api, replica):
+        status, body = await a.event(
+            type="refund.issued", order_id=order_id, channel="qris", amount="40",
+            gateway="midtrans", gateway_ref=uuid.uuid4().hex,
+        )  # fmt: skip
+        assert (status, body["error"]["code"]) == (422, "refund_exceeds_captured"), body
