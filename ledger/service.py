@@ -502,6 +502,8 @@ class Ledger:
             )
         elif c.type == "payment.failed":
             assert c.gateway and c.gateway_ref
+            if c.currency_stated:
+                order.check_currency(c.currency)
             order.fail_payment(
                 gateway=c.gateway,
                 gateway_ref=c.gateway_ref,
@@ -511,6 +513,8 @@ class Ledger:
                 metadata=c.metadata,
             )
         elif c.type == "order.cancelled":
+            if c.currency_stated:
+                order.check_currency(c.currency)
             order.cancel(occurred_at=at, idempotency_key=c.idempotency_key, metadata=c.metadata)
             unit_accounts.append(
                 self._delta(batch, order.seller_id, order.currency, pending=-unpaid_before)
@@ -680,7 +684,17 @@ class Ledger:
         loop = asyncio.get_running_loop()
         if key is not None and key in self._in_flight:
             first = self._in_flight[key]
-            result = await asyncio.shield(first.future)
+            try:
+                result = await asyncio.shield(first.future)
+            except LedgerError:
+                if first.fingerprint == fingerprint:
+                    raise  # the same request: the same answer
+                # The first body was refused and its key is still free: this
+                # one is decided on its own, as if it had come second.
+                return await self._submit(
+                    decide, shown_key, fingerprint,
+                    duplicate_as=duplicate_as, internal=internal, hints=hints,
+                )  # fmt: skip
             if first.fingerprint != fingerprint:
                 raise duplicate_as(
                     "this idempotency key was used with a different body", field="idempotency_key"

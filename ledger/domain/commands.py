@@ -81,6 +81,9 @@ class Command:
     amount_minor: int | None = None
     fee_minor: int = 0
     currency: str = "IDR"
+    #: whether the body named a currency (a cancel or failed payment need not,
+    #: but one that does must name its order's)
+    currency_stated: bool = False
     gateway: str | None = None
     gateway_ref: str | None = None
     payment_ref: str | None = None
@@ -108,7 +111,7 @@ _RFC3339 = re.compile(
 
 
 _EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
-_LATEST: Final = datetime(2999, 12, 31, tzinfo=UTC)
+_LATEST: Final = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def parse_timestamp(value: object, field_name: str = "occurred_at") -> datetime:
@@ -237,6 +240,7 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
         "idempotency_key": key,
         "occurred_at": occurred_at,
         "currency": currency,
+        "currency_stated": raw.get("currency") is not None,
         "metadata": _metadata(raw),
         "fingerprint": fingerprint,
     }

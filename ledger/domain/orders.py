@@ -79,7 +79,8 @@ class Order(Aggregate):
         """What the buyer still owes while the order is open."""
         return 0 if self.cancelled else max(self.amount_minor - self.captured_minor, 0)
 
-    def _check_currency(self, currency: str) -> None:
+    def check_currency(self, currency: str) -> None:
+        """Refuses a fact in another currency than the order's."""
         if currency != self.currency:
             raise CurrencyMismatch(
                 f"order {self.order_id} is in {self.currency}, not {currency}",
@@ -101,7 +102,7 @@ class Order(Aggregate):
     ) -> None:
         if self.cancelled:
             raise OrderClosed(f"order {self.order_id} is cancelled")
-        self._check_currency(currency)
+        self.check_currency(currency)
         if self.captured_minor + amount_minor > self.amount_minor:
             raise Overpayment(
                 f"captures would total more than the order amount of {self.order_id}",
@@ -193,7 +194,7 @@ class Order(Aggregate):
         idempotency_key: str,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self._check_currency(currency)
+        self.check_currency(currency)
         if self.refunded_minor + amount_minor > self.captured_minor:
             raise RefundExceedsCaptured(
                 f"refunds would total more than was captured for {self.order_id}",

@@ -114,6 +114,26 @@ async def test_concurrent_copies_with_two_bodies_one_wins_the_others_conflict(ap
     assert len(await events_with_key(api, key, after)) == 1
 
 
+async def test_a_concurrent_copy_with_another_body_is_decided_when_the_first_is_refused(
+    api, uid
+):
+    """Sent together under one key: an overpaying capture (refused, so the key
+    stays free) and a capture that fits. The second is decided on its own body,
+    as it would be had it come after the refusal."""
+    seller, order_id, key = uid("s"), uid("o"), uid("k")
+    await api.seller(seller)
+    await api.place(seller, order_id, "100")
+    (s1, too_much), (s2, fits) = await asyncio.gather(
+        api.capture(order_id, "200", idempotency_key=key),
+        api.capture(order_id, "50", idempotency_key=key),
+    )
+    assert (s1, too_much["error"]["code"]) == (422, "overpayment"), too_much
+    assert (s2, fits["status"]) == (201, "recorded"), fits
+    status, again = await api.capture(order_id, "200", idempotency_key=key)
+    assert (status, again["error"]["code"]) == (409, "idempotency_conflict"), again
+    assert (await api.balance(seller))["captured_total"] == "50.00"
+
+
 async def test_a_rejected_event_does_not_burn_its_key(api, store, uid):
     seller = uid("s")
     await api.seller(seller)

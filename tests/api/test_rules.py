@@ -207,6 +207,25 @@ async def test_currency_mismatch(api, store, uid):
     )  # fmt: skip
 
 
+async def test_a_cancel_or_failed_payment_naming_another_currency_is_refused(api, store, uid):
+    """Neither needs a currency; one that names one must name its order's."""
+    seller = uid("s")
+    await api.seller(seller)
+    await api.place(seller, uid("o"), "100")  # IDR
+    failed = {"type": "payment.failed", "order_id": uid("o"), "channel": "qris",
+              "gateway": "midtrans", "gateway_ref": uid("g")}  # fmt: skip
+    await refused(api, store, "currency_mismatch", lambda: api.event(**failed, currency="USD"))
+    await refused(
+        api, store, "currency_mismatch",
+        lambda: api.event(type="order.cancelled", order_id=uid("o"), channel="qris",
+                          currency="USD"),
+    )  # fmt: skip
+    assert (await api.event(**failed, currency="IDR"))[0] == 201
+    assert (await api.event(**failed | {"gateway_ref": uid("g2")}))[0] == 201
+    status, body = await api.event(type="order.cancelled", order_id=uid("o"), channel="qris")
+    assert status == 201, body
+
+
 async def test_validation_errors_are_422_naming_the_field_and_record_nothing(api, store, uid):
     seller = uid("s")
     await api.seller(seller)

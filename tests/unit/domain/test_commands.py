@@ -328,3 +328,24 @@ def test_client_commands_may_not_use_gateway_only_forms() -> None:
     assert refused(body("payment.captured", channel=_DROP)).field == "channel"
     refund = body("refund.issued", order_id=_DROP, channel=_DROP, payment_ref="pay-1")
     assert refused(refund).field == "order_id"
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("2000-01-01T00:00:00Z", True),
+        ("1999-12-31T23:59:59.999999Z", False),
+        ("2999-12-31T23:59:59.999999Z", True),  # the whole last day counts
+        ("2999-12-31T23:59:59+00:00", True),
+        ("3000-01-01T00:00:00Z", False),
+        ("3000-01-01T07:00:00+08:00", True),  # 2999-12-31T23:00Z
+    ],
+)
+def test_timestamps_lie_between_2000_01_01_and_2999_12_31_inclusive(
+    text: str, accepted: bool
+) -> None:
+    if accepted:
+        assert parse_timestamp(text).year in (2000, 2999, 3000)
+    else:
+        with pytest.raises(ValidationError, match="between 2000-01-01 and 2999-12-31"):
+            parse_timestamp(text)
