@@ -17,7 +17,10 @@ Mapping (``transaction_status``; ``fraud_status`` may be absent):
   ``settlement`` after its ``capture`` yields the same key AND the same body,
   so the ledger sees an exact duplicate, not a second payment.
 - ``refund`` / ``partial_refund`` -> one ``refund.issued`` per entry of the
-  ``refunds`` list, keyed ``midtrans:refund:<transaction_id>:<refund_key>``.
+  ``refunds`` list, keyed ``midtrans:refund:<transaction_id>:<refund_key>``,
+  matched through the payment it refunds (``payment_ref`` = the
+  ``transaction_id``; CONTRACT 3), not by ``order_id``: the refund of a
+  transaction the ledger never credited goes to suspense.
   Midtrans re-sends the whole list on every refund, and each refund twice
   (the second time with ``bank_confirmed_at``); an entry's event is built from
   that entry only, so every re-send is an exact duplicate.
@@ -285,7 +288,9 @@ def _refunded(note: _Notification, refund: _Refund) -> dict[str, Any]:
         "idempotency_key": p.idempotency_key(GATEWAY, "refund", note.transaction_id, refund.ref),
         "type": "refund.issued",
         "occurred_at": refund.occurred_at,
-        "order_id": note.order_id,
+        # matched through the payment it refunds, never by order_id: a refund
+        # of a transaction the ledger did not credit (one sent to suspense, or
+        # a transaction id it never saw) must not take the seller's money
         "payment_ref": note.transaction_id,
         "amount": refund.amount,
         "currency": note.currency,

@@ -242,18 +242,44 @@ async def test_currency_mismatch_goes_to_suspense(hooks: Hooks, uid) -> None:
     assert (await hooks.balance(seller, "USD"))["captured_total"] == "0.00"
 
 
-async def test_refund_over_the_capture_goes_to_suspense(hooks: Hooks, uid) -> None:
+async def test_refund_of_an_uncaptured_transaction_goes_to_suspense(hooks: Hooks, uid) -> None:
     seller, order, txn = uid("s"), uid("o"), uid("t")
     await hooks.seller(seller)
     await hooks.place(seller, order, "30000.00")
-    # no capture first: 5000.00 refunded of nothing captured
+    # no capture first: 5000.00 refunded of a transaction the ledger never credited
     status, answer = await hooks.midtrans(
         midtrans_body("midtrans_partial_refund_first", order, txn)
     )
     assert status == 200, answer
     assert answer["results"][0]["status"] == "suspense"
-    assert answer["results"][0]["reason"] == "refund_exceeds_captured"
+    assert answer["results"][0]["reason"] == "unknown_order"
     assert (await hooks.balance(seller))["refunded_total"] == "0.00"
+
+
+async def test_a_refund_is_matched_through_its_payment_not_the_order_id(hooks: Hooks, uid) -> None:
+    """The order was paid through Xendit; a Midtrans payment for it went to
+    suspense (overpayment), so Midtrans' refund of that payment must not take
+    the seller's Xendit money: it goes to suspense too."""
+    seller, order, txn = uid("s"), uid("o"), uid("t")
+    await hooks.seller(seller)
+    await hooks.place(seller, order, "30000.00")
+    status, body = await hooks.post(
+        "/v1/events",
+        {"idempotency_key": uid("k"), "type": "payment.captured", "channel": "qris",
+         "occurred_at": "2026-11-30T10:00:00+08:00", "order_id": order, "amount": "30000.00",
+         "gateway": "xendit", "gateway_ref": uid("x")},
+    )  # fmt: skip
+    assert status == 201, body
+    capture = _capture_of("midtrans_partial_refund_first", order, txn)
+    status, answer = await hooks.midtrans(capture)
+    assert (status, answer["results"][0]["reason"]) == (200, "overpayment"), answer
+    for name in ("midtrans_partial_refund_first", "midtrans_partial_refund_confirmed"):
+        status, answer = await hooks.midtrans(midtrans_body(name, order, txn))
+        assert status == 200, answer
+        assert {r["status"] for r in answer["results"]} == {"suspense"}, answer
+        assert {r["reason"] for r in answer["results"]} == {"unknown_order"}, answer
+    balance = await hooks.balance(seller)
+    assert (balance["available"], balance["refunded_total"]) == ("30000.00", "0.00"), balance
 
 
 async def test_payment_on_a_cancelled_order_goes_to_suspense(hooks: Hooks, uid) -> None:
