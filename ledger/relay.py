@@ -154,11 +154,22 @@ class Relay:
         if last_seq < checkpoint:
             raise _StreamBehind(f"stream ends at {last_seq}, but {checkpoint} were published")
         if last_seq > 0:
-            msg = await js.get_msg(self._config.stream_name, seq=last_seq)
-            body = orjson.loads(msg.data or b"{}")
-            expected = await self._store.read_log(last_seq - 1, 1)
-            if not expected or body.get("hash") != expected[0]["hash"]:
-                raise _StreamBehind(f"stream message {last_seq} does not match the log")
+            try:
+                msg = await js.get_msg(self._config.stream_name, seq=last_seq)
+            except NotFoundError:
+                # Aged out (max age or bytes) or purged: its sequence still
+                # counts, and only this relay publishes to the stream, each
+                # message at the sequence after the last. Resume after it.
+                log.info(
+                    "relay: stream %s no longer holds its last message (seq %d); resuming after it",
+                    self._config.stream_name,
+                    last_seq,
+                )
+            else:
+                body = orjson.loads(msg.data or b"{}")
+                expected = await self._store.read_log(last_seq - 1, 1)
+                if not expected or body.get("hash") != expected[0]["hash"]:
+                    raise _StreamBehind(f"stream message {last_seq} does not match the log")
         self.published_position = last_seq
         return last_seq
 

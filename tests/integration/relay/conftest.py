@@ -113,7 +113,8 @@ async def stream_messages(nats_url: str, stream: str) -> list[Any]:
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        info = await js.stream_info(stream)
-        return [await js.get_msg(stream, seq=s) for s in range(1, (info.state.last_seq or 0) + 1)]
+        state = (await js.stream_info(stream)).state
+        first = max(state.first_seq or 1, 1)  # a purged or aged-out stream starts later
+        return [await js.get_msg(stream, seq=s) for s in range(first, (state.last_seq or 0) + 1)]
     finally:
         await nc.close()

@@ -132,3 +132,34 @@ async def test_one_relay_is_active_and_a_standby_takes_over(rpool, rledger, rela
     finally:
         await _stop(t2)
     assert len(await stream_messages(nats_url, relay_config.stream_name)) == total
+
+
+async def test_a_stream_whose_messages_aged_out_is_resumed_after_its_last_sequence(
+    rpool, rledger, relay_config, nats_url
+):
+    """Max age or max bytes (or a purge) can leave a stream with no message but
+    its sequence numbers: a restarted relay resumes after the last one, instead
+    of failing on the message it cannot read (it looped on that, forever)."""
+    total = await write_history(rledger)
+    relay = Relay(rpool, relay_config)
+    task = await _run(relay)
+    await _wait_until(lambda: _published(relay, total))
+    await _stop(task)
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().purge_stream(relay_config.stream_name)
+        state = (await nc.jetstream().stream_info(relay_config.stream_name)).state
+        assert (state.messages, state.last_seq) == (0, total)
+    finally:
+        await nc.close()
+    more = await write_history(rledger, sellers=1, orders=2)
+    relay2 = Relay(rpool, relay_config)
+    task = await _run(relay2)
+    try:
+        await _wait_until(lambda: _published(relay2, total + more), timeout_s=10)
+    finally:
+        await _stop(task)
+    msgs = await stream_messages(nats_url, relay_config.stream_name)
+    log = await EventStore(rpool).read_log(total, 10_000)
+    assert [m.seq for m in msgs] == [e["position"] for e in log]
+    assert [orjson.loads(m.data) for m in msgs] == log
