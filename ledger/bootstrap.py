@@ -174,6 +174,8 @@ async def run_projections(settings: Settings, pool: asyncpg.Pool) -> None:
         subject_prefix=settings.subject_prefix,
         timezone=settings.timezone,
         linger_s=settings.projection_linger_ms / 1000,
+        # what the stream leaves out (aged out, naked and overtaken) is read from the log
+        read_log=EventStore(pool).read_log,
     )
 
 

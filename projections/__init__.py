@@ -38,7 +38,7 @@ from nats.aio.client import Client as NATS
 
 from ledger.messages import SUBJECT_PREFIX
 from projections.catalog import PROJECTION_NAMES, projection
-from projections.consumer import DEFAULT_STREAM, Consumer
+from projections.consumer import DEFAULT_STREAM, Consumer, ReadLog
 from projections.rebuild import RebuildResult, rebuild
 from projections.recaps import DEFAULT_TIMEZONE
 
@@ -69,13 +69,16 @@ async def run_projections(
     names: Sequence[str] = PROJECTION_NAMES,
     batch_size_max: int = 500,
     linger_s: float = 0.0,
+    read_log: ReadLog | None = None,
 ) -> None:
     """Runs one consumer per read model in ``names`` until ``stop`` is set (or cancelled).
 
     Give either ``pool`` / ``nc`` (borrowed, left open) or ``database_url`` /
     ``nats_url`` (opened here and closed on return). Each consumer's durable
     is ``<durable_prefix><name>``. A consumer's failures are logged and
-    retried inside it; this returns only when stopped.
+    retried inside it; this returns only when stopped. ``read_log(after,
+    limit)`` reads the log from PostgreSQL: a consumer fills from it the
+    positions the stream did not deliver.
     """
     models = [projection(name, timezone=timezone) for name in names]  # fail fast on a bad name
     own_pool = own_nc = False
@@ -101,6 +104,7 @@ async def run_projections(
                     durable=f"{durable_prefix}{model.name}",
                     batch_size_max=batch_size_max,
                     linger_s=linger_s,
+                    read_log=read_log,
                 )
                 for model in models
             ]

@@ -14,11 +14,16 @@ messages acked (DESIGN rule 7). So:
   ``projection_poison`` in the same transaction, then termed, with a log line:
   it never blocks the stream;
 - a database error naks the batch with a growing delay. ``max_ack_pending``
-  equals the batch size, so the server hands out nothing newer while the
-  batch waits: positions are applied in order, never past a gap. As a guard,
-  a batch must start at the stream sequence after the last one handled;
-  if it does not (a redelivery out of order, a message deleted from the
-  stream), the cursor is re-created after the stored position.
+  equals the batch size, so the server hands out nothing newer while a full
+  batch waits. As a guard, a batch must start at the stream sequence after
+  the last one handled; if it does not (a redelivery out of order, a
+  message deleted from the stream), the cursor is re-created after the
+  stored position;
+- positions are applied in order and never past a gap: the log has none, so
+  a position missing from what the stream handed over (naked and overtaken
+  by newer messages, aged out, purged, unreadable) is read from the log in
+  PostgreSQL (``read_log``) and applied in its place; without a log reader
+  the batch is applied up to the gap and the cursor re-created after it.
 
 The stored position is the truth and the JetStream consumer only a cursor.
 At start the consumer keeps the durable only if it has handed out nothing
@@ -50,7 +55,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -74,6 +79,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STREAM: Final = "LEDGER"
 _MSG_ID: Final = "Nats-Msg-Id"
+#: At most this many positions the stream left out are read from the log per batch.
+_FILL_MAX: Final = 5000
+
+#: ``read_log(after, limit)``: up to ``limit`` messages of the log after ``after``, in order.
+ReadLog = Callable[[int, int], Awaitable[list[dict[str, Any]]]]
+
 #: How many undecodable messages the start search steps over before it gives
 #: up and starts earlier (earlier is always safe: skipped by position).
 _SEARCH_SKIP_MAX: Final = 64
@@ -187,7 +198,7 @@ class _Puller:
 
 @dataclass(slots=True)
 class _Item:
-    msg: Msg
+    msg: Msg | None  # None: read from the log to fill a gap the stream left
     position: int | None  # trusted only when the envelope decoded (hash checked)
     message: dict[str, Any] | None
     fact: Any
@@ -213,6 +224,7 @@ class Consumer:
         retry_delay_max_s: float = 30.0,
         verify_hash: bool = True,
         linger_s: float = 0.0,
+        read_log: ReadLog | None = None,
     ) -> None:
         if projection.suffix:
             raise ValueError("a consumer feeds the live tables, not a rebuild's")
@@ -232,12 +244,16 @@ class Consumer:
         #: after a short batch, wait this long for more before applying: fewer,
         #: larger transactions under a steady trickle, at most this much more lag
         self.linger_s = linger_s
+        #: ``read_log(after, limit)``: the log's messages from PostgreSQL, to fill a gap
+        self._read_log = read_log
         self._nc = nc
         self._js = nc.jetstream()
         self._puller: _Puller | None = None
         self._generation: int | None = None
         #: the stream sequence the next batch must start at (None: not known yet)
         self._expected_seq: int | None = None
+        #: set by a commit that stopped before a gap it could not fill
+        self._gap_after: int | None = None
         self._failures = 0
         #: the stored position after the last commit (or at start)
         self.position = 0
@@ -382,6 +398,13 @@ class Consumer:
         self._failures = 0
         self._expected_seq = max(self._expected_seq or 0, max(seqs) + 1)
         poison = await self._settle(items)
+        if self._gap_after is not None:
+            # the items past the gap were not applied: fetch again after the stored position
+            self._gap_after = None
+            await self._resync("a position is missing from the stream")
+            return StepResult(
+                len(msgs), applied, skipped, poison, resynced=True, position=self.position
+            )
         return StepResult(len(msgs), applied, skipped, poison, position=self.position)
 
     async def _settle(self, items: Sequence[_Item]) -> int:
@@ -429,27 +452,18 @@ class Consumer:
             for item in items:
                 if item.position is not None and item.position > stored:
                     fresh.setdefault(item.position, item)
-            ordered = [fresh[p] for p in sorted(fresh)]
+            ordered = await self._without_gaps(stored, fresh)
             facts = [i.fact for i in ordered if i.fact is not None and i.error is None]
             if facts:
                 await self.projection.apply(conn, facts)
             poison = [i for i in items if i.error is not None]
+            poison += [i for i in ordered if i.msg is None and i.error is not None]
             if poison:
                 await conn.executemany(
                     """INSERT INTO projection_poison
                            (name, stream_seq, subject, position, body, error)
                        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-                    [
-                        (
-                            self.projection.name,
-                            _stream_seq(i.msg),
-                            i.msg.subject,
-                            i.position,
-                            i.msg.data,
-                            (i.error or "")[:2000],
-                        )
-                        for i in poison
-                    ],
+                    [_poison_row(self.projection.name, i) for i in poison],
                 )
             if ordered:
                 last = ordered[-1]
@@ -465,6 +479,48 @@ class Consumer:
         self.position = last.position if ordered and last.position is not None else stored
         trusted = sum(1 for i in items if i.position is not None)
         return len(ordered), trusted - len(ordered)
+
+    async def _without_gaps(self, stored: int, fresh: dict[int, _Item]) -> list[_Item]:
+        """The fresh items from ``stored + 1`` on, in order, with no position missing.
+
+        The log has no gaps, so a gap here is a message the stream did not hand
+        over (naked after a failed batch while newer ones came, aged out or
+        purged, unreadable): applying past it would lose it for good, since
+        everything at or below the stored position is skipped. The missing
+        positions are read from the log itself (the truth); without a log
+        reader, only the items before the first gap are applied and the
+        cursor is re-aligned after them.
+        """
+        if not fresh:
+            return []
+        last = max(fresh)
+        if last - stored == len(fresh):
+            return [fresh[p] for p in range(stored + 1, last + 1)]
+        if self._read_log is None:
+            ordered = _run_from(fresh, stored + 1, last)
+            self._gap_after = stored + len(ordered)
+            return ordered
+        through = min(last, stored + _FILL_MAX)
+        log.warning(
+            "projection %s: the stream did not deliver every position in %d-%d; "
+            "reading the missing ones from the log",
+            self.projection.name,
+            stored + 1,
+            through,
+        )
+        for message in await self._read_log(stored, through - stored):
+            position = message["position"]
+            if position not in fresh:
+                try:
+                    fresh[position] = _Item(
+                        None, position, message, self.projection.parse(message), None
+                    )
+                except PoisonMessage as e:
+                    fresh[position] = _Item(None, position, message, None, str(e))
+        ordered = _run_from(fresh, stored + 1, through)
+        if len(ordered) != through - stored:  # the log itself is short: never skip ahead
+            self._gap_after = stored + len(ordered)
+        return ordered
 
     async def _nak_all(self, msgs: Sequence[Msg], error: BaseException) -> StepResult:
         delay_s = self._next_delay()
@@ -630,6 +686,26 @@ def _stream_seq(msg: Msg) -> int:
     except ValueError:
         pass
     return 0
+
+
+def _run_from(items: dict[int, _Item], first: int, last: int) -> list[_Item]:
+    """``items[first]``, ``items[first + 1]``, ... up to ``last`` or the first one missing."""
+    run = []
+    for position in range(first, last + 1):
+        item = items.get(position)
+        if item is None:
+            break
+        run.append(item)
+    return run
+
+
+def _poison_row(name: str, item: _Item) -> tuple[Any, ...]:
+    error = (item.error or "")[:2000]
+    if item.msg is None:  # read from the log, not the stream
+        assert item.message is not None
+        body = orjson.dumps(item.message)
+        return (name, 0, f"log:{item.message.get('type')}"[:200], item.position, body, error)
+    return (name, _stream_seq(item.msg), item.msg.subject, item.position, item.msg.data, error)
 
 
 def _recorded_at(message: dict[str, Any]) -> datetime | None:

@@ -159,6 +159,74 @@ async def test_a_batch_naked_after_a_database_error_is_redelivered_and_applied_o
     ]
 
 
+async def test_a_failed_first_batch_overtaken_by_newer_messages_loses_nothing(
+    stream: Stream, make_consumer: ConsumerFactory, pool: asyncpg.Pool
+) -> None:
+    """The first batch after a start fails and is naked; it is smaller than
+    ``max_ack_pending``, so the server hands out newer messages before it comes
+    back. Applying those would move the stored position past the naked ones,
+    which would then be skipped as already applied: lost for good."""
+    log = scenario()
+    await stream.publish(log.messages[:4])
+    consumer = make_consumer(FailingOnce())
+    await consumer.start()
+    try:
+        assert (await consumer.step()).failed
+        await stream.publish(log.messages[4:])
+        await drain(consumer, log.position)
+    finally:
+        await consumer.close()
+    assert await balances_of(pool, "a", "b") == [
+        {**SELLER_A, "as_of_position": 12},
+        {**SELLER_B, "as_of_position": 12},
+    ]
+
+
+def log_reader(log: LogBuilder):  # type: ignore[no-untyped-def]
+    """``read_log`` over the messages the test's log holds (the ledger's log in a deployment)."""
+
+    async def read_log(after: int, limit: int) -> list[dict]:
+        return [m for m in log.messages if after < m["position"] <= after + limit]
+
+    return read_log
+
+
+async def test_positions_the_stream_no_longer_holds_are_read_from_the_log(
+    stream: Stream, make_consumer: ConsumerFactory, pool: asyncpg.Pool
+) -> None:
+    """Positions 5-7 aged out of the stream (or were purged) before this
+    consumer read them: it reads them from the log, it does not skip them."""
+    log = scenario()
+    await stream.publish(log.messages[:4] + log.messages[7:])
+    consumer = make_consumer(BalancesProjection(), read_log=log_reader(log))
+    await consumer.start()
+    try:
+        await drain(consumer, log.position)
+    finally:
+        await consumer.close()
+    assert await balances_of(pool, "a", "b") == [
+        {**SELLER_A, "as_of_position": 12},
+        {**SELLER_B, "as_of_position": 12},
+    ]
+    assert await pool.fetchval("SELECT count(*) FROM projection_poison") == 0
+
+
+async def test_without_the_log_a_consumer_stops_at_a_gap_rather_than_skip_it(
+    stream: Stream, make_consumer: ConsumerFactory, pool: asyncpg.Pool
+) -> None:
+    log = scenario()
+    await stream.publish(log.messages[:4] + log.messages[7:])
+    consumer = make_consumer(BalancesProjection())
+    await consumer.start()
+    try:
+        results = [await consumer.step() for _ in range(4)]
+    finally:
+        await consumer.close()
+    assert any(r.resynced for r in results), results
+    assert await stored_position(pool, "balances") == 4
+    assert (await reads.seller_balance(pool, "a") or {}).get("as_of_position") == 4
+
+
 class HangingInApply(BalancesProjection):
     """Writes the batch, then waits forever inside the transaction."""
 
