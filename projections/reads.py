@@ -183,15 +183,20 @@ def _day(value: date | str, field: str) -> date:
 
 def _sums(r: asyncpg.Record) -> dict[str, Any]:
     cur = r["currency"]
-    net = r["captured_minor"] - r["refunded_minor"] - r["fees_minor"]
+    # the money sums are numeric (whole minor units, beyond 64 bits if need be)
+    captured, refunded, fees = (
+        int(r["captured_minor"]),
+        int(r["refunded_minor"]),
+        int(r["fees_minor"]),
+    )
     return {
         "currency": cur,
         "orders": r["orders"],
-        "order_value": format_minor(r["order_value_minor"], cur),
+        "order_value": format_minor(int(r["order_value_minor"]), cur),
         "payments": r["payments"],
-        "captured": format_minor(r["captured_minor"], cur),
+        "captured": format_minor(captured, cur),
         "refunds": r["refunds"],
-        "refunded": format_minor(r["refunded_minor"], cur),
-        "fees": format_minor(r["fees_minor"], cur),
-        "net": format_minor(net, cur),
+        "refunded": format_minor(refunded, cur),
+        "fees": format_minor(fees, cur),
+        "net": format_minor(captured - refunded - fees, cur),
     }

@@ -211,7 +211,12 @@ _SUM_COLUMNS: Final = (
     "refunded_minor",
     "fees_minor",
 )
-_SUM_DDL: Final = ",\n".join(f"    {c} bigint NOT NULL DEFAULT 0" for c in _SUM_COLUMNS)
+#: Money sums are ``numeric``: a day's total across sellers can pass 64 bits even
+#: though every amount and every seller's running total fits (the write side
+#: checks those); a bigint overflow there stalled the read model for good.
+_MONEY_SUM: Final = "numeric(40, 0)"
+_SUM_TYPES: Final = {c: _MONEY_SUM if c.endswith("_minor") else "bigint" for c in _SUM_COLUMNS}
+_SUM_DDL: Final = ",\n".join(f"    {c} {t} NOT NULL DEFAULT 0" for c, t in _SUM_TYPES.items())
 _SUM_UPDATE: Final = ",\n".join(f"    {c} = t.{c} + EXCLUDED.{c}" for c in _SUM_COLUMNS)
 _SUM_LIST: Final = ", ".join(_SUM_COLUMNS)
 
@@ -220,12 +225,30 @@ def _sum_upsert(table: str, keys: Sequence[tuple[str, str]]) -> str:
     """``INSERT ... SELECT FROM unnest(...) ON CONFLICT (keys) DO UPDATE`` adding the sums."""
     names = [k for k, _ in keys]
     params = [f"${i}::{t}[]" for i, (_, t) in enumerate(keys, start=1)]
-    params += [f"${i}::bigint[]" for i in range(len(keys) + 1, len(keys) + 1 + len(_SUM_COLUMNS))]
+    params += [
+        f"${i}::{'numeric' if t == _MONEY_SUM else t}[]"
+        for i, t in enumerate(_SUM_TYPES.values(), start=len(keys) + 1)
+    ]
     return f"""
         INSERT INTO {table} AS t ({", ".join(names)}, {_SUM_LIST})
         SELECT * FROM unnest({", ".join(params)})
         ON CONFLICT ({", ".join(names)}) DO UPDATE SET
         {_SUM_UPDATE}"""
+
+
+def _widen_sums(table: str) -> str:
+    """Turns the money sums of a table made before they were ``numeric`` into ``numeric``."""
+    alters = ", ".join(
+        f"ALTER COLUMN {c} TYPE {t}" for c, t in _SUM_TYPES.items() if t == _MONEY_SUM
+    )
+    return f"""
+        DO $$ BEGIN
+            IF EXISTS (SELECT 1 FROM information_schema.columns
+                       WHERE table_schema = current_schema() AND table_name = '{table}'
+                         AND column_name = 'captured_minor' AND data_type = 'bigint') THEN
+                ALTER TABLE {table} {alters};
+            END IF;
+        END $$"""
 
 
 def _sum_args(rows: Mapping[tuple[Any, ...], RecapDelta]) -> list[list[Any]]:
@@ -253,7 +276,8 @@ class SellerRecapsProjection(Projection):
                 currency text NOT NULL,
             {_SUM_DDL},
                 CONSTRAINT {daily}_pkey PRIMARY KEY (seller_id, day, channel, currency)
-            )"""
+            )""",
+            _widen_sums(daily),
         ]
         self._upsert = _sum_upsert(
             daily,
@@ -319,6 +343,8 @@ class CityRecapProjection(Projection):
                 district text NOT NULL,
                 CONSTRAINT {active}_pkey PRIMARY KEY (day, seller_id)
             )""",
+            _widen_sums(daily),
+            _widen_sums(district_daily),
         ]
         self._load_districts = (
             f"SELECT seller_id, district FROM {sellers} WHERE seller_id = ANY($1::text[])"

@@ -138,6 +138,70 @@ async def test_city_recap_per_channel_and_district(
     assert empty == {"date": "2027-01-01", "active_sellers": 0, "channels": [], "districts": []}
 
 
+#: the largest amount the ledger accepts (2**63 - 1 minor units), as a string
+LARGEST = "92233720368547758.07"
+
+
+async def test_a_day_summing_past_64_bits_is_recapped_exactly(
+    stream: Stream, make_consumer: ConsumerFactory, pool: asyncpg.Pool
+) -> None:
+    """Every amount and every seller's own total fits in 64 bits (the write side
+    checks that), but a day across sellers, or a seller's orders placed and
+    cancelled, need not: the sums are exact, and the read model does not stall."""
+    log = LogBuilder()
+    log.seller("big", "Panakkukang")
+    log.seller("small", "Panakkukang")
+    log.order("big", "o1", LARGEST, "qris", at="2026-12-01T09:00:00+08:00")
+    log.order("small", "o2", "1.00", "qris", at="2026-12-01T09:05:00+08:00")
+    log.order("big", "o3", "5.00", "qris", at="2026-12-05T09:00:00+08:00")
+    await stream.publish(log.messages)
+    for model in (CityRecapProjection(), SellerRecapsProjection()):
+        consumer = make_consumer(model)
+        await consumer.start()
+        try:
+            await drain(consumer, log.position)
+        finally:
+            await consumer.close()
+    recap = await reads.city_recap(pool, "2026-12-01")
+    assert [(c["orders"], c["order_value"]) for c in recap["channels"]] == [
+        (2, "92233720368547759.07")
+    ]
+    later = await reads.city_recap(pool, "2026-12-05")
+    assert [c["order_value"] for c in later["channels"]] == ["5.00"]
+    rows = await reads.seller_recaps(pool, "big", "2026-12-01", "2026-12-05")
+    assert [r["order_value"] for r in rows] == [f"{LARGEST}", "5.00"]
+
+
+async def test_recap_tables_made_with_64_bit_sums_are_widened(
+    stream: Stream, make_consumer: ConsumerFactory, pool: asyncpg.Pool
+) -> None:
+    """Tables made by 0.1.0 (bigint sums) are altered when the schema is ensured."""
+    await pool.execute(
+        """CREATE TABLE proj_city_daily (day date NOT NULL, channel text NOT NULL,
+           currency text NOT NULL, orders bigint NOT NULL DEFAULT 0,
+           order_value_minor bigint NOT NULL DEFAULT 0, payments bigint NOT NULL DEFAULT 0,
+           captured_minor bigint NOT NULL DEFAULT 0, refunds bigint NOT NULL DEFAULT 0,
+           refunded_minor bigint NOT NULL DEFAULT 0, fees_minor bigint NOT NULL DEFAULT 0,
+           CONSTRAINT proj_city_daily_pkey PRIMARY KEY (day, channel, currency))"""
+    )
+    await pool.execute(
+        "INSERT INTO proj_city_daily VALUES ('2026-11-01', 'qris', 'IDR', 1, 700, 0, 0, 0, 0, 0)"
+    )
+    consumer = make_consumer(CityRecapProjection())
+    await consumer.start()
+    await consumer.close()
+    types = dict(
+        await pool.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'proj_city_daily'"
+        )
+    )
+    assert types["order_value_minor"] == types["captured_minor"] == "numeric", types
+    assert types["orders"] == "bigint", types
+    recap = await reads.city_recap(pool, "2026-11-01")
+    assert [c["order_value"] for c in recap["channels"]] == ["7.00"]
+
+
 async def test_projection_status_reports_lag(
     stream: Stream, make_consumer: ConsumerFactory, pool: asyncpg.Pool
 ) -> None:
