@@ -40,6 +40,7 @@ from ledger.domain.commands import (
 )
 from ledger.domain.errors import (
     BadRequest,
+    ChannelAccountTaken,
     Forbidden,
     IdempotencyConflict,
     LedgerError,
@@ -89,6 +90,7 @@ ERROR_STATUS: Final[dict[type[LedgerError], int]] = {
     NotFound: 404,
     IdempotencyConflict: 409,
     SellerExists: 409,
+    ChannelAccountTaken: 409,
     PayloadTooLarge: 413,
     ValidationError: 422,
     RuleViolation: 422,

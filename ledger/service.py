@@ -44,10 +44,12 @@ from eventsourcing.utils import get_topic
 from ledger.domain.catalog import TYPE_BY_TOPIC
 from ledger.domain.commands import Command
 from ledger.domain.errors import (
+    ChannelAccountTaken,
     IdempotencyConflict,
     LedgerError,
     NotFound,
     OrderExists,
+    PaymentExists,
     SellerExists,
     SuspenseClosed,
     Unavailable,
@@ -58,7 +60,15 @@ from ledger.domain.errors import (
 from ledger.domain.orders import Order, order_stream_id
 from ledger.domain.sellers import Seller, seller_stream_id
 from ledger.domain.suspense import Reconciliation, SuspenseEntry, suspense_stream_id
-from ledger.store import AccountDelta, EventStore, NewEvent, StoredRow, Unit, event_data
+from ledger.store import (
+    AccountDelta,
+    Claim,
+    EventStore,
+    NewEvent,
+    StoredRow,
+    Unit,
+    event_data,
+)
 
 __all__ = ["Ledger", "Recorded"]
 
@@ -117,6 +127,8 @@ class _Pending:
     duplicate_as: type[LedgerError] = IdempotencyConflict
     #: the stream versions its last decision saw (0: absent), for refusals
     seen: dict[UUID, int] = field(default_factory=dict)
+    #: the unique names its decision will take, looked up with the batch's keys
+    claims: tuple[Claim, ...] = ()
 
 
 def _make_mapper() -> Mapper[UUID]:
@@ -138,6 +150,9 @@ class _Batch:
         self.absent: set[UUID] = set()
         #: the versions the decision being made has seen, stream by stream
         self.seen: dict[UUID, int] = {}
+        #: claims looked up for this batch, and those taken (before it, or by it)
+        self.claims_known: set[Claim] = set()
+        self.claims_taken: set[Claim] = set()
 
     async def get(self, stream_id: UUID) -> Aggregate | None:
         aggregate = self.touched.get(stream_id)
@@ -147,6 +162,21 @@ class _Batch:
                 self.absent.add(stream_id)
         self.seen.setdefault(stream_id, 0 if aggregate is None else aggregate.version)
         return aggregate
+
+    async def is_taken(self, claim: Claim) -> bool:
+        """Whether a recorded fact, or one decided earlier in this batch, holds ``claim``.
+
+        Looked up with the batch's keys when its command named it; otherwise here.
+        """
+        if claim not in self.claims_known:
+            self.claims_known.add(claim)
+            ledger = self._ledger
+            _, taken = await ledger.store.lookup((), [claim], ledger._conn)
+            self.claims_taken |= taken
+        return claim in self.claims_taken
+
+    def take(self, claim: Claim) -> None:
+        self.claims_taken.add(claim)
 
     def remember(self, aggregate: Aggregate, base_version: int) -> None:
         self.touched[aggregate.id] = aggregate
@@ -199,6 +229,7 @@ class Ledger:
             command.idempotency_key,
             command.fingerprint,
             hints=_stream_hints(command),
+            claims=_claims_of(command),
         )
 
     async def register_seller(
@@ -212,10 +243,18 @@ class Ledger:
         occurred_at: str,
         fingerprint: bytes,
     ) -> Recorded:
+        accounts = [("account", channel, account) for channel, account in channels.items()]
+
         async def decide(batch: _Batch) -> Unit:
             stream_id = seller_stream_id(seller_id)
             if await batch.get(stream_id) is not None:
                 raise SellerExists(f"seller {seller_id} is already registered", field="seller_id")
+            for claim in accounts:
+                if await batch.is_taken(claim):
+                    raise ChannelAccountTaken(
+                        f"the {claim[1]} account {claim[2]} belongs to another seller",
+                        field="channels",
+                    )
             seller = Seller(
                 seller_id=seller_id,
                 name=name,
@@ -227,6 +266,8 @@ class Ledger:
             batch.remember(seller, 0)
             unit = self._unit(batch, [seller])
             unit.channel_accounts = [(ch, acct, seller_id) for ch, acct in channels.items()]
+            for claim in accounts:
+                batch.take(claim)
             return unit
 
         return await self._submit(
@@ -235,6 +276,7 @@ class Ledger:
             fingerprint,
             duplicate_as=SellerExists,
             internal=True,
+            claims=tuple(accounts),
         )
 
     async def curate_seller(
@@ -307,7 +349,9 @@ class Ledger:
             applied.suspense_resolved = entry.id
             return applied
 
-        return await self._submit(decide, command.idempotency_key, command.fingerprint)
+        return await self._submit(
+            decide, command.idempotency_key, command.fingerprint, claims=_claims_of(command)
+        )
 
     async def close_suspense(
         self, entry_id: UUID, *, channel: str, order_id: str, occurred_at: str
@@ -465,6 +509,12 @@ class Ledger:
         payment_index: list[tuple[str, str, str, str]] = []
         if c.type == "payment.captured":
             assert c.amount_minor is not None and c.gateway and c.gateway_ref
+            payment: Claim = ("payment", c.gateway, c.gateway_ref)
+            if await batch.is_taken(payment):
+                raise PaymentExists(
+                    f"{c.gateway} payment {c.gateway_ref} is already captured",
+                    field="gateway_ref",
+                )
             order.capture(
                 amount_minor=c.amount_minor,
                 fee_minor=c.fee_minor,
@@ -486,6 +536,7 @@ class Ledger:
                 )
             )
             payment_index.append((c.gateway, c.gateway_ref, order.channel, order.order_id))
+            batch.take(payment)
         elif c.type == "refund.issued":
             assert c.amount_minor is not None and c.gateway and c.gateway_ref
             order.refund(
@@ -673,6 +724,7 @@ class Ledger:
         duplicate_as: type[LedgerError] = IdempotencyConflict,
         internal: bool = False,
         hints: tuple[UUID, ...] = (),
+        claims: tuple[Claim, ...] = (),
     ) -> Recorded:
         # Clients may choose any key; the ledger's own keys live in another
         # namespace so that no client key can ever collide with them.
@@ -693,7 +745,7 @@ class Ledger:
                 # one is decided on its own, as if it had come second.
                 return await self._submit(
                     decide, shown_key, fingerprint,
-                    duplicate_as=duplicate_as, internal=internal, hints=hints,
+                    duplicate_as=duplicate_as, internal=internal, hints=hints, claims=claims,
                 )  # fmt: skip
             if first.fingerprint != fingerprint:
                 raise duplicate_as(
@@ -710,6 +762,7 @@ class Ledger:
             shown_key,
             hints=hints,
             duplicate_as=duplicate_as,
+            claims=claims,
         )
         if key is not None:
             self._in_flight[key] = pending
@@ -757,8 +810,12 @@ class Ledger:
             # grow from empty; a generic plan cached while they were tiny
             # (sequential scans) would stay forever. Plan each with its values.
             await self._conn.execute("SET plan_cache_mode = force_custom_plan")
-        known = await self.store.lookup_keys(keys, self._conn) if keys else {}
+        claims = {c for p in batch for c in p.claims}
+        known, taken = (
+            await self.store.lookup(keys, claims, self._conn) if keys or claims else ({}, set())
+        )
         work = _Batch(self)
+        work.claims_known, work.claims_taken = claims, taken
         await self._prefetch({h for p in batch for h in p.hints}, work)
         units: list[Unit] = []
         owners: list[_Pending] = []
@@ -959,6 +1016,13 @@ def _encode_state(state: dict[str, Any]) -> bytes:
     timestamp = state["timestamp"]
     encoded = dict(state, timestamp={"_type_": "datetime_iso", "_data_": timestamp.isoformat()})
     return orjson.dumps(encoded)
+
+
+def _claims_of(c: Command) -> tuple[Claim, ...]:
+    """The unique names deciding this command will look up (a capture's payment)."""
+    if c.type == "payment.captured" and c.gateway and c.gateway_ref:
+        return (("payment", c.gateway, c.gateway_ref),)
+    return ()
 
 
 def _stream_hints(c: Command) -> tuple[UUID, ...]:

@@ -211,6 +211,12 @@ class AccountDelta:
         self.paid_out_minor += other.paid_out_minor
 
 
+#: A unique name a fact takes: ``("payment", gateway, gateway_ref)`` (a gateway
+#: payment is credited once) or ``("account", channel, account)`` (a channel
+#: account belongs to one seller).
+Claim = tuple[str, str, str]
+
+
 @dataclass(slots=True)
 class Unit:
     """What one command wants to write, all or nothing.
@@ -234,6 +240,21 @@ class Unit:
     #: streams the decision read without writing (the seller of a new order):
     #: if one of them is dropped from the batch, this unit is dropped too
     reads: set[UUID] = field(default_factory=set)
+
+    def claims(self) -> list[Claim]:
+        """What this unit takes that nobody else may: its payments' gateway
+        references, its seller's channel accounts."""
+        return [("payment", g, ref) for g, ref, _, _ in self.payment_index] + [
+            ("account", channel, account) for channel, account, _ in self.channel_accounts
+        ]
+
+
+def _claim_columns(claims: Iterable[Claim]) -> list[list[str]]:
+    """Claims as four text arrays: payment gateways, their references, channels, accounts."""
+    payments = [(a, b) for kind, a, b in claims if kind == "payment"]
+    accounts = [(a, b) for kind, a, b in claims if kind == "account"]
+    return [[a for a, _ in payments], [b for _, b in payments],
+            [a for a, _ in accounts], [b for _, b in accounts]]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,21 +332,35 @@ class EventStore:
         self, stream_ids: Sequence[UUID], conn: asyncpg.Connection | None = None
     ) -> dict[UUID, int]:
         """The current version of each stream that exists."""
-        rows = await (conn or self._pool).fetch(_RACE_CHECK, list(stream_ids), [])
+        rows = await (conn or self._pool).fetch(
+            _RACE_CHECK, list(stream_ids), [], *_claim_columns(())
+        )
         return {r["stream_id"]: r["version"] for r in rows}
 
     async def lookup_keys(
         self, keys: Sequence[str], conn: asyncpg.Connection | None = None
     ) -> dict[str, tuple[bytes, int, UUID, int]]:
-        rows = await (conn or self._pool).fetch(
-            "SELECT key, fingerprint, position, stream_id, version FROM idempotency_keys"
-            " WHERE key = ANY($1::text[])",
-            list(keys),
-        )
-        return {
-            r["key"]: (bytes(r["fingerprint"]), r["position"], r["stream_id"], r["version"])
-            for r in rows
-        }
+        known, _ = await self.lookup(keys, (), conn)
+        return known
+
+    async def lookup(
+        self,
+        keys: Sequence[str],
+        claims: Iterable[Claim],
+        conn: asyncpg.Connection | None = None,
+    ) -> tuple[dict[str, tuple[bytes, int, UUID, int]], set[Claim]]:
+        """In one round trip: the keys already recorded (with what they recorded)
+        and the claims already taken."""
+        known: dict[str, tuple[bytes, int, UUID, int]] = {}
+        taken: set[Claim] = set()
+        for r in await (conn or self._pool).fetch(_LOOKUP, list(keys), *_claim_columns(claims)):
+            if r["kind"] is None:
+                known[r["key"]] = (
+                    bytes(r["fingerprint"]), r["position"], r["stream_id"], r["version"]
+                )  # fmt: skip
+            else:
+                taken.add((r["kind"], r["a"], r["b"]))
+        return known, taken
 
     async def find_orders(self, order_id: str) -> list[tuple[str, str]]:
         """``(channel, seller_id)`` of every order with this id, on any channel."""
@@ -517,14 +552,18 @@ class EventStore:
             for stream_id, version in unit.base_versions.items():
                 base.setdefault(stream_id, version)
         keys = [u.idempotency_key for u in units if u.idempotency_key is not None]
-        # Both checks in one round trip: current stream versions, keys now taken.
+        claims = {c for u in units for c in u.claims()}
+        # The checks in one round trip: stream versions, keys and claims now taken.
         current: dict[UUID, int] = {}
         taken: set[str] = set()
-        for r in await conn.fetch(_RACE_CHECK, list(base), keys):
-            if r["key"] is None:
-                current[r["stream_id"]] = r["version"]
+        claimed: set[Claim] = set()
+        for r in await conn.fetch(_RACE_CHECK, list(base), keys, *_claim_columns(claims)):
+            if r["kind"] == "key":
+                taken.add(r["a"])
+            elif r["kind"] is not None:
+                claimed.add((r["kind"], r["a"], r["b"]))
             else:
-                taken.add(r["key"])
+                current[r["stream_id"]] = r["version"]
         stale = {s for s, v in base.items() if current.get(s, 0) != v}
         payouts = {(u.payout[0], u.payout[1]) for u in units if u.payout is not None}
         available: dict[tuple[str, str], int] = {}
@@ -544,6 +583,8 @@ class EventStore:
             reason = None
             if tainted_streams.intersection(unit.base_versions) or tainted_streams & unit.reads:
                 reason = "conflict"
+            elif claimed.intersection(unit.claims()):
+                reason = "conflict"  # decided again, it is refused: another replica took it
             elif unit_accounts & tainted_accounts:
                 reason = "conflict"
             elif unit.idempotency_key is not None and unit.idempotency_key in taken:
@@ -697,10 +738,30 @@ class EventStore:
         return None if row is None else dict(row)
 
 
+def _claims_taken(first: int) -> str:
+    """Claims already taken, of those in parameters ``$first`` .. ``$first + 3``
+    (``_claim_columns``): payments by gateway reference, channel accounts."""
+    p = [f"${i}::text[]" for i in range(first, first + 4)]
+    return (
+        "SELECT 'payment' AS kind, gateway AS a, gateway_ref AS b FROM payment_index"
+        f" WHERE (gateway, gateway_ref) IN (SELECT * FROM unnest({p[0]}, {p[1]}))"
+        " UNION ALL SELECT 'account', channel, account FROM seller_channel_accounts"
+        f" WHERE (channel, account) IN (SELECT * FROM unnest({p[2]}, {p[3]}))"
+    )
+
+
 _RACE_CHECK: Final = (
-    f"SELECT originator_id AS stream_id, max(originator_version) AS version, NULL::text AS key"
+    f"SELECT NULL::text AS kind, originator_id AS stream_id, max(originator_version) AS version,"
+    f" NULL::text AS a, NULL::text AS b"
     f" FROM {EVENTS_TABLE} WHERE originator_id = ANY($1::uuid[]) GROUP BY originator_id"
-    " UNION ALL SELECT NULL, NULL, key FROM idempotency_keys WHERE key = ANY($2::text[])"
+    " UNION ALL SELECT 'key', NULL, NULL, key, NULL FROM idempotency_keys"
+    " WHERE key = ANY($2::text[])"
+    f" UNION ALL SELECT kind, NULL, NULL, a, b FROM ({_claims_taken(3)}) c"
+)
+_LOOKUP: Final = (
+    "SELECT NULL::text AS kind, key, fingerprint, position, stream_id, version,"
+    " NULL::text AS a, NULL::text AS b FROM idempotency_keys WHERE key = ANY($1::text[])"
+    f" UNION ALL SELECT kind, NULL, NULL, NULL, NULL, NULL, a, b FROM ({_claims_taken(2)}) c"
 )
 
 _APPEND: Final = f"""

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BadRequest",
+    "ChannelAccountTaken",
     "CurrencyMismatch",
     "Forbidden",
     "IdempotencyConflict",
@@ -21,6 +22,7 @@ __all__ = [
     "OrderNotPaid",
     "Overpayment",
     "PayloadTooLarge",
+    "PaymentExists",
     "RefundExceedsCaptured",
     "RuleViolation",
     "SellerExists",
@@ -90,6 +92,12 @@ class SellerExists(LedgerError):
     code = "seller_exists"
 
 
+class ChannelAccountTaken(LedgerError):
+    """A seller registered with a channel account another seller holds."""
+
+    code = "channel_account_taken"
+
+
 class Unavailable(LedgerError):
     """PostgreSQL (or another part we need) cannot be reached right now."""
 
@@ -138,6 +146,12 @@ class InsufficientBalance(RuleViolation):
 
 class CurrencyMismatch(RuleViolation):
     code = "currency_mismatch"
+
+
+class PaymentExists(RuleViolation):
+    """A gateway payment (gateway and its reference) already captured: credited once."""
+
+    code = "payment_exists"
 
 
 class SuspenseClosed(RuleViolation):

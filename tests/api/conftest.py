@@ -117,7 +117,7 @@ class Api:
             order_id=order_id,
             channel=channel,
             amount=amount,
-            gateway="midtrans",
+            gateway=extra.pop("gateway", "midtrans"),
             gateway_ref=extra.pop("gateway_ref", uuid.uuid4().hex),
             **extra,
         )

@@ -246,8 +246,8 @@ class _SlowKeyLookupStore(EventStore):
     """The real store; only its unlocked idempotency lookup answers late, which
     widens (never creates) the window in which another replica commits."""
 
-    async def lookup_keys(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        found = await super().lookup_keys(*args, **kwargs)
+    async def lookup(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        found = await super().lookup(*args, **kwargs)
         await asyncio.sleep(0.2)
         return found
 
@@ -397,3 +397,33 @@ async def test_a_refusal_on_fresh_state_still_stands(api, replica, uid):
             gateway="midtrans", gateway_ref=uuid.uuid4().hex,
         )  # fmt: skip
         assert (status, body["error"]["code"]) == (422, "refund_exceeds_captured"), body
+
+
+async def test_one_gateway_payment_captured_on_two_replicas_at_once_is_credited_once(
+    apis, api, uid
+):
+    seller = uid("s")
+    await api.seller(seller)
+    await api.place(seller, uid("o"), "1000")
+    ref = uid("pay")
+    answers = await asyncio.gather(
+        *(apis[i % len(apis)].capture(uid("o"), "10", gateway_ref=ref) for i in range(10))
+    )
+    assert sorted(s for s, _ in answers) == [201] + [422] * 9, answers
+    assert (await api.balance(seller))["captured_total"] == "10.00"
+
+
+async def test_one_channel_account_registered_on_two_replicas_at_once_goes_to_one_seller(
+    apis, api, uid
+):
+    account = uid("shop")
+    answers = await asyncio.gather(
+        *(
+            apis[i % len(apis)].post(
+                "/v1/sellers",
+                {"seller_id": uid(f"s{i}"), "name": "x", "channels": {"shopee": account}},
+            )
+            for i in range(6)
+        )
+    )
+    assert sorted(s for s, _ in answers) == [201] + [409] * 5, answers

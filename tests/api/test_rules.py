@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -256,3 +257,56 @@ async def test_a_refused_event_leaves_the_order_untouched(api, store, uid):
     await refused(api, store, "overpayment", lambda: api.capture(uid("o"), "5000"))
     status, after = await api.get(f"/v1/orders/qris/{uid('o')}")
     assert after == before
+
+
+async def test_a_gateway_payment_is_captured_once(api, store, uid):
+    """Another key for the same gateway payment (gateway and its reference)
+    must not credit it again, on the same order or another."""
+    seller = uid("s")
+    await api.seller(seller)
+    await api.place(seller, uid("o1"), "100")
+    await api.place(seller, uid("o2"), "100")
+    ref = uid("pay")
+    status, body = await api.capture(uid("o1"), "50", gateway_ref=ref)
+    assert status == 201, body
+    for order in (uid("o1"), uid("o2")):
+        error = await refused(
+            api, store, "payment_exists", lambda o=order: api.capture(o, "50", gateway_ref=ref)
+        )
+        assert error["field"] == "gateway_ref"
+    # the same reference at another gateway is another payment
+    status, body = await api.capture(uid("o2"), "50", gateway_ref=ref, gateway="xendit")
+    assert status == 201, body
+    assert (await api.balance(seller))["captured_total"] == "100.00"
+
+
+async def test_concurrent_captures_of_one_gateway_payment_credit_it_once(api, uid):
+    seller = uid("s")
+    await api.seller(seller)
+    await api.place(seller, uid("o"), "1000")
+    ref = uid("pay")
+    answers = await asyncio.gather(
+        *(api.capture(uid("o"), "10", gateway_ref=ref) for _ in range(8))
+    )
+    assert sorted(s for s, _ in answers) == [201] + [422] * 7, answers
+    assert {b["error"]["code"] for s, b in answers if s == 422} == {"payment_exists"}
+    assert (await api.balance(seller))["captured_total"] == "10.00"
+
+
+async def test_a_channel_account_belongs_to_one_seller(api, store, uid):
+    account = uid("shop")
+    status, body = await api.post(
+        "/v1/sellers", {"seller_id": uid("s1"), "name": "A", "channels": {"shopee": account}}
+    )
+    assert status == 201, body
+    head = await store.head()
+    status, body = await api.post(
+        "/v1/sellers", {"seller_id": uid("s2"), "name": "B", "channels": {"shopee": account}}
+    )
+    assert (status, body["error"]["code"]) == (409, "channel_account_taken"), body
+    assert body["error"]["field"] == "channels"
+    assert await store.head() == head
+    status, body = await api.post(
+        "/v1/sellers", {"seller_id": uid("s2"), "name": "B", "channels": {"tokopedia": account}}
+    )
+    assert status == 201, body  # the same id on another channel is another account
