@@ -89,6 +89,8 @@ async def _run_service(
                 asyncio.create_task(wiring.run_projections(settings, pool), name="projections")
             )
         waiter = asyncio.create_task(_until_signalled())
+        await asyncio.sleep(0)  # the parts' first steps: what they import is imported now
+        _freeze_startup()
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not waiter and task.exception() is not None:
@@ -492,9 +494,18 @@ def _tune_gc() -> None:
     pass would walk again (py-spy showed those passes as ~10% of a batch load)."""
     import gc
 
-    gc.collect()
-    gc.freeze()  # what start-up allocated is never collected; keep it out of every pass
+    _freeze_startup()
     gc.set_threshold(50_000, 20, 100)
+
+
+def _freeze_startup() -> None:
+    """What start-up allocated (modules, app, routes) is never collected: keep it
+    out of every GC pass. Called again once a service has imported and started
+    its parts, which the command line only imports when it runs them."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _run(coroutine: Any) -> int:

@@ -332,9 +332,7 @@ class EventStore:
         self, stream_ids: Sequence[UUID], conn: asyncpg.Connection | None = None
     ) -> dict[UUID, int]:
         """The current version of each stream that exists."""
-        rows = await (conn or self._pool).fetch(
-            _RACE_CHECK, list(stream_ids), [], *_claim_columns(())
-        )
+        rows = await (conn or self._pool).fetch(_RACE_CHECK, list(stream_ids), [])
         return {r["stream_id"]: r["version"] for r in rows}
 
     async def lookup_keys(
@@ -353,7 +351,13 @@ class EventStore:
         and the claims already taken."""
         known: dict[str, tuple[bytes, int, UUID, int]] = {}
         taken: set[Claim] = set()
-        for r in await (conn or self._pool).fetch(_LOOKUP, list(keys), *_claim_columns(claims)):
+        claims = list(claims)
+        query, args = (
+            (_LOOKUP_CLAIMS, [list(keys), *_claim_columns(claims)])
+            if claims
+            else (_LOOKUP, [list(keys)])
+        )
+        for r in await (conn or self._pool).fetch(query, *args):
             if r["kind"] is None:
                 known[r["key"]] = (
                     bytes(r["fingerprint"]), r["position"], r["stream_id"], r["version"]
@@ -557,7 +561,15 @@ class EventStore:
         current: dict[UUID, int] = {}
         taken: set[str] = set()
         claimed: set[Claim] = set()
-        for r in await conn.fetch(_RACE_CHECK, list(base), keys, *_claim_columns(claims)):
+        # (the claims' part of the query only when there are claims: every
+        # statement of the writer is planned for its values, and this one runs
+        # under the head lock)
+        query, args = (
+            (_RACE_CHECK_CLAIMS, [list(base), keys, *_claim_columns(claims)])
+            if claims
+            else (_RACE_CHECK, [list(base), keys])
+        )
+        for r in await conn.fetch(query, *args):
             if r["kind"] == "key":
                 taken.add(r["a"])
             elif r["kind"] is not None:
@@ -756,12 +768,17 @@ _RACE_CHECK: Final = (
     f" FROM {EVENTS_TABLE} WHERE originator_id = ANY($1::uuid[]) GROUP BY originator_id"
     " UNION ALL SELECT 'key', NULL, NULL, key, NULL FROM idempotency_keys"
     " WHERE key = ANY($2::text[])"
-    f" UNION ALL SELECT kind, NULL, NULL, a, b FROM ({_claims_taken(3)}) c"
+)
+_RACE_CHECK_CLAIMS: Final = (
+    f"{_RACE_CHECK} UNION ALL SELECT kind, NULL, NULL, a, b FROM ({_claims_taken(3)}) c"
 )
 _LOOKUP: Final = (
     "SELECT NULL::text AS kind, key, fingerprint, position, stream_id, version,"
     " NULL::text AS a, NULL::text AS b FROM idempotency_keys WHERE key = ANY($1::text[])"
-    f" UNION ALL SELECT kind, NULL, NULL, NULL, NULL, NULL, a, b FROM ({_claims_taken(2)}) c"
+)
+_LOOKUP_CLAIMS: Final = (
+    f"{_LOOKUP} UNION ALL SELECT kind, NULL, NULL, NULL, NULL, NULL, a, b"
+    f" FROM ({_claims_taken(2)}) c"
 )
 
 _APPEND: Final = f"""

@@ -15,18 +15,29 @@ from ledger.domain.errors import ValidationError
 
 __all__ = ["AMOUNT_MINOR_MAX", "CURRENCY_DIGITS", "format_minor", "parse_amount", "parse_currency"]
 
-#: Minor-unit digits per currency we accept. IDR is quoted with 2 digits by
-#: every Indonesian gateway ("10000.00") even though coins below 1 rupiah are
-#: not in circulation; CONTRACT section 1 fixes 2.
-CURRENCY_DIGITS: Final[dict[str, int]] = {
-    "IDR": 2,
-    "USD": 2,
-    "SGD": 2,
-    "MYR": 2,
-    "PHP": 2,
-    "THB": 2,
-    "VND": 0,
-    "JPY": 0,
+#: Minor-unit digits of the active ISO 4217 currencies (the standard's
+#: "minor unit" column). Most have 2; the exceptions are listed by digits.
+#: IDR is quoted with 2 digits by every Indonesian gateway ("10000.00") even
+#: though coins below 1 rupiah are not in circulation; CONTRACT section 1 fixes 2.
+#: Every code is accepted so that money in a currency an order is not in is
+#: refused as ``currency_mismatch`` (and a gateway's kept in suspense), not
+#: answered as unreadable.
+_TWO_DIGITS: Final = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP"
+    " BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR"
+    " FJD FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR INR IRR JMD KES KGS KHR KPW KYD"
+    " KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD"
+    " NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP"
+    " SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS"
+    " VED VES WST XCD YER ZAR ZMW ZWL"
+)
+_OTHER_DIGITS: Final = {
+    0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
+    3: "BHD IQD JOD KWD LYD OMR TND",
+    4: "CLF UYW",
+}
+CURRENCY_DIGITS: Final[dict[str, int]] = dict.fromkeys(_TWO_DIGITS.split(), 2) | {
+    code: digits for digits, codes in _OTHER_DIGITS.items() for code in codes.split()
 }
 
 #: Largest amount in minor units: a signed 64-bit column holds it.

@@ -232,6 +232,22 @@ async def test_overpayment_goes_to_suspense_and_credits_nothing(hooks: Hooks, ui
     assert balance["pending"] == "100000.00"
 
 
+async def test_a_payment_in_any_iso_currency_the_order_is_not_in_goes_to_suspense(
+    hooks: Hooks, uid
+) -> None:
+    """An authenticated payment in EUR for an IDR order is kept with a 2xx,
+    not refused as unreadable (which the gateway would retry for days)."""
+    seller, order, txn = uid("s"), uid("o"), uid("t")
+    await hooks.seller(seller)
+    await hooks.place(seller, order, "275000.00")
+    body = midtrans_body("midtrans_qris_settlement", order, txn, currency="EUR")
+    status, answer = await hooks.midtrans(body)
+    assert status == 200, answer
+    assert answer["results"][0]["status"] == "suspense", answer
+    assert answer["results"][0]["reason"] == "currency_mismatch"
+    assert (await hooks.balance(seller))["captured_total"] == "0.00"
+
+
 async def test_currency_mismatch_goes_to_suspense(hooks: Hooks, uid) -> None:
     seller, order, txn = uid("s"), uid("o"), uid("t")
     await hooks.seller(seller)

@@ -94,6 +94,11 @@ def test_currency_digits_decide_the_fraction() -> None:
     with pytest.raises(ValidationError):
         parse_amount("100.5", "JPY")
     assert parse_amount("1.25", "USD") == 125
+    assert parse_amount("1.250", "KWD") == 1250  # ISO 4217: 3 digits
+    assert parse_amount("1.2345", "CLF") == 12345  # and 4
+    with pytest.raises(ValidationError):
+        parse_amount("1.2345", "KWD")
+    assert (format_minor(1250, "KWD"), format_minor(12345, "CLF")) == ("1.250", "1.2345")
 
 
 def test_errors_name_the_field_they_were_given() -> None:
@@ -106,7 +111,8 @@ def test_errors_name_the_field_they_were_given() -> None:
 def test_currency_defaults_to_idr_and_refuses_unknown_codes() -> None:
     assert parse_currency(None) == "IDR"
     assert parse_currency("USD") == "USD"
-    for bad in ("idr", "XXX", "", 360, ["IDR"], True):
+    assert parse_currency("EUR") == "EUR"  # every active ISO 4217 code
+    for bad in ("idr", "XXX", "ABC", "", 360, ["IDR"], True):
         with pytest.raises(ValidationError) as info:
             parse_currency(bad)
         assert info.value.field == "currency"
