@@ -56,10 +56,18 @@ class RelayConfig:
     idle_poll_s: float = 1.0
     #: after a wake-up, wait this long for more commits: fewer, larger pages
     linger_s: float = 0.0
+    #: how long a page's publish acknowledgements may take before the relay
+    #: re-reads the stream's state (a refused publish can leave its ack
+    #: unanswered: nats-py raises the refusal in its reply handler)
+    ack_timeout_s: float = 10.0
 
 
 class _StreamBehind(Exception):
     """The stream no longer matches the log: recreate it and refill from PostgreSQL."""
+
+
+class _Unanswered(Exception):
+    """Publishes went unacknowledged: read the stream's state again before going on."""
 
 
 class Relay:
@@ -110,18 +118,31 @@ class Relay:
                 try:
                     position = await self._prepare_stream(js)
                     await self._publish_from(js, position, lock_conn)
+                except _Unanswered as e:
+                    await lock_conn.fetchval("SELECT 1")  # still the leader?
+                    log.warning("relay: %s; reading the stream's state again", e)
                 except _StreamBehind as e:
+                    # Deleting the stream is for the leader alone: a relay whose
+                    # lock connection died is refused by the stream because a
+                    # new leader publishes, and must step down, not delete.
+                    await lock_conn.fetchval("SELECT 1")
                     log.warning("relay: %s; recreating stream from PostgreSQL", e)
                     with contextlib.suppress(NotFoundError):
                         await js.delete_stream(self._config.stream_name)
                     # The refill starts at position 1 again.
                     await self._store.set_relay_checkpoint(self._config.stream_name, 0)
         finally:
+            self.is_leader = False  # at once: the clean-up below may take a while
             with contextlib.suppress(Exception):
                 await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
             await self._pool.release(listener)
             with contextlib.suppress(Exception):
-                await nc.drain()
+                # drain waits for outstanding publish acks; after a failure they
+                # may never come (nats-py's own bound is 30 s)
+                await asyncio.wait_for(nc.drain(), timeout=2)
+            if not nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await nc.close()
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
@@ -175,12 +196,20 @@ class Relay:
 
     async def _publish_from(self, js: Any, position: int, lock_conn: asyncpg.Connection) -> None:
         stream = self._config.stream_name
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         while True:
             self._wake.clear()
+            if loop.time() - checked >= self._config.idle_poll_s:
+                # The leader's lock lives as long as its connection: a dead one
+                # means a standby may lead now. Checked idle or busy, so that
+                # a busy leader steps down within about a poll interval too.
+                await lock_conn.fetchval("SELECT 1")
+                checked = loop.time()
             events = await self._store.read_log(position, _PAGE_EVENTS_MAX)
             if not events:
-                # Keep the leader's lock connection alive-checked while idle.
                 await lock_conn.fetchval("SELECT 1")
+                checked = loop.time()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._config.idle_poll_s)
                 continue
@@ -204,10 +233,17 @@ class Relay:
                     )
                 )
             try:
-                acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+                acks = await asyncio.wait_for(
+                    asyncio.gather(*futures), timeout=self._config.ack_timeout_s
+                )
             except (APIError, NoStreamResponseError) as e:
                 # A wrong expected sequence or a missing stream: resync from the stream.
                 raise _StreamBehind(f"publish refused: {e}") from e
+            except TimeoutError:
+                raise _Unanswered(
+                    f"positions {events[0]['position']}-{events[-1]['position']} were not"
+                    f" acknowledged within {self._config.ack_timeout_s} s"
+                ) from None
             for ack, message in zip(acks, events, strict=True):
                 if ack.seq != message["position"]:
                     raise _StreamBehind(

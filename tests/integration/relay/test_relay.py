@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 
+import asyncpg
 import nats
 import orjson
 
-from ledger.relay import Relay
+from ledger.relay import RELAY_LOCK_KEY, Relay
 from ledger.store import EventStore
 from tests.integration.relay.conftest import stream_messages, write_history
 
@@ -163,3 +165,46 @@ async def test_a_stream_whose_messages_aged_out_is_resumed_after_its_last_sequen
     log = await EventStore(rpool).read_log(total, 10_000)
     assert [m.seq for m in msgs] == [e["position"] for e in log]
     assert [orjson.loads(m.data) for m in msgs] == log
+
+
+async def test_a_relay_that_lost_its_lock_never_deletes_the_stream(
+    rpool, rledger, relay_config, nats_url, fresh_db
+):
+    """The leader's lock connection dies (a network cut, a restart of its
+    backend) and another process holds the lock now. When its next publish is
+    refused, the old leader must step down, not delete and refill the stream
+    that the new leader owns."""
+    total = await write_history(rledger, sellers=1, orders=2)
+    relay = Relay(rpool, dataclasses.replace(relay_config, ack_timeout_s=1.0))
+    task = await _run(relay)
+    holder = await asyncpg.connect(fresh_db)  # the next leader, as far as locks go
+    nc = await nats.connect(nats_url)
+    try:
+        await _wait_until(lambda: _published(relay, total))
+        js = nc.jetstream()
+        created = (await js.stream_info(relay_config.stream_name)).created
+        pid = await holder.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            RELAY_LOCK_KEY,
+        )
+        assert await holder.fetchval("SELECT pg_terminate_backend($1)", pid)
+        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY)
+        # a message the new leader published, then a commit that wakes the old one
+        await js.publish(
+            f"{relay_config.subject_prefix}.foreign", b"{}", stream=relay_config.stream_name
+        )
+        await write_history(rledger, sellers=1, orders=1)
+        await _wait_until(lambda: _not_leader(relay), timeout_s=5)
+        await asyncio.sleep(0.5)
+        info = await js.stream_info(relay_config.stream_name)
+        assert info.created == created, "the stream was deleted and made again"
+        assert info.state.last_seq == total + 1  # the foreign message is still the last
+    finally:
+        await _stop(task)
+        await holder.close()
+        await nc.close()
+
+
+async def _not_leader(relay: Relay) -> bool:
+    return not relay.is_leader
