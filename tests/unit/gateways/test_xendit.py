@@ -1,4 +1,4 @@
-"""Xendit callbacks: token, QR payments, invoices, refunds, amounts."""
+"""Xendit callbacks: token, QR, v3 and e-wallet payments, invoices, refunds, amounts."""
 
 from __future__ import annotations
 
@@ -185,9 +185,269 @@ def test_a_refund_with_no_payment_reference_is_refused() -> None:
         events_for(body)
 
 
-@pytest.mark.parametrize("event", ["ewallet.capture", "payment.capture", "qr.refund", "x"])
+@pytest.mark.parametrize("event", ["payment_token.activation", "qr.refund", "x"])
 def test_callbacks_not_mapped_are_acknowledged_with_no_events(event: str) -> None:
     assert events_for({"event": event, "data": {"anything": 1}}) == []
+
+
+# --- Payments API v3 (payment.capture / .authorization / .failure) ------------------------
+
+V3_PAYMENT = "py-1fdaf346-dd2e-4b6c-b938-124c7167a822"
+V3_CAPTURE = "cap-8a7e0c2b-5d8f-4a51-9d0e-2f6c1b3a4d5e"
+
+
+def v3(event: str = "payment.capture", **data: Any) -> dict[str, Any]:
+    body = load("xendit_payment_capture_v3")
+    body["event"] = event
+    body["data"].update(data)
+    return body
+
+
+def test_v3_payment_capture_is_a_capture_keyed_by_the_payment_id() -> None:
+    assert events_of("xendit_payment_capture_v3") == [
+        {
+            "idempotency_key": f"xendit:payment:{V3_PAYMENT}",
+            "type": "payment.captured",
+            "occurred_at": "2021-12-02T14:52:21.566000+00:00",
+            "order_id": "example_reference_id",
+            "amount": "10000.00",
+            "currency": "IDR",
+            "gateway": "xendit",
+            "gateway_ref": V3_PAYMENT,
+            "metadata": {
+                "callback": "payment.capture",
+                "channel_code": "BRI_VIRTUAL_ACCOUNT",
+                "payment_request_id": "pr-1fdaf346-dd2e-4b6c-b938-124c7167a822",
+                "capture_id": V3_CAPTURE,
+            },
+        }
+    ]
+
+
+def test_a_v3_payment_is_refunded_through_its_payment_id() -> None:
+    body = load("xendit_refund_succeeded")
+    body["data"]["payment_id"] = V3_PAYMENT
+    [refund] = events_for(body)
+    [capture] = events_of("xendit_payment_capture_v3")
+    assert refund["payment_ref"] == capture["gateway_ref"]
+
+
+def test_a_v3_capture_told_without_captures_is_one_capture_of_the_requested_amount() -> None:
+    # Xendit's own example carries no captures list
+    body = v3(request_amount=25000)
+    del body["data"]["captures"]
+    [event] = events_for(body)
+    assert event["type"] == "payment.captured"
+    assert event["amount"] == "25000.00"
+    assert event["idempotency_key"] == f"xendit:payment:{V3_PAYMENT}"
+    assert event["gateway_ref"] == V3_PAYMENT
+
+
+def test_later_v3_captures_have_their_own_key_and_the_first_stays_the_payment() -> None:
+    first = {
+        "capture_id": "cap-1",
+        "capture_amount": 6000,
+        "capture_timestamp": "2024-05-01T10:00:00Z",
+    }
+    second = {
+        "capture_id": "cap-2",
+        "capture_amount": 4000,
+        "capture_timestamp": "2024-05-02T10:00:00Z",
+    }
+    before = events_for(v3(captures=[first]))
+    after = events_for(v3(captures=[second, first]))  # listed in any order
+    assert after[0] == before[0]
+    assert (after[0]["gateway_ref"], after[0]["amount"]) == (V3_PAYMENT, "6000.00")
+    assert after[1]["idempotency_key"] == "xendit:payment:cap-2"
+    assert (after[1]["gateway_ref"], after[1]["amount"]) == ("cap-2", "4000.00")
+    assert after[1]["order_id"] == "example_reference_id"
+    assert after[1]["metadata"]["payment_id"] == V3_PAYMENT
+
+
+@pytest.mark.parametrize(
+    ("event", "status"),
+    [
+        ("payment.failure", "FAILED"),
+        ("payment.authorization", "AUTHORIZED"),
+        ("payment.expiry", "EXPIRED"),
+        ("payment.capture", "PENDING"),
+    ],
+)
+def test_v3_statuses_other_than_a_succeeded_capture_are_noted(event: str, status: str) -> None:
+    [noted] = events_for(v3(event, status=status, failure_code="PAYMENT_DECLINED"))
+    assert noted["type"] == "order.status_noted"
+    assert noted["status"] == status
+    assert noted["order_id"] == "example_reference_id"
+    assert noted["idempotency_key"] == f"xendit:status:{V3_PAYMENT}:{status}"
+    assert noted["metadata"]["failure_code"] == "PAYMENT_DECLINED"
+    assert noted["metadata"]["amount"] == "10000.00"
+    assert "amount" not in noted
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"captures": {"capture_id": "cap-1"}}, "data.captures"),
+        ({"captures": ["cap-1"]}, "data.captures[0]"),
+        ({"captures": [{"capture_amount": 10000}]}, "data.captures[0].capture_id"),
+        (
+            {"captures": [{"capture_id": "c", "capture_amount": 0.5}]},
+            "data.captures[0].capture_amount",
+        ),
+        ({"payment_id": None}, "data.payment_id"),
+        ({"reference_id": None}, "data.reference_id"),
+    ],
+)
+def test_bad_v3_fields_are_validation_errors(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        events_for(v3(**change))
+    assert caught.value.field == field
+
+
+# --- e-wallets ----------------------------------------------------------------------------
+
+EWALLET_CHARGE = "ewc_bb8c3po-c3po-r2d2-c3po-r2d2c3por2d2"
+
+
+def test_ewallet_capture_is_a_capture_keyed_by_the_charge_id() -> None:
+    assert events_of("xendit_ewallet_capture") == [
+        {
+            "idempotency_key": f"xendit:payment:{EWALLET_CHARGE}",
+            "type": "payment.captured",
+            "occurred_at": "2021-07-29T06:27:44.917000+00:00",
+            "order_id": "test-reference-id",
+            "amount": "1000.00",
+            "currency": "IDR",
+            "gateway": "xendit",
+            "gateway_ref": EWALLET_CHARGE,
+            "metadata": {
+                "callback": "ewallet.capture",
+                "channel_code": "ID_SHOPEEPAY",
+                "checkout_method": "ONE_TIME_PAYMENT",
+            },
+        }
+    ]
+
+
+def test_ewallet_capture_takes_the_captured_amount() -> None:
+    body = load("xendit_ewallet_capture")
+    body["data"].update(charge_amount=1500, capture_amount=1000)
+    assert events_for(body)[0]["amount"] == "1000.00"
+
+
+@pytest.mark.parametrize("status", ["FAILED", "PENDING", "VOIDED"])
+def test_ewallet_capture_not_succeeded_is_noted(status: str) -> None:
+    body = load("xendit_ewallet_capture")
+    body["data"].update(status=status, capture_amount=None, failure_code="USER_DECLINED_PAYMENT")
+    [event] = events_for(body)
+    assert event["type"] == "order.status_noted"
+    assert event["status"] == status
+    assert event["idempotency_key"] == f"xendit:status:{EWALLET_CHARGE}:{status}"
+    assert event["metadata"]["amount"] == "1000.00"  # the charge
+    assert event["metadata"]["failure_code"] == "USER_DECLINED_PAYMENT"
+
+
+def test_legacy_ewallet_paid_is_a_capture_keyed_by_wallet_and_external_id() -> None:
+    assert events_of("xendit_ewallet_legacy_paid") == [
+        {
+            "idempotency_key": "xendit:payment:DANA:ewallet-legacy-order-1",
+            "type": "payment.captured",
+            "occurred_at": "2019-04-07T01:35:46.658000+00:00",
+            "order_id": "ewallet-legacy-order-1",
+            "amount": "1000.00",
+            "currency": "IDR",
+            "gateway": "xendit",
+            "gateway_ref": "DANA:ewallet-legacy-order-1",
+            "metadata": {"callback": "ewallet.legacy", "ewallet_type": "DANA"},
+        }
+    ]
+
+
+def test_legacy_ewallet_with_an_id_is_keyed_by_it() -> None:
+    body = load("xendit_ewallet_legacy_paid") | {"id": "ewallet-pay-123"}
+    [event] = events_for(body)
+    assert (event["idempotency_key"], event["gateway_ref"]) == (
+        "xendit:payment:ewallet-pay-123",
+        "ewallet-pay-123",
+    )
+
+
+def test_legacy_ewallet_expired_is_noted() -> None:
+    body = load("xendit_ewallet_legacy_paid") | {"payment_status": "EXPIRED"}
+    [event] = events_for(body)
+    assert event["type"] == "order.status_noted"
+    assert event["status"] == "EXPIRED"
+    assert event["order_id"] == "ewallet-legacy-order-1"
+    assert event["idempotency_key"] == "xendit:status:DANA:ewallet-legacy-order-1:EXPIRED"
+
+
+def test_legacy_ewallet_without_id_or_wallet_is_refused() -> None:
+    body = load("xendit_ewallet_legacy_paid")
+    del body["ewallet_type"]
+    with pytest.raises(ValidationError) as caught:
+        events_for(body)
+    assert caught.value.field == "ewallet_type"
+
+
+# --- flat callbacks not mapped ------------------------------------------------------------
+
+#: a fixed virtual account "paid" callback (xendit-java FixedVirtualAccountPayment
+#: fields); no event, no status: not mapped, so never credited by itself
+VA_PAID: dict[str, Any] = {
+    "updated": "2017-08-11T11:20:11.000Z",
+    "created": "2017-08-11T11:20:11.000Z",
+    "payment_id": "1502450097080",
+    "callback_virtual_account_id": "598d91b1191029596846047f",
+    "owner_id": "5824128aa6f9f2e648be9d76",
+    "external_id": "fixed-va-1502437214715",
+    "account_number": "1001470126",
+    "bank_code": "MANDIRI",
+    "amount": 80000,
+    "transaction_timestamp": "2017-08-11T11:20:10.000Z",
+    "merchant_code": "8808",
+    "id": "598d5f71bf64853820c49a18",
+}
+
+
+def test_an_unmapped_flat_payment_names_no_order_so_it_is_kept_for_an_operator() -> None:
+    assert events_for(VA_PAID) == [
+        {
+            "idempotency_key": "xendit:payment:598d5f71bf64853820c49a18",
+            "type": "payment.captured",
+            "occurred_at": "2017-08-11T11:20:10+00:00",
+            "amount": "80000.00",
+            "currency": "IDR",
+            "gateway": "xendit",
+            "gateway_ref": "598d5f71bf64853820c49a18",
+            "metadata": {
+                "callback": "unmapped",
+                "external_id": "fixed-va-1502437214715",
+                "bank_code": "MANDIRI",
+            },
+        }
+    ]
+
+
+def test_an_unmapped_flat_payment_without_ids_is_keyed_by_its_body() -> None:
+    body = {k: v for k, v in VA_PAID.items() if k not in ("id", "payment_id")}
+    [event] = events_for(body)
+    assert event["idempotency_key"].startswith("xendit:payment:sha256:")
+    assert event["gateway_ref"] == event["idempotency_key"].removeprefix("xendit:payment:")
+    assert events_for(dict(reversed(body.items()))) == [event]  # a redelivery: the same key
+    assert events_for(body | {"amount": 80001})[0]["idempotency_key"] != event["idempotency_key"]
+
+
+@pytest.mark.parametrize("missing", ["amount", "external_id"])
+def test_an_unmapped_flat_callback_without_money_is_acknowledged_with_no_events(
+    missing: str,
+) -> None:
+    body = {k: v for k, v in VA_PAID.items() if k != missing}
+    assert events_for(body) == []
+
+
+def test_an_unmapped_flat_callback_without_a_time_is_acknowledged_with_no_events() -> None:
+    untimed = ("updated", "created", "transaction_timestamp")
+    assert events_for({k: v for k, v in VA_PAID.items() if k not in untimed}) == []
 
 
 # --- amounts ------------------------------------------------------------------------------
