@@ -79,6 +79,22 @@ async def edit_state(pool: asyncpg.Pool, position: int, **changes: Any) -> None:
     await set_state(pool, position, orjson.dumps(state))
 
 
+async def reseal(pool: asyncpg.Pool, first: int, last: int, prev: str) -> str:
+    """Re-chains rows ``first``..``last`` onto ``prev`` as a forger would; returns the last hash."""
+    for position in range(first, last + 1):
+        forged = message_from_row(await row(pool, position))
+        forged["prev_hash"] = prev
+        new_hash = chain_hash(prev, forged)
+        await pool.execute(
+            "UPDATE omniledger_events SET hash = $2, prev_hash = $3 WHERE notification_id = $1",
+            position,
+            new_hash,
+            prev,
+        )
+        prev = new_hash
+    return prev
+
+
 def assert_broken_at(run: Any, position: int) -> None:
     assert run.rc == 1, (run.rc, run.out, run.err)
     assert f"BROKEN at position {position}:" in run.out, (run.out, run.err)
@@ -306,18 +322,9 @@ async def test_a_resealed_chain_and_head_are_named_where_the_link_breaks(
     (5 and 9) only the stitch of the ranges can see it."""
     written = await write_history(history)
     assert written.head == 13  # the boundaries above assume (0, 4], (4, 8], (8, 13]
-    prev = hashlib.sha256(b"a chain of the forger's own").hexdigest()
-    for p in range(position, written.head + 1):
-        forged = message_from_row(await row(apool, p))
-        forged["prev_hash"] = prev
-        prev = chain_hash(prev, forged)
-        await apool.execute(
-            "UPDATE omniledger_events SET hash = $2, prev_hash = $3 WHERE notification_id = $1",
-            p,
-            prev,
-            forged["prev_hash"],
-        )
-    await apool.execute("UPDATE ledger_head SET hash = $1", prev)
+    forged_prev = hashlib.sha256(b"a chain of the forger's own").hexdigest()
+    last = await reseal(apool, position, written.head, forged_prev)
+    await apool.execute("UPDATE ledger_head SET hash = $1", last)
     run = await cli("verify", *PROCESSES[processes])
     assert_broken_at(run, position)
     assert f"({position - 1} events before it are intact)" in run.out, run.out
@@ -353,17 +360,7 @@ async def test_a_resealed_tail_is_detected_by_the_head(
     written = await write_history(history)
     await edit_state(apool, written.capture, amount_minor=95_000_000)
     prev = (await row(apool, written.capture))["prev_hash"]
-    for position in range(written.capture, written.head + 1):
-        forged = message_from_row(await row(apool, position))
-        forged["prev_hash"] = prev
-        new_hash = chain_hash(prev, forged)
-        await apool.execute(
-            "UPDATE omniledger_events SET hash = $2, prev_hash = $3 WHERE notification_id = $1",
-            position,
-            new_hash,
-            prev,
-        )
-        prev = new_hash
+    await reseal(apool, written.capture, written.head, prev)
     run = await cli("verify")
     assert run.rc == 1, (run.out, run.err)
     assert "BROKEN at position" in run.out, run.out
