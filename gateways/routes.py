@@ -83,7 +83,7 @@ from ledger.domain.errors import (
 )
 from ledger.domain.money import format_minor, parse_amount, parse_currency
 from ledger.domain.suspense import suspense_stream_id
-from ledger.http import LEDGER, SETTINGS, STORE, json_response, read_json, require
+from ledger.http import LEDGER, SETTINGS, STORE, int_param, json_response, read_json, require
 from ledger.messages import format_instant
 from ledger.service import Ledger, Recorded
 from ledger.store import EventStore
@@ -398,22 +398,8 @@ def _entry_id(request: web.Request) -> UUID:
 
 @require("admin", "auditor")
 async def list_suspense(request: web.Request) -> web.Response:
-    raw_limit = request.query.get("limit", "")
-    limit = SUSPENSE_PAGE_MAX
-    if raw_limit:
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise ValidationError("limit must be an integer", field="limit") from None
-        if not 1 <= limit <= SUSPENSE_PAGE_MAX:
-            raise ValidationError(f"limit must be 1-{SUSPENSE_PAGE_MAX}", field="limit")
-    after_text = request.query.get("after", "0")
-    try:
-        after = int(after_text)
-    except ValueError:
-        raise ValidationError("after must be a log position", field="after") from None
-    if not 0 <= after <= 2**62:
-        raise ValidationError("after must be a log position", field="after")
+    limit = int_param(request, "limit", SUSPENSE_PAGE_MAX, low=1, high=SUSPENSE_PAGE_MAX)
+    after = int_param(request, "after", 0, low=0, high=2**62)
     rows = await request.app[STORE].open_suspense(limit, after)
     next_after = rows[-1]["position"] if len(rows) == limit else None
     return json_response({"suspense": [_entry_json(row) for row in rows], "next_after": next_after})

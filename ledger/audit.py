@@ -196,17 +196,13 @@ async def reconcile_report(
     A malformed report raises ``ReportError`` (422) before anything is recorded.
     """
     import hashlib
-    from datetime import date as date_type
     from datetime import time, timedelta
     from zoneinfo import ZoneInfo
 
-    from ledger.domain.errors import ValidationError
+    from ledger.domain.commands import parse_day
     from ledger.reconcile import parse_report, reconcile
 
-    try:
-        local_day = date_type.fromisoformat(day)
-    except ValueError:
-        raise ValidationError("date must be YYYY-MM-DD", field="date") from None
+    local_day = parse_day(day)
     rows = parse_report(report, gateway=gateway, columns=columns)
     zone = ZoneInfo(timezone)
     start = datetime.combine(local_day, time.min, zone)

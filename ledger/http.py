@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -50,6 +51,7 @@ from ledger.domain.errors import (
     SellerExists,
     Unauthorized,
     Unavailable,
+    UnknownSeller,
     ValidationError,
 )
 from ledger.domain.money import format_minor, parse_currency
@@ -70,6 +72,7 @@ __all__ = [
     "Extension",
     "Principal",
     "create_app",
+    "int_param",
     "json_response",
     "principal",
     "read_json",
@@ -195,7 +198,9 @@ def principal(request: web.Request) -> Principal:
 
 
 def hash_key(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+    # a header's bytes that are not UTF-8 arrive as surrogates: hashed as they
+    # came (an unknown key, 401), never an encoding error
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 # -- middlewares ----------------------------------------------------------------------
@@ -221,7 +226,10 @@ async def _errors(
     except web.HTTPException as e:
         if e.status >= 400:
             code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "http_error")
-            response = json_response({"error": {"code": code, "message": e.reason}}, e.status)
+            allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+            response = json_response(
+                {"error": {"code": code, "message": e.reason}}, e.status, allow
+            )
         else:
             raise
     except (*DB_ERRORS, asyncpg.PostgresError) as e:
@@ -312,14 +320,18 @@ async def _record_batch(ledger: Ledger, items: list[Any]) -> list[dict[str, Any]
     return [r for r in results if r is not None]
 
 
-def _int_param(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:
+_DIGITS: Final = re.compile(r"\A[0-9]{1,19}\Z")
+
+
+def int_param(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:
+    """A query parameter of ASCII digits only (Python's ``int`` also takes
+    ``+3``, `` 1``, ``1_0`` and other scripts' digits); absent or empty: ``default``."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"{name} must be an integer", field=name) from None
+    if not _DIGITS.match(raw):
+        raise ValidationError(f"{name} must be a whole number of digits 0-9", field=name)
+    value = int(raw)
     if not low <= value <= high:
         raise ValidationError(f"{name} must be between {low} and {high}", field=name)
     return value
@@ -327,8 +339,8 @@ def _int_param(request: web.Request, name: str, default: int, *, low: int, high:
 
 @require("admin", "auditor")
 async def get_events(request: web.Request) -> web.Response:
-    after = _int_param(request, "after", 0, low=0, high=2**62)
-    limit = _int_param(request, "limit", 100, low=1, high=LOG_PAGE_MAX)
+    after = int_param(request, "after", 0, low=0, high=2**62)
+    limit = int_param(request, "limit", 100, low=1, high=LOG_PAGE_MAX)
     events = await request.app[STORE].read_log(after, limit)
     next_after = events[-1]["position"] if len(events) == limit else None
     return json_response({"events": events, "next_after": next_after})
@@ -339,11 +351,10 @@ async def get_order(request: web.Request) -> web.Response:
     channel = request.match_info["channel"]
     order_id = parse_identifier(request.match_info["order_id"], "order_id")
     order, history = await request.app[LEDGER].read_stream(order_stream_id(channel, order_id))
-    if not history:
+    # another seller's order is answered as a missing one: a seller key must
+    # not learn which order ids other sellers have
+    if not history or not principal(request).may_see_seller(history[0]["data"]["seller_id"]):
         raise NotFound(f"no order {order_id} on channel {channel}")
-    placed = history[0]["data"]
-    if not principal(request).may_see_seller(placed["seller_id"]):
-        raise Forbidden("this order belongs to another seller")
     assert isinstance(order, Order)
     currency = order.currency
     status = (
@@ -377,7 +388,8 @@ async def get_order(request: web.Request) -> web.Response:
     )
 
 
-_CHANNEL_ACCOUNT_CHARS_MAX: Final = 64
+#: a channel's account id (a Shopee shop id, a Tokopedia shop domain): printable, no spaces
+_CHANNEL_ACCOUNT: Final = re.compile(r"\A[\x21-\x7e]{1,64}\Z")
 
 
 @require("admin")
@@ -392,7 +404,9 @@ async def post_sellers(request: web.Request) -> web.Response:
         raise ValidationError("name must be 1-200 characters", field="name")
     district = _optional_text(body, "district", 100)
     nib = _optional_text(body, "nib", 32)
-    channels = body.get("channels") or {}
+    channels = body.get("channels")
+    if channels is None:
+        channels = {}
     if not isinstance(channels, dict):
         raise ValidationError("channels must map a channel to an account id", field="channels")
     clean: dict[str, str] = {}
@@ -401,9 +415,10 @@ async def post_sellers(request: web.Request) -> web.Response:
             raise ValidationError(f"unknown channel {channel!r}", field="channels")
         if isinstance(account, int) and not isinstance(account, bool):
             account = str(account)
-        if not isinstance(account, str) or not 1 <= len(account) <= _CHANNEL_ACCOUNT_CHARS_MAX:
+        if not isinstance(account, str) or not _CHANNEL_ACCOUNT.match(account):
             raise ValidationError(
-                f"account for {channel} must be 1-64 characters", field="channels"
+                f"account for {channel} must be 1-64 printable characters without spaces",
+                field="channels",
             )
         clean[channel] = account
     occurred_at = datetime.now(UTC).isoformat()
@@ -495,6 +510,9 @@ async def post_keys(request: web.Request) -> web.Response:
     seller_id = body.get("seller_id")
     if role == "seller":
         seller_id = parse_identifier(seller_id, "seller_id")
+        if not await request.app[STORE].stream_exists(seller_stream_id(seller_id)):
+            # a key for a typo would never work, or would open a later seller's data
+            raise UnknownSeller(f"seller {seller_id} is not registered", field="seller_id")
     elif seller_id is not None:
         raise ValidationError("only a seller key names a seller_id", field="seller_id")
     key = "olk_" + secrets.token_urlsafe(32)

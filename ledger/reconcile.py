@@ -73,6 +73,7 @@ from datetime import datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from ledger.domain.commands import parse_day
 from ledger.domain.errors import ValidationError
 from ledger.domain.money import format_minor, parse_amount, parse_currency
 
@@ -349,6 +350,14 @@ def _time(text: str, zone: ZoneInfo, *, line: int, column: str) -> datetime:
             column=column,
             field="time",
         ) from e
+    if not 2000 <= moment.year <= 2999:  # as the ledger's own timestamps (and no overflow)
+        raise ReportError(
+            f"line {line}, column {column!r}: time {value[:40]!r} is not between"
+            " 2000-01-01 and 2999-12-31",
+            line=line,
+            column=column,
+            field="time",
+        )
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
 
 
@@ -565,13 +574,7 @@ def reconcile(
     """
     gateway = gateway.casefold()
     zone = ZoneInfo(timezone)
-    if isinstance(date, str):
-        try:
-            day = Date.fromisoformat(date)
-        except ValueError as e:
-            raise ValidationError(f"date {date!r} is not YYYY-MM-DD", field="date") from e
-    else:
-        day = date
+    day = parse_day(date) if isinstance(date, str) else date
 
     rows: list[ReportRow] = []
     ignored = other_days = total = 0

@@ -748,9 +748,7 @@ class Ledger:
                     duplicate_as=duplicate_as, internal=internal, hints=hints, claims=claims,
                 )  # fmt: skip
             if first.fingerprint != fingerprint:
-                raise duplicate_as(
-                    "this idempotency key was used with a different body", field="idempotency_key"
-                )
+                raise _conflict(duplicate_as, shown_key)
             return Recorded(
                 "duplicate", result.position, result.stream_id, result.version, shown_key
             )
@@ -877,11 +875,7 @@ class Ledger:
     def _answer_known(self, p: _Pending, known: tuple[bytes, int, UUID, int]) -> None:
         digest, position, stream_id, version = known
         if digest != hashlib.sha256(p.fingerprint).digest():
-            p.future.set_exception(
-                p.duplicate_as(
-                    "this idempotency key was used with a different body", field="idempotency_key"
-                )
-            )
+            p.future.set_exception(_conflict(p.duplicate_as, p.shown_key))
         else:
             p.future.set_result(Recorded("duplicate", position, stream_id, version, p.shown_key))
 
@@ -1016,6 +1010,16 @@ def _encode_state(state: dict[str, Any]) -> bytes:
     timestamp = state["timestamp"]
     encoded = dict(state, timestamp={"_type_": "datetime_iso", "_data_": timestamp.isoformat()})
     return orjson.dumps(encoded)
+
+
+def _conflict(kind: type[LedgerError], shown_key: str | None) -> LedgerError:
+    """The answer to a key already used with another body, in the words of its command."""
+    if kind is SellerExists and shown_key is not None:
+        seller_id = shown_key.partition(":")[2]  # the ledger's key "seller.registered:<id>"
+        return SellerExists(
+            f"seller {seller_id} is already registered (with other details)", field="seller_id"
+        )
+    return kind("this idempotency key was used with a different body", field="idempotency_key")
 
 
 def _claims_of(c: Command) -> tuple[Claim, ...]:

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from ledger.domain.commands import parse_day
 from ledger.domain.errors import ValidationError
 from ledger.domain.money import format_minor
 from projections.catalog import PROJECTION_NAMES
@@ -175,10 +176,7 @@ def _day(value: date | str, field: str) -> date:
         raise ValidationError("expected a date, not a timestamp", field=field)
     if isinstance(value, date):
         return value
-    try:
-        return date.fromisoformat(value)
-    except (TypeError, ValueError) as e:
-        raise ValidationError(f"{value!r} is not a YYYY-MM-DD date", field=field) from e
+    return parse_day(value, field)
 
 
 def _sums(r: asyncpg.Record) -> dict[str, Any]:

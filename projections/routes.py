@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from ledger.domain.commands import parse_identifier
+from ledger.domain.commands import parse_day, parse_identifier
 from ledger.domain.errors import Forbidden, NotFound, ValidationError
 from ledger.http import BALANCE_READER, STORE, json_response, principal, require
 from projections import reads
@@ -29,6 +29,8 @@ async def get_seller_recaps(request: web.Request) -> web.Response:
     date_from, date_to = request.query.get("from"), request.query.get("to")
     if not date_from or not date_to:
         raise ValidationError("from and to are required (YYYY-MM-DD)", field="from")
+    parse_day(date_from, "from")  # the request is checked before the data is looked at
+    parse_day(date_to, "to")
     if await reads.seller_balance(request.app[_POOL], seller_id) is None:
         raise NotFound(f"seller {seller_id} is not known to the recaps yet")
     rows = await reads.seller_recaps(request.app[_POOL], seller_id, date_from, date_to)

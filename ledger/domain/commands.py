@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import orjson
@@ -22,6 +22,7 @@ __all__ = [
     "EVENT_TYPES",
     "Command",
     "parse_command",
+    "parse_day",
     "parse_identifier",
     "parse_timestamp",
     "reject_nul",
@@ -112,6 +113,27 @@ _RFC3339 = re.compile(
 
 _EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST: Final = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+_DAY: Final = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+
+
+def parse_day(value: object, field_name: str = "date") -> date:
+    """A calendar day as ``YYYY-MM-DD`` only (Python would also take ``20261130``
+    and week dates), within the years timestamps may have."""
+    if not isinstance(value, str) or not _DAY.match(value):
+        raise ValidationError(f"{field_name} must be a YYYY-MM-DD date", field=field_name)
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(
+            f"{field_name} {value!r} is not a calendar day", field=field_name
+        ) from None
+    if not _EARLIEST.date() <= day <= _LATEST.date():
+        raise ValidationError(
+            f"{field_name} must lie between 2000-01-01 and 2999-12-31", field=field_name
+        )
+    return day
 
 
 def parse_timestamp(value: object, field_name: str = "occurred_at") -> datetime:

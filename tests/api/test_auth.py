@@ -125,8 +125,15 @@ async def test_a_seller_key_reads_only_its_own_seller(client, world):
     order = f"/v1/orders/qris/{world.order_id}"
     status, out = await call(client, "GET", order, None, own)
     assert (status, out["seller_id"]) == (200, world.seller), out
+    # another seller's order is answered as a missing one: a seller key does
+    # not learn which order ids exist (a 403 here would tell it)
     status, out = await call(client, "GET", order, None, other)
-    assert (status, out["error"]["code"]) == (403, "forbidden"), out
+    assert (status, out["error"]["code"]) == (404, "not_found"), out
+    status, missing = await call(client, "GET", order + "-none", None, other)
+    assert status == 404
+    assert missing["error"]["message"] == out["error"]["message"].replace(
+        world.order_id, world.order_id + "-none"
+    )
     # whether another seller exists is not for a seller key to learn
     ghost = f"/v1/sellers/ghost-{uuid.uuid4().hex[:8]}/balance"
     status, out = await call(client, "GET", ghost, None, own)

@@ -65,6 +65,20 @@ async def answer(client: Any, method: str, path: str, **kwargs: Any) -> tuple[in
 
 
 @pytest.fixture(scope="module")
+async def full(settings, ledger, store, pool) -> Any:
+    """The app as ``omniledger serve`` wires it: core routes plus gateways, reads, audit."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ledger import bootstrap
+    from ledger.http import create_app
+
+    await bootstrap.prepare(settings, pool)
+    app = create_app(settings, ledger, store, extensions=bootstrap.extensions(settings, pool))
+    async with TestClient(TestServer(app)) as full_client:
+        yield full_client
+
+
+@pytest.fixture(scope="module")
 async def seller(client, admin) -> str:
     """One registered seller shared by this module's tests (they only add to it)."""
     seller = "s-" + uuid.uuid4().hex[:8]
@@ -284,11 +298,76 @@ async def test_wrong_types_in_every_key_field_are_never_5xx(client, admin, selle
 @pytest.mark.parametrize(
     "query",
     ["after=abc", "after=-1", "after=1.5", "after=1e3", "after=" + "9" * 40, "limit=0",
-     "limit=1001", "limit=-5", "limit=x", "after=%00"],
+     "limit=1001", "limit=-5", "limit=x", "after=%00",
+     # what Python's int() would take: a sign, spaces, underscores, other scripts' digits
+     "after=%2B3", "limit=%201", "after=1_0", "after=%EF%BC%91", "limit=%D9%A3"],
 )  # fmt: skip
-async def test_bad_log_queries_are_422(client, admin, query):
-    status, out = await answer(client, "GET", f"/v1/events?{query}", headers=admin)
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/suspense"])
+async def test_bad_log_queries_are_422(full, admin, query, path):
+    status, out = await answer(full, "GET", f"{path}?{query}", headers=admin)
     assert status == 422, (query, out)
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/suspense"])
+async def test_an_empty_page_parameter_means_its_default(full, admin, path):
+    status, out = await answer(full, "GET", f"{path}?after=&limit=", headers=admin)
+    assert status == 200, out
+
+
+@pytest.mark.parametrize(
+    "day", ["20261130", "2026-W49-1", "2026-11-31", "0001-01-01", "9999-12-31", "2026-11-3",
+            "2026-11-30T00:00:00Z", ""],
+)  # fmt: skip
+async def test_days_are_yyyy_mm_dd_within_the_ledger_s_years(full, admin, seller, day):
+    for path in (f"/v1/sellers/{seller}/recaps?from={day}&to=2026-12-01",
+                 f"/v1/recaps/daily?date={day}"):  # fmt: skip
+        status, out = await answer(full, "GET", path, headers=admin)
+        assert status == 422, (path, out)
+    status, out = await answer(
+        full, "POST", f"/v1/reconciliations?gateway=midtrans&date={day}",
+        data=b"Order ID,Amount\n", headers=admin,
+    )  # fmt: skip
+    assert status == 422, out
+
+
+async def test_a_report_row_at_the_edge_of_the_calendar_is_a_4xx(full, admin):
+    report = (
+        "Transaction ID,Order ID,Transaction Type,Transaction Status,Amount,Fee,"
+        "Transaction Time\n"
+        "t1,o1,settlement,settlement,1000.00,0,0001-01-01 00:00:00\n"
+    ).encode()
+    status, out = await answer(
+        full, "POST", "/v1/reconciliations?gateway=midtrans&date=2026-11-30",
+        data=report, headers=admin,
+    )  # fmt: skip
+    assert status == 422, out
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_401(client):
+    status, out = await answer(
+        client, "GET", "/v1/events", headers={"Authorization": "Bearer \xff\xfe"}
+    )
+    assert (status, out["error"]["code"]) == (401, "unauthorized"), out
+
+
+async def test_a_seller_key_needs_a_registered_seller(client, admin, uid):
+    status, out = await answer(
+        client, "POST", "/v1/keys", json={"role": "seller", "seller_id": uid("nobody")},
+        headers=admin,
+    )  # fmt: skip
+    assert (status, out["error"]["code"], out["error"]["field"]) == (
+        422, "unknown_seller", "seller_id"
+    ), out
+
+
+@pytest.mark.parametrize("channels", [[], "shopee", {"shopee": " "}, {"shopee": "a b"},
+                                      {"shopee": "\n"}, {"shopee": ""}])
+async def test_channel_accounts_are_printable_ids(client, admin, uid, channels):
+    status, out = await answer(
+        client, "POST", "/v1/sellers",
+        json={"seller_id": uid("s"), "name": "Toko", "channels": channels}, headers=admin,
+    )  # fmt: skip
+    assert (status, out["error"]["field"]) == (422, "channels"), out
 
 
 @pytest.mark.parametrize(
@@ -322,6 +401,8 @@ async def test_wrong_methods_are_json_405(client, admin, method, path):
     status, out = await answer(client, method, path, headers=admin)
     assert status == 405, out
     assert out["error"]["code"] == "method_not_allowed"
+    resp = await client.request(method, path, headers=admin)
+    assert resp.headers.get("Allow"), "a 405 names the methods that are allowed (RFC 9110)"
 
 
 async def test_a_nul_in_an_idempotency_key_does_not_sink_the_others_of_its_batch(

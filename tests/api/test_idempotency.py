@@ -204,6 +204,8 @@ async def test_registering_a_seller_twice_is_409_and_records_nothing(api, store,
     head = await store.head()
     status, out = await api.post("/v1/sellers", {"seller_id": seller, "name": "Other name"})
     assert (status, out["error"]["code"]) == (409, "seller_exists"), out
+    assert out["error"]["field"] == "seller_id", out  # there is no idempotency key to blame
+    assert seller in out["error"]["message"], out
     assert await store.head() == head
 
 
