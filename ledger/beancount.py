@@ -91,7 +91,9 @@ from ledger.domain.money import format_minor, parse_amount, parse_currency
 __all__ = ["OPEN_DATE", "gateway_account", "seller_account", "write_beancount"]
 
 #: The date every account is opened on: before any event the ledger can hold.
-OPEN_DATE: Final[date] = date(2000, 1, 1)
+#: Before the first local day any accepted event can fall on: timestamps start at
+#: 2000-01-01T00:00Z, which is 1999-12-31 in zones west of UTC.
+OPEN_DATE: Final[date] = date(1999, 12, 30)
 
 GATEWAYS_ROOT: Final[str] = "Assets:Gateways"
 BANK_PAYOUTS: Final[str] = "Assets:Bank:Payouts"
@@ -271,7 +273,9 @@ class _Writer:
 
     def suspended(self, message: dict[str, Any], data: dict[str, Any]) -> None:
         currency = parse_currency(data.get("currency"))
-        amount = parse_amount(data["amount"], currency)
+        # zero for a fact without money (a status of an unknown order): a
+        # zero transaction keeps the entry's history in the file all the same
+        amount = parse_amount(data["amount"], currency, allow_zero=True)
         event = data.get("event")
         if isinstance(event, dict) and event.get("type") == "refund.issued":
             amount = -amount  # money that left the gateway

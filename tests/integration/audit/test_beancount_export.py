@@ -141,6 +141,33 @@ async def test_bean_check_accepts_a_window(
         assert run.rc == 0, run.err
         check = await run_tool(str(BEAN_CHECK), str(out))
         assert check.rc == 0, (after, check.out, check.err)
+        # without the balances before the window, any assertion would be false
+        assert " balance " not in out.read_text(), after
+
+
+async def test_a_suspended_fact_without_money_and_the_first_local_day_export(
+    history: History, aledger: Ledger, cli: CliRunner, tmp_path: Path
+) -> None:
+    """A gateway status for an unknown order is kept in suspense with a zero
+    amount; an event on local day 2000-01-01 (the first the ledger accepts):
+    both stopped the export with a traceback."""
+    t = history.tag
+    await history.seller(f"s-{t}")
+    await history.place(f"s-{t}", f"o-{t}", "1000", "2000-01-01T12:00:00+08:00")
+    raw = {"idempotency_key": f"xendit:status:q-{t}", "type": "order.status_noted",
+           "order_id": f"nobody-{t}", "source": "xendit", "status": "FAILED",
+           "occurred_at": "2026-12-01T13:00:00+08:00"}  # fmt: skip
+    suspended = await aledger.record_suspense(
+        parse_command(raw, gateway_facts=True), gateway="xendit", reason="unknown_order", raw=raw
+    )
+    assert suspended.status == "recorded"
+    out = tmp_path / "zero.beancount"
+    run = await cli("export", "--format", "beancount", stdout_path=out)
+    assert run.rc == 0, run.err
+    assert "Traceback" not in run.err
+    check = await run_tool(str(BEAN_CHECK), str(out))
+    assert check.rc == 0, (check.out, check.err, out.read_text())
+    assert "suspense.recorded unknown_order" in out.read_text()
 
 
 async def test_an_empty_log_exports_a_valid_file(cli: CliRunner, tmp_path: Path) -> None:
