@@ -223,7 +223,31 @@ async def reconcile_report(
         gateway=gateway,
         date=local_day.isoformat(),
         summary=result["summary"],
-        findings=result["findings"],
+        findings=recorded_findings(result["findings"]),
         occurred_at=datetime.now(zone).isoformat(),
     )
     return findings, result | {"recorded": recorded.as_dict()}
+
+
+#: Differences of one kind kept in the recorded event; the rest are counted.
+RECORDED_FINDINGS_MAX: Final = 200
+
+
+def recorded_findings(findings: dict[str, list[Any]]) -> dict[str, Any]:
+    """What the ``reconciliation.recorded`` event keeps of a check's findings.
+
+    The event must stay small: every event is published whole on the stream
+    (NATS refuses a message over 1 MiB, and the relay would stall on it), and a
+    report of a few thousand rows made events of megabytes. So matched rows are
+    only counted (the summary has them; the report's SHA-256 names the report),
+    and each kind of difference keeps its first ``RECORDED_FINDINGS_MAX`` items
+    with the count of the ones left out. The answer to the caller is complete.
+    """
+    kept: dict[str, Any] = {}
+    for name, items in findings.items():
+        if name == "matched":
+            continue
+        kept[name] = items[:RECORDED_FINDINGS_MAX]
+        if len(items) > RECORDED_FINDINGS_MAX:
+            kept[f"{name}_left_out"] = len(items) - RECORDED_FINDINGS_MAX
+    return kept
