@@ -332,10 +332,10 @@ async def test_days_are_yyyy_mm_dd_within_the_ledger_s_years(full, admin, seller
 
 async def test_a_report_row_at_the_edge_of_the_calendar_is_a_4xx(full, admin):
     report = (
-        "Transaction ID,Order ID,Transaction Type,Transaction Status,Amount,Fee,"
-        "Transaction Time\n"
-        "t1,o1,settlement,settlement,1000.00,0,0001-01-01 00:00:00\n"
-    ).encode()
+        b"Transaction ID,Order ID,Transaction Type,Transaction Status,Amount,Fee,"
+        b"Transaction Time\n"
+        b"t1,o1,settlement,settlement,1000.00,0,0001-01-01 00:00:00\n"
+    )
     status, out = await answer(
         full, "POST", "/v1/reconciliations?gateway=midtrans&date=2026-11-30",
         data=report, headers=admin,
