@@ -210,7 +210,7 @@ def _progress(total: int, label: str) -> Any:
 
 def _cmd_verify(settings: Settings, args: argparse.Namespace) -> Awaitable[int]:
     if args.file:
-        return _verify_file(args.file)
+        return _verify_file(args.file, window=args.window)
     # The helper processes are forked here, before the event loop exists (see ledger.verify).
     from ledger.verify import RANGE_EVENTS_MIN, RangeHelpers
 
@@ -252,7 +252,7 @@ async def _verify_live(settings: Settings, helpers: Any, range_min: int) -> int:
     return _verify_outcome(report)
 
 
-async def _verify_file(path: str) -> int:
+async def _verify_file(path: str, *, window: bool) -> int:
     import itertools
 
     from ledger.chain import MalformedExport, iter_jsonl, verify_messages
@@ -269,10 +269,21 @@ async def _verify_file(path: str) -> int:
         lines = itertools.chain([first], lines)
         position = first.get("position")
         if isinstance(position, int) and position > 1:
+            if not window:
+                # lines cut off the top of a whole export look just like a window
+                print(
+                    f"BROKEN at position 1: the export starts at position {position}; "
+                    "if it is a window (export --after), check it with --window"
+                )
+                return 1
             # An --after window: it starts where the export says it does;
             # only the live log (omniledger verify) can vouch for that start.
             start_position, start_prev_hash = position, str(first.get("prev_hash"))
-            print(f"window starting at position {position}", file=sys.stderr)
+            print(
+                f"window starting at position {position}: its first prev_hash "
+                f"{start_prev_hash} is taken on trust (compare it with the live log)",
+                file=sys.stderr,
+            )
     bar = _progress(0, "verify")
     report = await asyncio.to_thread(
         verify_messages,
@@ -454,6 +465,12 @@ def _parser() -> argparse.ArgumentParser:
     add("migrate", "create or upgrade the schema", _cmd_migrate)
     p = add("verify", "check the hash chain of the live log or of an export", _cmd_verify)
     p.add_argument("--file", help="a JSON Lines export to check instead of the live log")
+    p.add_argument(
+        "--window",
+        action="store_true",
+        help="with --file: the export may start after position 1 (export --after N); its "
+        "first prev_hash is then taken on trust",
+    )
     p.add_argument(
         "--workers",
         type=int,

@@ -167,6 +167,34 @@ async def test_removed_swapped_and_garbled_lines_are_named(
     assert "Traceback" not in run.err
 
 
+async def test_an_export_with_its_first_lines_cut_off_does_not_verify(
+    history: History, cli: CliRunner, tmp_path: Path
+) -> None:
+    """Without ``--window`` an export must start at position 1: lines deleted off
+    its top are otherwise indistinguishable from a window and verified "ok"."""
+    await write_history(history)
+    out = tmp_path / "events.jsonl"
+    await export_to(cli, out)
+    rewrite(out, lines_of(out)[3:])
+    run = await cli("verify", "--file", str(out))
+    assert (run.rc, run.out.startswith("BROKEN at position 1:")) == (1, True), run.out
+    assert "--window" in run.out
+    # the same file declared a window: its start is taken on trust, and it says so
+    run = await cli("verify", "--file", str(out), "--window")
+    assert run.rc == 0, run.out
+    assert "taken on trust" in run.err
+
+
+async def test_a_window_export_verifies_with_window(
+    history: History, cli: CliRunner, tmp_path: Path
+) -> None:
+    await write_history(history)
+    out = tmp_path / "window.jsonl"
+    await export_to(cli, out, "--after", "4")
+    assert (await cli("verify", "--file", str(out))).rc == 1
+    assert (await cli("verify", "--file", str(out), "--window")).rc == 0
+
+
 async def test_export_of_a_tampered_log_does_not_verify(
     history: History, apool: asyncpg.Pool, cli: CliRunner, tmp_path: Path
 ) -> None:
