@@ -616,7 +616,10 @@ def reconcile(
                     break
 
     # 2. by order_id: first the pairs with equal amounts, then the rest in order;
-    #    two different references are two transactions and never pair
+    #    two payments with different references are two transactions and never
+    #    pair. Refunds may: the ledger knows a refund by its own key (Midtrans'
+    #    refund_key), while a report's refund line carries the refunded
+    #    payment's transaction id.
     for equal_only in (True, False):
         for r, row in enumerate(rows):
             if r in paired_rows or not row.order_id:
@@ -624,7 +627,10 @@ def reconcile(
             for i in by_order.get((str(row.kind), row.order_id), ()):
                 item = items[i]
                 if i in taken or (
-                    row.reference and item.gateway_ref and row.reference != item.gateway_ref
+                    row.kind == "payment"
+                    and row.reference
+                    and item.gateway_ref
+                    and row.reference != item.gateway_ref
                 ):
                     continue
                 if equal_only and (item.currency, item.amount_minor) != (

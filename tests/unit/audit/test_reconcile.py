@@ -221,6 +221,39 @@ def test_an_order_with_two_payments_pairs_equal_amounts_first() -> None:
     ]
 
 
+def test_refund_lines_naming_the_refunded_payment_match_the_ledger_s_refunds() -> None:
+    """Midtrans' report gives a refund line the payment's Transaction ID; the
+    ledger knows each refund by its refund_key. They pair by order and amount."""
+    header = MIDTRANS_HEADER.rstrip("\n") + ",Transaction ID\n"
+    rows = parse_report(
+        header + "2026-12-01 10:00:00,a2,payment,QRIS,settlement,50000.00,350.00,txn-a2\n"
+        "2026-12-01 11:00:00,a2,refund,QRIS,refund,-30000.00,,txn-a2\n"
+        "2026-12-01 12:00:00,a2,refund,QRIS,refund,-20000.00,,txn-a2\n",
+        gateway="midtrans",
+    )
+    ledger = seal(
+        [
+            captured("a2", "50000.00", "350.00", "2026-12-01T01:00:00Z", ref="txn-a2"),
+            refunded("a2", "30000.00", "2026-12-01T03:00:00Z", ref="rk-a2-1"),
+            refunded("a2", "20000.00", "2026-12-01T04:00:00Z", ref="rk-a2-2"),
+        ]
+    )
+    findings = reconcile(rows, ledger, gateway="midtrans", date="2026-12-01")
+    assert findings.ok, findings.as_dict()
+    assert len(findings.matched) == 3
+
+
+def test_two_payments_with_different_references_never_pair() -> None:
+    rows = parse_report(
+        MIDTRANS_HEADER.rstrip("\n") + ",Transaction ID\n"
+        "2026-12-01 10:00:00,o,payment,QRIS,settlement,100.00,,txn-report\n",
+        gateway="midtrans",
+    )
+    ledger = seal([captured("o", "100.00", "0.00", "2026-12-01T01:00:00Z", ref="txn-ledger")])
+    findings = reconcile(rows, ledger, gateway="midtrans", date="2026-12-01")
+    assert (len(findings.missing_in_ledger), len(findings.missing_in_report)) == (1, 1)
+
+
 def test_columns_override_maps_other_headers() -> None:
     report = (
         "\ufeffWaktu;ID Pesanan;Tipe;Nominal;Biaya;Keterangan\n"
