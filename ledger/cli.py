@@ -411,6 +411,19 @@ async def _cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         not result["findings"].get(k)
         for k in ("missing_in_ledger", "missing_in_report", "amount_mismatch", "fee_mismatch")
     )
+    summary = result["summary"]
+    elsewhere = summary.get("report_rows_other_days", 0)
+    if elsewhere:
+        # Midtrans cuts its reports by the WIB day, the ledger's day is local
+        # (WITA by default): rows of the report's last hour fall on the next day
+        where = f"{day} in {settings.timezone}"
+        if not summary.get("report_rows"):
+            print(f"omniledger: none of the report's rows falls on {where}: is it the "
+                  "report of another day?", file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"omniledger: {elsewhere} report rows fall on other days than {where} and "
+              "were not compared; reconcile those days with this report too",
+              file=sys.stderr)  # fmt: skip
     return 0 if clean else 1
 
 

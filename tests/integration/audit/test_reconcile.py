@@ -438,3 +438,20 @@ async def test_a_large_report_records_a_small_event(
     assert len(event["data"]["findings"]["missing_in_ledger"]) == 200
     assert event["data"]["findings"]["missing_in_ledger_left_out"] == 2800
     assert event["data"]["summary"]["missing_in_ledger"] == 3000
+
+
+async def test_a_report_of_another_day_is_not_reported_clean(
+    history: History, cli: CliRunner, tmp_path: Path
+) -> None:
+    """Every row of the report falls on another local day: nothing was compared,
+    which must not read as "no differences" (exit 0)."""
+    await ledger_day(history)
+    path = tmp_path / "midtrans.csv"
+    path.write_bytes(report(history.tag))
+    run = await cli("reconcile", "--gateway", "midtrans", "--report", str(path),
+                    "--date", "2026-11-20", "--json")  # fmt: skip
+    assert run.rc == 1, (run.out, run.err)
+    assert "is it the report of another day?" in run.err
+    run = await cli("reconcile", "--gateway", "midtrans", "--report", str(path),
+                    "--date", DAY, "--json")  # fmt: skip
+    assert "1 report rows fall on other days" in run.err, run.err
