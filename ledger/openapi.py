@@ -15,10 +15,12 @@ __all__ = ["openapi_document"]
 
 _AMOUNT = {
     "oneOf": [
-        {"type": "string", "pattern": r"^(0|[1-9][0-9]*)(\.[0-9]{1,2})?$"},
+        {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,20})(\.[0-9]{1,6})?$"},
         {"type": "integer", "minimum": 0},
     ],
-    "description": "Currency units as a decimal string or a JSON integer; never a fraction.",
+    "description": "Currency units as a decimal string or a JSON integer; never a fraction. "
+    "At most the currency's ISO 4217 minor-unit digits (IDR 2, JPY 0, KWD 3); greater than "
+    "zero, except a fee; at most 2^63-1 minor units.",
 }
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"}
 _TIME = {"type": "string", "format": "date-time", "description": "RFC 3339 with an offset"}
@@ -272,7 +274,7 @@ def openapi_document() -> dict[str, Any]:
                 {"201": _json(recorded), "200": _json(recorded)},
                 params=[_p("suspense_id")],
                 body={"application/json": {"schema": _obj(channel=_CHANNEL, order_id=_ID)}},
-                errors=(400, 401, 403, 404, 409, 422, 503),
+                errors=(400, 401, 403, 404, 409, 413, 422, 503),
             ),
         },
         "/v1/reconciliations": {

@@ -82,6 +82,9 @@ def parse_amount(
                 f"amount has more than {digits} fraction digits for {currency}", field=field
             )
         minor = int(int(whole) * 10**digits + int(fraction.ljust(digits, "0") or "0"))
+    elif isinstance(value, float) and value.is_integer() and abs(value) > AMOUNT_MINOR_MAX:
+        # a JSON integer past 64 bits is read as a float: say what is wrong with it
+        raise ValidationError("amount is too large", field=field)
     else:
         # floats land here: 150000.5 or 1e5 in JSON are refused, never rounded
         raise ValidationError(

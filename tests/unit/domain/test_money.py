@@ -64,6 +64,14 @@ def test_malformed_amounts_are_refused(value: object) -> None:
     assert info.value.code == "validation_error"
 
 
+def test_a_json_integer_past_64_bits_read_as_a_float_is_called_too_large() -> None:
+    import orjson
+
+    value = orjson.loads(b"1180591620717411303424")  # 2**70, which orjson reads as a float
+    with pytest.raises(ValidationError, match="too large"):
+        parse_amount(value, "IDR")
+
+
 def test_the_largest_amount_fits_64_bits_and_one_more_is_refused() -> None:
     whole, fraction = divmod(AMOUNT_MINOR_MAX, 100)
     assert AMOUNT_MINOR_MAX == 2**63 - 1
