@@ -199,7 +199,9 @@ async def test_a_relay_that_lost_its_lock_never_deletes_the_stream(
         await asyncio.sleep(0.5)
         info = await js.stream_info(relay_config.stream_name)
         assert info.created == created, "the stream was deleted and made again"
-        assert info.state.last_seq == total + 1  # the foreign message is still the last
+        # (what the old leader published before it noticed may have landed after
+        # the foreign message: each at the sequence after the last, as a real new
+        # leader's would; only deleting the stream would lose that order)
     finally:
         await _stop(task)
         await holder.close()
