@@ -41,6 +41,22 @@ class Servers:
         self.started.clear()
 
 
+async def _start(servers: Servers, server: Any) -> str:
+    """Starts ``server`` in a thread, listed for stopping before it starts.
+
+    Cancelled (Ctrl-C, SIGTERM) meanwhile, it waits for the start to end: the
+    thread cannot be interrupted, and a server that comes up after we gave up
+    on it would otherwise be left running."""
+    servers.started.append(server)
+    starting = asyncio.ensure_future(asyncio.to_thread(server.start))
+    try:
+        return str(await asyncio.shield(starting))
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await starting
+        raise
+
+
 async def _ensure_database(admin_dsn: str, name: str) -> str:
     conn = await asyncpg.connect(admin_dsn)
     try:
@@ -65,17 +81,14 @@ async def embedded_servers(
         if settings.database_url is None:
             pg = EmbeddedPostgres(data_dir / "postgres")
             log.info("starting embedded PostgreSQL under %s", pg.pgdata)
-            admin_dsn = await asyncio.to_thread(pg.start)
-            servers.started.append(pg)
+            admin_dsn = await _start(servers, pg)
             settings = replace(
                 settings, database_url=await _ensure_database(admin_dsn, "omniledger")
             )
         if settings.nats_url is None and need_nats:
             nats = EmbeddedNats(data_dir / "nats")
             log.info("starting embedded NATS (JetStream) under %s", data_dir / "nats")
-            url = await asyncio.to_thread(nats.start)
-            servers.started.append(nats)
-            settings = replace(settings, nats_url=url)
+            settings = replace(settings, nats_url=await _start(servers, nats))
         yield settings
     finally:
         await asyncio.to_thread(servers.stop)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from ledger.bootstrap import admin_key_for, connect, embedded_servers, migrated_store
+from ledger.embedded import EmbeddedServerError
 from ledger.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -461,7 +462,10 @@ def _parser() -> argparse.ArgumentParser:
         ("project", "run the projection consumers only", _cmd_project),
     ):
         p = add(name, help_text, run)
-        p.add_argument("--port", type=int, help="HTTP port (default 8080)")
+        p.add_argument(
+            "--port", type=int, choices=range(0, 65536), metavar="PORT",
+            help="HTTP port, 0-65535 (default 8080)",
+        )  # fmt: skip
         p.add_argument("--host", help="HTTP address (default 127.0.0.1)")
         if name == "project":
             p.add_argument(
@@ -580,9 +584,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.run(settings, args))
     except KeyboardInterrupt:
         return 130
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        # PostgreSQL unreachable or refusing us: say so in one line, and never
-        # with exit 1, which `verify` reserves for "the chain is broken"
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedServerError) as e:
+        # PostgreSQL unreachable or refusing us, an embedded server that would
+        # not start: say so without a traceback, and never with exit 1, which
+        # `verify` reserves for "the chain is broken"
         log.debug("%s failed", args.command, exc_info=True)
         print(f"omniledger {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

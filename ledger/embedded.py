@@ -36,6 +36,7 @@ import stat
 import subprocess
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -54,6 +55,24 @@ _UNIX_PATH_LENGTH_MAX = 107
 _NATS_DEFAULT_PORT = 4222
 _LOG_TAIL_LINES = 40
 _POLL_INTERVAL_S = 0.05
+
+
+def _dies_with_us(signum: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to send ``signum`` to the child when the
+    thread that started it dies (PR_SET_PDEATHSIG): a killed ``omniledger up``
+    must not leave its servers running. Run in the child after the switch to
+    the server's user (which would clear it). ``None`` off Linux."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(1, signum)  # PR_SET_PDEATHSIG; resolved before the fork, nothing imported after
+
+    return arm
 
 
 class EmbeddedServerError(RuntimeError):
@@ -332,7 +351,8 @@ class EmbeddedPostgres(_Server):
         ]  # fmt: skip
         with _open_log(self.log_path) as log:
             # Its own process group: a Ctrl-C in the terminal reaches only
-            # us, and we decide the shutdown order (clients first).
+            # us, and we decide the shutdown order (clients first). Should we
+            # die without that, SIGINT (fast shutdown) reaches it anyway.
             self._proc = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -340,6 +360,7 @@ class EmbeddedPostgres(_Server):
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 process_group=0,
+                preexec_fn=_dies_with_us(signal.SIGINT),
                 **self._run_kwargs(run_as),  # type: ignore[call-overload]
             )
 
@@ -498,6 +519,7 @@ class EmbeddedNats(_Server):
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 process_group=0,  # as for PostgreSQL: Ctrl-C is ours to handle
+                preexec_fn=_dies_with_us(signal.SIGTERM),
             )
         try:
             self._wait_ready(started)

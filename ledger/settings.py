@@ -7,9 +7,11 @@ the variable. Tests build ``Settings`` directly.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["Settings", "SettingsError"]
@@ -82,9 +84,14 @@ class Settings:
         stream = text("STREAM") or "LEDGER"
         if not stream.replace("_", "").replace("-", "").isalnum():
             raise SettingsError("OMNILEDGER_STREAM must be letters, digits, _ or -")
+        log_level = (text("LOG_LEVEL") or "INFO").upper()
+        if log_level not in _LOG_LEVELS:
+            raise SettingsError(
+                f"OMNILEDGER_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, not {log_level!r}"
+            )
         return cls(
-            database_url=text("DATABASE_URL"),
-            nats_url=text("NATS_URL"),
+            database_url=_url("DATABASE_URL", text("DATABASE_URL"), ("postgresql", "postgres")),
+            nats_url=_url("NATS_URL", text("NATS_URL"), ("nats", "tls")),
             data_dir=Path(text("DATA_DIR") or ".omniledger"),
             host=text("HOST") or "127.0.0.1",
             port=number("PORT", 8080, low=0, high=65535),
@@ -105,8 +112,27 @@ class Settings:
             projection_models=_models(text("PROJECTIONS")),
             relay_linger_ms=number("RELAY_LINGER_MS", 10, low=0, high=1000),
             db_pool_size_max=number("DB_POOL_SIZE_MAX", 10, low=2, high=200),
-            log_level=(text("LOG_LEVEL") or "INFO").upper(),
+            log_level=log_level,
         )
+
+
+_LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _url(name: str, raw: str | None, schemes: tuple[str, ...]) -> str | None:
+    """A server URL with one of ``schemes`` and, if it names a port, a valid one."""
+    if raw is None:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError on "host:notaport" or a port past 65535
+    except ValueError as e:
+        raise SettingsError(f"OMNILEDGER_{name}: {e}") from None
+    if parts.scheme not in schemes:
+        raise SettingsError(
+            f"OMNILEDGER_{name} must start with {' or '.join(s + '://' for s in schemes)}"
+        )
+    return raw
 
 
 def _models(raw: str | None) -> tuple[str, ...] | None:

@@ -210,3 +210,47 @@ async def test_support_context_managers_serve_the_session_fixtures(tmp_path: Pat
 )
 def test_with_database_keeps_everything_but_the_name(dsn: str, expected: str) -> None:
     assert servers.with_database(dsn, "omniledger_test_1") == expected
+
+
+async def test_servers_die_with_the_process_that_started_them(tmp_path: Path) -> None:
+    """``omniledger up`` killed with SIGKILL (the OOM killer, ``kill -9``) runs no
+    clean-up: its embedded PostgreSQL and NATS must not run on without it (they
+    did, and the next ``up`` on the folder failed on PostgreSQL's lock file)."""
+    import asyncio
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from ledger.embedded import EmbeddedNats, EmbeddedPostgres\n"
+        "root = Path(sys.argv[1])\n"
+        "nats, pg = EmbeddedNats(root / 'nats'), EmbeddedPostgres(root / 'pg')\n"
+        "nats.start(); pg.start()\n"
+        "print(nats.pid, pg.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, str(tmp_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 60)
+    nats_pid, pg_pid = (int(p) for p in line.split())
+    assert _alive(nats_pid) and _alive(pg_pid)
+    proc.kill()
+    await proc.wait()
+    try:
+        for _ in range(300):  # 30 s: PostgreSQL's fast shutdown writes a checkpoint
+            if not _alive(nats_pid) and not _alive(pg_pid):
+                break
+            await asyncio.sleep(0.1)
+        assert not _alive(nats_pid), "NATS outlived the process that started it"
+        assert not _alive(pg_pid), "PostgreSQL outlived the process that started it"
+    finally:  # whatever the outcome, leave no server behind
+        for pid, sig in ((nats_pid, signal.SIGKILL), (pg_pid, signal.SIGQUIT)):
+            if _alive(pid):
+                os.kill(pid, sig)
+    # and the folder can be used again at once
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    pg.start()
+    pg.stop()

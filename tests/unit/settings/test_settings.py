@@ -1,0 +1,51 @@
+"""The one settings object: each bad value is one clear ``SettingsError``, not a later traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.settings import Settings, SettingsError
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_env({f"OMNILEDGER_{k}": v for k, v in env.items()})
+
+
+def test_the_defaults() -> None:
+    s = settings()
+    assert (s.database_url, s.nats_url, s.port, s.timezone, s.log_level) == (
+        None, None, 8080, "Asia/Makassar", "INFO"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("DATABASE_URL", "postgresql://postgres@127.0.0.1:notaport/x", "DATABASE_URL"),
+        ("DATABASE_URL", "postgresql://h:70000/x", "DATABASE_URL"),
+        ("DATABASE_URL", "mysql://h/x", "postgresql://"),
+        ("NATS_URL", "not a url:xx", "nats://"),
+        ("NATS_URL", "nats://127.0.0.1:port", "NATS_URL"),
+        ("LOG_LEVEL", "verbose", "LOG_LEVEL"),
+        ("PORT", "http", "PORT"),
+        ("PORT", "70000", "PORT"),
+        ("TIMEZONE", "Mars/Olympus", "TIMEZONE"),
+    ],
+)
+def test_a_bad_value_is_named(name: str, value: str, says: str) -> None:
+    with pytest.raises(SettingsError, match=says):
+        settings(**{name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        ("DATABASE_URL", "postgres:///omniledger?host=/tmp"),
+        ("NATS_URL", "nats://127.0.0.1:4222"),
+        ("NATS_URL", "tls://nats.example:4443"),
+        ("LOG_LEVEL", "debug"),
+    ],
+)
+def test_good_values_pass(name: str, value: str) -> None:
+    settings(**{name: value})
