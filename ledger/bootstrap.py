@@ -121,6 +121,23 @@ def admin_key_for(settings: Settings) -> str:
     return key
 
 
+class SchemaNotReady(Exception):
+    """A read-only command found the schema behind this version: ``omniledger migrate`` first."""
+
+
+async def readable_store(pool: asyncpg.Pool) -> EventStore:
+    """The store for commands that only read (verify, export, replay): the
+    schema is checked, never changed, so an auditor's read-only role (or a
+    read replica) can run them."""
+    store = EventStore(pool)
+    missing = await store.missing_migrations()
+    if missing:
+        raise SchemaNotReady(
+            f"the database schema lacks migrations {missing}: run `omniledger migrate` first"
+        )
+    return store
+
+
 async def migrated_store(pool: asyncpg.Pool) -> EventStore:
     store = EventStore(pool)
     applied = await store.migrate()

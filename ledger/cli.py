@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from ledger.bootstrap import admin_key_for, connect, embedded_servers, migrated_store
+from ledger.bootstrap import (
+    SchemaNotReady,
+    admin_key_for,
+    connect,
+    embedded_servers,
+    migrated_store,
+    readable_store,
+)
 from ledger.embedded import EmbeddedServerError
 from ledger.settings import Settings, SettingsError
 
@@ -232,7 +239,7 @@ async def _verify_live(settings: Settings, helpers: Any, range_min: int) -> int:
 
     pool = await connect(settings, pool_size_max=2)
     try:
-        store = await migrated_store(pool)
+        store = await readable_store(pool)
         head, _ = await store.head()
         bar = _progress(head, "verify")
         try:
@@ -313,7 +320,7 @@ async def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
     pool = await connect(settings, pool_size_max=2)
     try:
-        store = await migrated_store(pool)
+        store = await readable_store(pool)
         out = sys.stdout
         if args.format == "beancount":
             await export_beancount(
@@ -343,7 +350,7 @@ async def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     pool = await connect(settings, pool_size_max=2)
     try:
-        store = await migrated_store(pool)
+        store = await readable_store(pool)
         fold = await replay_balances(store, as_of=as_of, known_at=known_at, seller_id=args.seller)
     finally:
         await pool.close()
@@ -584,7 +591,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.run(settings, args))
     except KeyboardInterrupt:
         return 130
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedServerError) as e:
+    except (
+        OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EmbeddedServerError, SchemaNotReady
+    ) as e:  # fmt: skip
         # PostgreSQL unreachable or refusing us, an embedded server that would
         # not start: say so without a traceback, and never with exit 1, which
         # `verify` reserves for "the chain is broken"

@@ -311,6 +311,18 @@ class EventStore:
                 applied.append(version)
         return applied
 
+    async def missing_migrations(self) -> list[int]:
+        """The migrations not applied yet, read without writing anything (for
+        read-only commands and read-only roles)."""
+        exists = await self._pool.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        done: set[int] = set()
+        if exists:
+            done = {
+                r["version"]
+                for r in await self._pool.fetch("SELECT version FROM schema_migrations")
+            }
+        return [version for version, _, _ in _MIGRATIONS if version not in done]
+
     # -- reads for the write path ----------------------------------------------
     async def load_streams(
         self, stream_ids: Sequence[UUID], conn: asyncpg.Connection | None = None

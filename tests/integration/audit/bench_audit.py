@@ -133,6 +133,7 @@ def main() -> int:
     empty_name = f"omniledger_bench_empty_{uuid.uuid4().hex[:8]}"
     dsn = asyncio.run(create(admin_dsn, name))
     empty_dsn = asyncio.run(create(admin_dsn, empty_name))
+    asyncio.run(_migrate(empty_dsn))  # verify reads the schema, it does not make it
     try:
         print(
             f"filling {name} with {args.events} events through Ledger.record ...", file=sys.stderr
@@ -165,6 +166,15 @@ def main() -> int:
         else:
             asyncio.run(drop(admin_dsn, name))
     return 0
+
+
+async def _migrate(dsn: str) -> None:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        await EventStore(pool).migrate()
+    finally:
+        await pool.close()
 
 
 async def _first_seller(dsn: str) -> str:

@@ -412,3 +412,41 @@ async def test_an_unreachable_database_is_exit_2_not_a_broken_chain(
     assert "Traceback" not in run.err, run.err
     assert f"omniledger {command[0]}: ConnectionRefusedError" in run.err, run.err
     assert "BROKEN" not in run.out and "ok:" not in run.out
+
+
+async def test_the_read_only_commands_run_with_a_read_only_role(
+    history: History, apool: asyncpg.Pool, fresh_db: str
+) -> None:
+    """An auditor's role that may only SELECT (or a read replica): verify,
+    export and replay read the schema's version, they never migrate it."""
+    await write_history(history)
+    role = f"auditor_{uuid.uuid4().hex[:8]}"
+    await apool.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await apool.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await apool.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        dsn = fresh_db.replace("postgresql://postgres@", f"postgresql://{role}@")
+        for args in (["verify"], ["export"], ["replay", "--as-of", "2100-01-01T00:00:00Z"]):
+            run = await run_cli(dsn, *args)
+            assert run.rc == 0, (args, run.out, run.err)
+            assert "migrations applied" not in run.err, run.err
+    finally:
+        await apool.execute(f"DROP OWNED BY {role}")
+        await apool.execute(f"DROP ROLE {role}")
+
+
+async def test_an_unmigrated_database_is_named_not_migrated_by_a_read(
+    pg_admin_dsn: str, tmp_path: Any
+) -> None:
+    name = f"omniledger_unmigrated_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        from tests.support.servers import with_database
+
+        run = await run_cli(with_database(pg_admin_dsn, name), "verify")
+        assert run.rc == 2, (run.out, run.err)
+        assert "omniledger migrate" in run.err and "Traceback" not in run.err, run.err
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
