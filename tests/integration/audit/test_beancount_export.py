@@ -170,7 +170,10 @@ async def test_a_suspended_fact_without_money_and_the_first_local_day_export(
     assert "suspense.recorded unknown_order" in out.read_text()
 
 
-async def test_an_empty_log_exports_a_valid_file(cli: CliRunner, tmp_path: Path) -> None:
+async def test_an_empty_log_exports_a_valid_file(
+    apool: object, cli: CliRunner, tmp_path: Path
+) -> None:
+    """A migrated database with no event yet (``apool`` migrates it)."""
     out = tmp_path / "empty.beancount"
     run = await cli("export", "--format", "beancount", stdout_path=out)
     assert run.rc == 0, run.err
