@@ -40,10 +40,12 @@ log = logging.getLogger("omniledger")
 __all__ = ["main"]
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, command: str) -> None:
+    # the command in every line: `up` runs `relay` and `project` as children
+    # that log to the same terminal
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)-7s [{command}] %(name)s: %(message)s",
         stream=sys.stderr,
     )
 
@@ -78,6 +80,8 @@ async def _run_service(
         store = await migrated_store(pool)
         await wiring.prepare(settings, pool)
         if http:
+            key_path = settings.data_dir / "admin.key"
+            new_key = not settings.admin_key and not key_path.exists()
             admin_key = admin_key_for(settings)
             await install_admin_key(store, admin_key)
             ledger = Ledger(store, batch_size_max=settings.batch_size_max)
@@ -88,8 +92,11 @@ async def _run_service(
             site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
             await site.start()
             log.info("serving the API on http://%s:%s", settings.host, settings.port)
-            if announce_key and not settings.admin_key:
-                log.info("admin key (kept in %s): %s", settings.data_dir / "admin.key", admin_key)
+            if announce_key and new_key:
+                # once, when it is made: a secret does not belong in every start's log
+                log.info("admin key (kept in %s): %s", key_path, admin_key)
+            elif announce_key and not settings.admin_key:
+                log.info("admin key: in %s", key_path)
         if relay:
             tasks.append(asyncio.create_task(wiring.run_relay(settings, pool), name="relay"))
         if projections:
@@ -578,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as e:
             print(f"omniledger: {e}", file=sys.stderr)
             return 2
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, args.command)
     needs_db = args.command not in ("up",) and not getattr(args, "file", None)
     if needs_db and settings.database_url is None:
         print(

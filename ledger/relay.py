@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import asyncpg
 import nats
+import nats.errors
 import orjson
 from nats.js import api as js_api
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
@@ -62,6 +63,11 @@ class RelayConfig:
     ack_timeout_s: float = 10.0
 
 
+async def _quiet_nats_error(error: Exception) -> None:
+    # nats-py's default logs a traceback for every failed (re)connect
+    log.warning("relay: NATS: %s", error or type(error).__name__)
+
+
 class _StreamBehind(Exception):
     """The stream no longer matches the log: recreate it and refill from PostgreSQL."""
 
@@ -81,6 +87,7 @@ class Relay:
 
     async def run(self) -> None:
         """Elects itself (or waits as a standby), then relays until cancelled."""
+        pause_s = 0.5
         while True:
             try:
                 async with self._pool.acquire() as lock_conn:
@@ -102,13 +109,23 @@ class Relay:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
                 log.warning("relay: database unavailable (%s); retrying", e)
                 await asyncio.sleep(1)
+            except nats.errors.Error as e:
+                # NATS away (or not started yet): one line, a growing pause
+                pause_s = min(pause_s * 2, 30.0)
+                log.warning("relay: NATS unavailable (%s); retrying in %.0f s", e, pause_s)
+                await asyncio.sleep(pause_s)
+                continue
             except Exception:
                 log.exception("relay: failed; restarting in 1 s")
                 await asyncio.sleep(1)
+            pause_s = 0.5
 
     async def _lead(self, lock_conn: asyncpg.Connection) -> None:
         nc = await nats.connect(
-            self._config.nats_url, name="omniledger-relay", max_reconnect_attempts=-1
+            self._config.nats_url,
+            name="omniledger-relay",
+            max_reconnect_attempts=-1,
+            error_cb=_quiet_nats_error,
         )
         listener = await self._pool.acquire()
         try:

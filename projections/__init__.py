@@ -48,11 +48,41 @@ __all__ = [
     "PROJECTION_NAMES",
     "Consumer",
     "RebuildResult",
+    "connect_nats",
     "rebuild",
     "run_projections",
 ]
 
 log = logging.getLogger(__name__)
+
+
+async def connect_nats(url: str, name: str, stop: asyncio.Event) -> NATS | None:
+    """Connects, waiting as long as it takes (a growing pause, one log line per
+    try): NATS may start after us, or be away for a while. ``None`` if stopped."""
+    delay_s = 0.5
+    while not stop.is_set():
+        try:
+            return await nats.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                error_cb=_quiet_nats_error,
+            )
+        except (nats.errors.Error, OSError) as e:
+            log.warning(
+                "%s: NATS at %s unreachable (%s); retrying in %.1f s", name, url, e, delay_s
+            )
+        try:
+            await asyncio.wait_for(stop.wait(), delay_s)
+        except TimeoutError:
+            pass
+        delay_s = min(delay_s * 2, 30.0)
+    return None
+
+
+async def _quiet_nats_error(error: Exception) -> None:
+    # nats-py's default logs a traceback for every failed (re)connect
+    log.warning("NATS: %s", error or type(error).__name__)
 
 
 async def run_projections(
@@ -91,7 +121,9 @@ async def run_projections(
         if nc is None:
             if nats_url is None:
                 raise ValueError("give nc or nats_url")
-            nc = await nats.connect(nats_url, name="omniledger-projections")
+            nc = await connect_nats(nats_url, "omniledger-projections", stop)
+            if nc is None:
+                return  # stopped while waiting for NATS
             own_nc = True
         try:
             consumers = [

@@ -285,9 +285,10 @@ class Consumer:
                 except Exception as e:
                     delay_s = self._next_delay()
                     if isinstance(e, nats.js.errors.NotFoundError):
-                        # the relay deletes and refills a stream that fell behind the log
-                        log.warning(
-                            "projection %s: stream %s not found; retrying in %.2fs",
+                        # not made yet (a fresh start: the relay makes it), or being
+                        # refilled by the relay after it fell behind the log
+                        log.info(
+                            "projection %s: stream %s does not exist (yet); retrying in %.2fs",
                             self.projection.name,
                             self.stream,
                             delay_s,

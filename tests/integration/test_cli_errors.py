@@ -64,3 +64,24 @@ async def test_an_embedded_server_that_cannot_start_is_one_line_and_exit_2(
     assert rc == 2, err
     assert "EmbeddedServerError" in err and "is in use by another process" in err, err
     assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command", ["relay", "project"])
+async def test_an_unreachable_nats_is_a_line_per_try_not_a_traceback(
+    command: str, pg_dsn: str
+) -> None:
+    """NATS away (or starting after us): the relay and the projections wait for
+    it with a growing pause, saying so in one line each time."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OMNILEDGER_")}
+    env = clean | {"OMNILEDGER_DATABASE_URL": pg_dsn, "OMNILEDGER_NATS_URL": "nats://127.0.0.1:1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ledger.cli", command, env=env, cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.sleep(4)
+    assert proc.returncode is None, "it gave up instead of waiting for NATS"
+    proc.terminate()
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    text = err.decode()
+    assert "NATS" in text and ("refused" in text or "unreachable" in text), text
+    assert "Traceback" not in text, text
