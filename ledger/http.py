@@ -606,13 +606,26 @@ async def _require_registered(store: EventStore, seller_id: str) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """The API's own health (``status``), and how far the relay is behind the log:
+    writes succeed while NATS is away, but nothing reaches the read models, and
+    a monitor should see that here (``relay_lag_events`` growing)."""
+    store = request.app[STORE]
     try:
-        head, _ = await request.app[STORE].head()
+        head, _ = await store.head()
+        relayed = await store.relay_checkpoint(request.app[SETTINGS].stream_name)
     except (*DB_ERRORS, asyncpg.PostgresError):
         return json_response(
             {"status": "unavailable", "database": "unreachable"}, 503, {"Retry-After": "1"}
         )
-    return json_response({"status": "ok", "database": "ok", "head_position": head})
+    return json_response(
+        {
+            "status": "ok",
+            "database": "ok",
+            "head_position": head,
+            "relay_position": relayed,
+            "relay_lag_events": max(head - relayed, 0),
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

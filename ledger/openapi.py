@@ -335,8 +335,18 @@ def openapi_document() -> dict[str, Any]:
         },
         "/healthz": {
             "get": _op(
-                "Liveness and database reachability",
-                {"200": _json(_obj(status={"type": "string"}))},
+                "Liveness, database reachability, and how far the relay is behind the log",
+                {
+                    "200": _json(
+                        _obj(
+                            status={"type": "string"},
+                            database={"type": "string"},
+                            head_position={"type": "integer"},
+                            relay_position={"type": "integer"},
+                            relay_lag_events={"type": "integer"},
+                        )
+                    )
+                },
                 auth=False,
                 errors=(503,),
             )

@@ -112,3 +112,6 @@ async def test_events_purged_from_the_stream_under_a_failed_batch_are_read_from_
     assert {k: replayed[k] for k in expected} == expected, replayed
     check = await run_cli(deployment, "check-projections")
     assert check.rc == 0, check
+    status, health = await http.get("/healthz")
+    assert (status, health["relay_lag_events"]) == (200, 0), health
+    assert health["relay_position"] == health["head_position"], health
