@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -117,9 +116,15 @@ async def _run_service(
             await runner.cleanup()
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            # bounded: a task cancelled inside nats-py's connect may swallow the
+            # cancellation and go on; the process is ending anyway
+            ended, stuck = await asyncio.wait(tasks, timeout=5)
+            for task in ended:
+                if not task.cancelled():
+                    task.exception()  # retrieved: it was logged above if it mattered
+            for task in stuck:
+                log.warning("%s did not stop within 5 s; leaving it", task.get_name())
         if ledger is not None:
             await ledger.stop()
         await pool.close()
