@@ -189,7 +189,11 @@ async def test_a_relay_that_lost_its_lock_never_deletes_the_stream(
             RELAY_LOCK_KEY,
         )
         assert await holder.fetchval("SELECT pg_terminate_backend($1)", pid)
-        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY)
+
+        async def taken() -> bool:  # once the terminated backend has exited
+            return bool(await holder.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
+
+        await _wait_until(taken, timeout_s=5)
         # a message the new leader published, then a commit that wakes the old one
         await js.publish(
             f"{relay_config.subject_prefix}.foreign", b"{}", stream=relay_config.stream_name
