@@ -168,6 +168,24 @@ class _Server:
     def stop(self) -> None:
         raise NotImplementedError
 
+    @property
+    def pid(self) -> int | None:
+        raise NotImplementedError
+
+    def _wait_ready(self, started: float) -> None:
+        raise NotImplementedError
+
+    def _ready(self, started: float, what: str) -> None:
+        """Waits for the spawned server; stopped again if it never gets there."""
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()  # also on Ctrl-C while waiting: leave no half-started server
+            raise
+        _log.info(
+            "embedded %s ready in %.2f s (pid %s)", what, time.monotonic() - started, self.pid
+        )
+
     def __enter__(self) -> Self:
         self.start()
         return self
@@ -253,17 +271,7 @@ class EmbeddedPostgres(_Server):
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(bin_dir, run_as)
         self._spawn(bin_dir, run_as)
-        try:
-            self._wait_ready(started)
-        except BaseException:
-            self.stop()  # also on Ctrl-C while waiting: leave no half-started server
-            raise
-        _log.info(
-            "embedded PostgreSQL pid %d ready in %.2f s at %s",
-            self.pid,
-            time.monotonic() - started,
-            self.data_dir,
-        )
+        self._ready(started, f"PostgreSQL at {self.data_dir}")
         return self.dsn
 
     def stop(self) -> None:
@@ -521,17 +529,7 @@ class EmbeddedNats(_Server):
                 process_group=0,  # as for PostgreSQL: Ctrl-C is ours to handle
                 preexec_fn=_dies_with_us(signal.SIGTERM),
             )
-        try:
-            self._wait_ready(started)
-        except BaseException:
-            self.stop()  # also on Ctrl-C while waiting: leave no half-started server
-            raise
-        _log.info(
-            "embedded NATS pid %d ready in %.2f s on %s",
-            self.pid,
-            time.monotonic() - started,
-            self.url,
-        )
+        self._ready(started, f"NATS on {self.url}")
         return self.url
 
     def stop(self) -> None:

@@ -7,9 +7,12 @@ plus ``with_database`` to point a DSN at another database. No fixtures here.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+
+import asyncpg
 
 from ledger.embedded import EmbeddedNats, EmbeddedPostgres
 
@@ -46,3 +49,23 @@ def with_database(dsn: str, dbname: str) -> str:
     if parts.fragment:
         url += f"#{parts.fragment}"
     return url
+
+
+@asynccontextmanager
+async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
+    """A database of its own (``<prefix>_<random>``), its DSN, dropped afterwards:
+    for tests that look at the whole log."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield with_database(admin_dsn, name)
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

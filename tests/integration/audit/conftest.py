@@ -28,7 +28,7 @@ from ledger.http import create_app, install_admin_key
 from ledger.service import Ledger, Recorded
 from ledger.settings import Settings
 from ledger.store import EventStore
-from tests.support.servers import with_database
+from tests.support.servers import fresh_database
 
 ADMIN_KEY = "audit-test-admin-key"
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,19 +39,8 @@ BEAN_CHECK = ROOT / ".venv" / "bin" / "bean-check"
 @pytest.fixture
 async def fresh_db(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A database of its own per test, dropped afterwards."""
-    name = f"omniledger_audit_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield with_database(pg_admin_dsn, name)
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
+    async with fresh_database(pg_admin_dsn, "omniledger_audit") as dsn:
+        yield dsn
 
 @pytest.fixture
 async def apool(fresh_db: str) -> AsyncIterator[asyncpg.Pool]:

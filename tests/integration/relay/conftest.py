@@ -15,22 +15,14 @@ from ledger.domain.commands import parse_command
 from ledger.relay import RelayConfig
 from ledger.service import Ledger
 from ledger.store import EventStore
+from tests.support.servers import fresh_database
 
 
 @pytest.fixture
 async def fresh_db(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A database of its own per test: the relay tests look at the whole log."""
-    from tests.support.servers import with_database
-
-    name = f"omniledger_relay_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    yield with_database(pg_admin_dsn, name)
-    admin = await asyncpg.connect(pg_admin_dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
-
+    async with fresh_database(pg_admin_dsn, "omniledger_relay") as dsn:
+        yield dsn
 
 @pytest.fixture
 async def rpool(fresh_db: str) -> AsyncIterator[asyncpg.Pool]:

@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import nats
 import nats.js.errors
 import orjson
 import pytest
 
-from tests.support.servers import with_database
+from tests.support.servers import fresh_database
 
 ROOT = Path(__file__).resolve().parents[3]
 OMNILEDGER = ROOT / ".venv" / "bin" / "omniledger"
@@ -273,19 +272,9 @@ class Http:
 
 @pytest.fixture
 async def fresh_db(pg_admin_dsn: str) -> AsyncIterator[str]:
-    name = f"omniledger_system_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield with_database(pg_admin_dsn, name)
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
+    """A database of its own per test, dropped afterwards."""
+    async with fresh_database(pg_admin_dsn, "omniledger_system") as dsn:
+        yield dsn
 
 @pytest.fixture
 async def deployment(fresh_db: str, nats_url: str, tmp_path: Path) -> AsyncIterator[Deployment]:
