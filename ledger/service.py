@@ -50,6 +50,8 @@ from ledger.domain.errors import (
     NotFound,
     OrderExists,
     PaymentExists,
+    PayoutExists,
+    RefundExists,
     SellerExists,
     SuspenseClosed,
     Unavailable,
@@ -483,6 +485,9 @@ class Ledger:
         if c.type == "payout.sent":
             assert c.seller_id and c.amount_minor is not None and c.reference
             seller = await self._require_seller(batch, c.seller_id)
+            payout = _payout_claim(c.reference)
+            if await batch.is_taken(payout):
+                raise PayoutExists(f"payout {c.reference} is already recorded", field="reference")
             base = seller.version
             available = await self._available(batch, c.seller_id, c.currency)
             seller.pay_out(
@@ -498,6 +503,8 @@ class Ledger:
             unit = self._unit(batch, [seller])
             unit.accounts = [self._delta(batch, c.seller_id, c.currency, paid_out=c.amount_minor)]
             unit.payout = (c.seller_id, c.currency, c.amount_minor)
+            unit.fact_claims = [payout]
+            batch.take(payout)
             return unit
 
         order = await self._require_order(batch, c)
@@ -507,6 +514,7 @@ class Ledger:
         unpaid_before = order.unpaid_minor
         unit_accounts: list[AccountDelta] = []
         payment_index: list[tuple[str, str, str, str]] = []
+        fact_claims: list[Claim] = []
         if c.type == "payment.captured":
             assert c.amount_minor is not None and c.gateway and c.gateway_ref
             payment: Claim = ("payment", c.gateway, c.gateway_ref)
@@ -515,6 +523,15 @@ class Ledger:
                     f"{c.gateway} payment {c.gateway_ref} is already captured",
                     field="gateway_ref",
                 )
+            one_per_order = _order_claim(c.gateway, order.order_id)
+            if one_per_order is not None:
+                if await batch.is_taken(one_per_order):
+                    raise PaymentExists(
+                        f"{c.gateway} order {order.order_id} already has a captured payment"
+                        f" ({c.gateway} allows one per order id)",
+                        field="order_id",
+                    )
+                fact_claims.append(one_per_order)
             order.capture(
                 amount_minor=c.amount_minor,
                 fee_minor=c.fee_minor,
@@ -539,15 +556,22 @@ class Ledger:
             batch.take(payment)
         elif c.type == "refund.issued":
             assert c.amount_minor is not None and c.gateway and c.gateway_ref
+            refund: Claim = ("refund", c.gateway, c.gateway_ref)
+            if await batch.is_taken(refund):
+                raise RefundExists(
+                    f"{c.gateway} refund {c.gateway_ref} is already recorded", field="gateway_ref"
+                )
             order.refund(
                 amount_minor=c.amount_minor,
                 currency=c.currency,
                 gateway=c.gateway,
                 gateway_ref=c.gateway_ref,
+                payment_ref=c.payment_ref,
                 occurred_at=at,
                 idempotency_key=c.idempotency_key,
                 metadata=c.metadata,
             )
+            fact_claims.append(refund)
             unit_accounts.append(
                 self._delta(batch, order.seller_id, order.currency, refunded=c.amount_minor)
             )
@@ -585,6 +609,9 @@ class Ledger:
         unit = self._unit(batch, [order])
         unit.accounts = unit_accounts
         unit.payment_index = payment_index
+        unit.fact_claims = fact_claims
+        for claim in fact_claims:
+            batch.take(claim)
         return unit
 
     async def _check_shop(self, batch: _Batch, order: Order, shop_id: str) -> None:
@@ -1022,10 +1049,30 @@ def _conflict(kind: type[LedgerError], shown_key: str | None) -> LedgerError:
     return kind("this idempotency key was used with a different body", field="idempotency_key")
 
 
+#: Gateways that allow one successful payment per merchant order id (Midtrans:
+#: "Order ID should be unique for every transaction"), and sign that order id:
+#: a capture of theirs is unique per order, whatever transaction id it claims.
+_ONE_PAYMENT_PER_ORDER: Final = frozenset({"midtrans"})
+
+
+def _order_claim(gateway: str, order_id: str) -> Claim | None:
+    return ("gateway_order", gateway, order_id) if gateway in _ONE_PAYMENT_PER_ORDER else None
+
+
+def _payout_claim(reference: str) -> Claim:
+    return ("payout", "", reference)
+
+
 def _claims_of(c: Command) -> tuple[Claim, ...]:
-    """The unique names deciding this command will look up (a capture's payment)."""
+    """The unique names deciding this command will look up with the batch's keys."""
     if c.type == "payment.captured" and c.gateway and c.gateway_ref:
-        return (("payment", c.gateway, c.gateway_ref),)
+        order_claim = _order_claim(c.gateway, c.order_id) if c.order_id else None
+        payment: Claim = ("payment", c.gateway, c.gateway_ref)
+        return (payment,) if order_claim is None else (payment, order_claim)
+    if c.type == "refund.issued" and c.gateway and c.gateway_ref:
+        return (("refund", c.gateway, c.gateway_ref),)
+    if c.type == "payout.sent" and c.reference:
+        return (_payout_claim(c.reference),)
     return ()
 
 

@@ -147,6 +147,35 @@ _MIGRATIONS: Final[list[tuple[int, str, str]]] = [
         );
         """,
     ),
+    (
+        3,
+        "unique claims of refunds, payouts and one-payment-per-order gateways",
+        f"""
+        CREATE TABLE IF NOT EXISTS fact_claims (
+            kind text NOT NULL,
+            a text NOT NULL,
+            b text NOT NULL,
+            PRIMARY KEY (kind, a, b)
+        );
+        -- the claims of what was recorded before this table existed (a
+        -- duplicate recorded then keeps its first claim)
+        INSERT INTO fact_claims (kind, a, b)
+        SELECT kind, a, b FROM (
+            SELECT CASE type WHEN 'refund.issued' THEN 'refund' ELSE 'payout' END AS kind,
+                CASE type WHEN 'refund.issued' THEN s->>'gateway' ELSE '' END AS a,
+                CASE type WHEN 'refund.issued' THEN s->>'gateway_ref' ELSE s->>'reference' END
+                    AS b
+            FROM (SELECT type, convert_from(state, 'UTF8')::jsonb AS s FROM {EVENTS_TABLE}
+                  WHERE type IN ('refund.issued', 'payout.sent')) e
+            UNION ALL
+            SELECT 'gateway_order', s->>'gateway', s->>'order_id'
+            FROM (SELECT convert_from(state, 'UTF8')::jsonb AS s FROM {EVENTS_TABLE}
+                  WHERE type = 'payment.captured') e
+            WHERE s->>'gateway' = 'midtrans'
+        ) c WHERE a IS NOT NULL AND b IS NOT NULL
+        ON CONFLICT DO NOTHING;
+        """,
+    ),
 ]
 
 
@@ -212,9 +241,15 @@ class AccountDelta:
 
 
 #: A unique name a fact takes: ``("payment", gateway, gateway_ref)`` (a gateway
-#: payment is credited once) or ``("account", channel, account)`` (a channel
-#: account belongs to one seller).
+#: payment is credited once), ``("account", channel, account)`` (a channel
+#: account belongs to one seller), and the kinds of ``FACT_CLAIMS``.
 Claim = tuple[str, str, str]
+
+#: Claims kept in ``fact_claims``: ``("refund", gateway, gateway_ref)`` (a
+#: refund is returned once), ``("payout", "", reference)`` (a transfer is paid
+#: once) and ``("gateway_order", gateway, order_id)`` (a gateway that allows one
+#: successful payment per merchant order id, which its signature covers).
+FACT_CLAIMS: Final = frozenset({"refund", "payout", "gateway_order"})
 
 
 @dataclass(slots=True)
@@ -237,6 +272,8 @@ class Unit:
     channel_accounts: list[tuple[str, str, str]] = field(default_factory=list)
     suspense: dict[str, Any] | None = None
     suspense_resolved: UUID | None = None
+    #: unique names of ``FACT_CLAIMS`` kinds this unit takes
+    fact_claims: list[Claim] = field(default_factory=list)
     #: streams the decision read without writing (the seller of a new order):
     #: if one of them is dropped from the batch, this unit is dropped too
     reads: set[UUID] = field(default_factory=set)
@@ -244,17 +281,24 @@ class Unit:
     def claims(self) -> list[Claim]:
         """What this unit takes that nobody else may: its payments' gateway
         references, its seller's channel accounts."""
-        return [("payment", g, ref) for g, ref, _, _ in self.payment_index] + [
-            ("account", channel, account) for channel, account, _ in self.channel_accounts
+        return [
+            *(("payment", g, ref) for g, ref, _, _ in self.payment_index),
+            *(("account", channel, account) for channel, account, _ in self.channel_accounts),
+            *self.fact_claims,
         ]
 
 
 def _claim_columns(claims: Iterable[Claim]) -> list[list[str]]:
-    """Claims as four text arrays: payment gateways, their references, channels, accounts."""
+    """Claims as seven text arrays: payment gateways, their references, channels,
+    accounts, and the kinds, first and second names of ``FACT_CLAIMS``."""
+    claims = list(claims)
     payments = [(a, b) for kind, a, b in claims if kind == "payment"]
     accounts = [(a, b) for kind, a, b in claims if kind == "account"]
+    facts = [c for c in claims if c[0] in FACT_CLAIMS]
     return [[a for a, _ in payments], [b for _, b in payments],
-            [a for a, _ in accounts], [b for _, b in accounts]]  # fmt: skip
+            [a for a, _ in accounts], [b for _, b in accounts],
+            [k for k, _, _ in facts], [a for _, a, _ in facts],
+            [b for _, _, b in facts]]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +480,7 @@ class EventStore:
             channel_rows: list[tuple[str, str, str]] = []
             suspense_rows: list[tuple[Any, ...]] = []
             resolved: list[tuple[UUID, int]] = []
+            fact_claims: list[Claim] = []
             for index, unit in enumerate(units):
                 if dropped[index] is not None:
                     continue
@@ -488,6 +533,7 @@ class EventStore:
                 order_rows.extend(unit.order_index)
                 payment_rows.extend(unit.payment_index)
                 channel_rows.extend(unit.channel_accounts)
+                fact_claims.extend(unit.fact_claims)
                 if unit.suspense is not None:
                     s = unit.suspense
                     suspense_rows.append(
@@ -533,6 +579,7 @@ class EventStore:
                 position,
                 prev_hash,
                 NOTIFY_CHANNEL,
+                *_columns(fact_claims, 3),
             )
             if channel_rows:
                 await conn.executemany(
@@ -763,14 +810,16 @@ class EventStore:
 
 
 def _claims_taken(first: int) -> str:
-    """Claims already taken, of those in parameters ``$first`` .. ``$first + 3``
-    (``_claim_columns``): payments by gateway reference, channel accounts."""
-    p = [f"${i}::text[]" for i in range(first, first + 4)]
+    """Claims already taken, of those in parameters ``$first`` .. ``$first + 6``
+    (``_claim_columns``): payments by gateway reference, channel accounts, the rest."""
+    p = [f"${i}::text[]" for i in range(first, first + 7)]
     return (
         "SELECT 'payment' AS kind, gateway AS a, gateway_ref AS b FROM payment_index"
         f" WHERE (gateway, gateway_ref) IN (SELECT * FROM unnest({p[0]}, {p[1]}))"
         " UNION ALL SELECT 'account', channel, account FROM seller_channel_accounts"
         f" WHERE (channel, account) IN (SELECT * FROM unnest({p[2]}, {p[3]}))"
+        " UNION ALL SELECT kind, a, b FROM fact_claims"
+        f" WHERE (kind, a, b) IN (SELECT * FROM unnest({p[4]}, {p[5]}, {p[6]}))"
     )
 
 
@@ -822,6 +871,11 @@ WITH events AS (
     INSERT INTO payment_index (gateway, gateway_ref, channel, order_id)
     SELECT * FROM unnest($26::text[], $27::text[], $28::text[], $29::text[])
     ON CONFLICT DO NOTHING
+), claims AS (
+    -- no ON CONFLICT: every claim was re-checked under the head lock, so a
+    -- conflict here is a bug, and it must fail the batch, not pass silently
+    INSERT INTO fact_claims (kind, a, b)
+    SELECT * FROM unnest($33::text[], $34::text[], $35::text[])
 )
 UPDATE ledger_head SET position = $30, hash = $31
 RETURNING pg_notify($32, $30::text)

@@ -20,6 +20,7 @@ from ledger.domain.money import parse_amount, parse_currency
 __all__ = [
     "CHANNELS",
     "EVENT_TYPES",
+    "GATEWAYS",
     "Command",
     "parse_command",
     "parse_day",
@@ -54,6 +55,33 @@ EVENT_TYPES: Final[frozenset[str]] = frozenset(
         "payment.failed",
         "refund.issued",
         "payout.sent",
+    }
+)
+
+#: The gateway names a fact may carry: one closed, lower-case list, so that a
+#: payment's uniqueness (``payment_exists``) cannot be dodged by spelling its
+#: gateway ``Midtrans``. ``cash`` and ``bank_transfer`` are the seller's own.
+GATEWAYS: Final[frozenset[str]] = frozenset(
+    {
+        "midtrans",
+        "xendit",
+        "doku",
+        "duitku",
+        "ipaymu",
+        "faspay",
+        "shopee",
+        "tokopedia",
+        "lazada",
+        "tiktok",
+        "blibli",
+        "bukalapak",
+        "gopay",
+        "ovo",
+        "dana",
+        "shopeepay",
+        "linkaja",
+        "bank_transfer",
+        "cash",
     }
 )
 
@@ -192,6 +220,17 @@ def _channel(raw: dict[str, Any], *, required: bool) -> str | None:
     return str(value)
 
 
+def _gateway(raw: dict[str, Any], *, required: bool) -> str | None:
+    value = raw.get("gateway")
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or value not in GATEWAYS:
+        raise ValidationError(
+            f"gateway must be one of {', '.join(sorted(GATEWAYS))} (lower case)", field="gateway"
+        )
+    return value
+
+
 def _require_order(raw: dict[str, Any], *, channel_required: bool = True) -> tuple[str, str | None]:
     if "order_id" not in raw:
         raise ValidationError("order_id is required", field="order_id")
@@ -278,7 +317,13 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
             channel=channel,
             amount_minor=parse_amount(_present(raw, "amount"), currency),
         )
-    payment_ref = _text(raw, "payment_ref", _GATEWAY_REF, required=False) if relaxed else None
+    # a refund may name the payment it returns (CONTRACT 2); a gateway's fact
+    # may also be matched by it alone, without an order id
+    payment_ref = (
+        _text(raw, "payment_ref", _GATEWAY_REF, required=False)
+        if relaxed or kind == "refund.issued"
+        else None
+    )
     if kind in ("order.cancelled", "order.status_noted"):
         if payment_ref is not None and "order_id" not in raw:
             order_id, channel = None, _channel(raw, required=False)
@@ -297,11 +342,12 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
             source=source,
             shop_id=_text(raw, "shop_id", _IDENTIFIER, required=False),
             payment_ref=payment_ref,
-            gateway=_text(raw, "gateway", _IDENTIFIER, required=False),
+            gateway=_gateway(raw, required=False),
             gateway_ref=_text(raw, "gateway_ref", _GATEWAY_REF, required=False),
         )
     if kind in ("payment.captured", "payment.failed", "refund.issued"):
-        if kind == "refund.issued" and payment_ref is not None and "order_id" not in raw:
+        by_payment = kind == "refund.issued" and payment_ref is not None
+        if relaxed and by_payment and "order_id" not in raw:
             order_id, channel = None, _channel(raw, required=False)
         else:
             order_id, channel = _require_order(raw, channel_required=not relaxed)
@@ -319,7 +365,7 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
             channel=channel,
             amount_minor=amount,
             fee_minor=fee,
-            gateway=parse_identifier(raw.get("gateway"), "gateway"),
+            gateway=_gateway(raw, required=True),
             gateway_ref=_text(raw, "gateway_ref", _GATEWAY_REF, required=True),
             payment_ref=payment_ref,
             reason=_text(raw, "reason", _STATUS, required=False),

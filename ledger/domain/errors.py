@@ -23,7 +23,9 @@ __all__ = [
     "Overpayment",
     "PayloadTooLarge",
     "PaymentExists",
+    "PayoutExists",
     "RefundExceedsCaptured",
+    "RefundExists",
     "RuleViolation",
     "SellerExists",
     "SuspenseClosed",
@@ -152,6 +154,18 @@ class PaymentExists(RuleViolation):
     """A gateway payment (gateway and its reference) already captured: credited once."""
 
     code = "payment_exists"
+
+
+class RefundExists(RuleViolation):
+    """A gateway refund (gateway and its reference) already recorded: returned once."""
+
+    code = "refund_exists"
+
+
+class PayoutExists(RuleViolation):
+    """A payout reference already recorded: the seller is paid once per transfer."""
+
+    code = "payout_exists"
 
 
 class SuspenseClosed(RuleViolation):

@@ -66,7 +66,11 @@ class Order(Aggregate):
         self.refunded_minor = 0
         self.fees_minor = 0
         self.cancelled = False
+        #: each captured payment's gateway by its reference, and what it captured
+        #: and what refunds naming it (``payment_ref``) have returned of it
         self.payment_refs: dict[str, str] = {}
+        self.captured_by_payment: dict[str, int] = {}
+        self.refunded_by_payment: dict[str, int] = {}
         self.status_history: list[tuple[str, str]] = []
 
     # -- derived state -----------------------------------------------------
@@ -144,6 +148,9 @@ class Order(Aggregate):
         self.captured_minor += amount_minor
         self.fees_minor += fee_minor
         self.payment_refs[gateway_ref] = gateway
+        self.captured_by_payment[gateway_ref] = (
+            self.captured_by_payment.get(gateway_ref, 0) + amount_minor
+        )
 
     def fail_payment(
         self,
@@ -192,14 +199,32 @@ class Order(Aggregate):
         gateway_ref: str,
         occurred_at: str,
         idempotency_key: str,
+        payment_ref: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        """Returns money to the buyer: at most what the order captured, and when
+        the refund names its payment (``payment_ref``), at most what that
+        payment of the same gateway captured (less what was refunded of it)."""
         self.check_currency(currency)
         if self.refunded_minor + amount_minor > self.captured_minor:
             raise RefundExceedsCaptured(
                 f"refunds would total more than was captured for {self.order_id}",
                 field="amount",
             )
+        if payment_ref is not None:
+            if self.payment_refs.get(payment_ref) != gateway:
+                raise RefundExceedsCaptured(
+                    f"{gateway} payment {payment_ref} captured nothing on order {self.order_id}",
+                    field="payment_ref",
+                )
+            left = self.captured_by_payment[payment_ref] - self.refunded_by_payment.get(
+                payment_ref, 0
+            )
+            if amount_minor > left:
+                raise RefundExceedsCaptured(
+                    f"refunds would total more than payment {payment_ref} captured",
+                    field="amount",
+                )
         self._refunded(
             seller_id=self.seller_id,
             order_id=self.order_id,
@@ -211,6 +236,7 @@ class Order(Aggregate):
             occurred_at=occurred_at,
             idempotency_key=idempotency_key,
             metadata=metadata,
+            payment_ref=payment_ref,
         )
 
     @event("RefundIssued")
@@ -227,8 +253,15 @@ class Order(Aggregate):
         occurred_at: str,
         idempotency_key: str,
         metadata: dict[str, Any] | None,
+        # after metadata and defaulted: refunds recorded before it existed
+        # replay without it (the library passes only the stored fields)
+        payment_ref: str | None = None,
     ) -> None:
         self.refunded_minor += amount_minor
+        if payment_ref is not None:
+            self.refunded_by_payment[payment_ref] = (
+                self.refunded_by_payment.get(payment_ref, 0) + amount_minor
+            )
 
     def cancel(
         self, *, occurred_at: str, idempotency_key: str, metadata: dict[str, Any] | None = None

@@ -117,7 +117,7 @@ class Api:
             order_id=order_id,
             channel=channel,
             amount=amount,
-            gateway=extra.pop("gateway", "midtrans"),
+            gateway=extra.pop("gateway", "xendit"),
             gateway_ref=extra.pop("gateway_ref", uuid.uuid4().hex),
             **extra,
         )
@@ -151,3 +151,20 @@ class Api:
 @pytest.fixture
 def api(client: TestClient, admin: dict[str, str]) -> Api:
     return Api(client, admin)
+
+
+@pytest.fixture(scope="module")
+async def replica(settings, store, admin) -> AsyncIterator[Api]:
+    """A second serve process: its own Ledger (writer, cache) over the same database."""
+    ledger = Ledger(store)
+    ledger.start()
+    app = create_app(settings, ledger, store)
+    async with TestClient(TestServer(app)) as client:
+        yield Api(client, admin)
+    await ledger.stop()
+
+
+@pytest.fixture(params=["one_app", "two_apps"])
+def apis(request, api, replica) -> list[Api]:
+    """The session's app alone, or it and a replica splitting the requests."""
+    return [api] if request.param == "one_app" else [api, replica]

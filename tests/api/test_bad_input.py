@@ -356,12 +356,15 @@ async def test_a_seller_key_needs_a_registered_seller(client, admin, uid):
         headers=admin,
     )  # fmt: skip
     assert (status, out["error"]["code"], out["error"]["field"]) == (
-        422, "unknown_seller", "seller_id"
+        422,
+        "unknown_seller",
+        "seller_id",
     ), out
 
 
-@pytest.mark.parametrize("channels", [[], "shopee", {"shopee": " "}, {"shopee": "a b"},
-                                      {"shopee": "\n"}, {"shopee": ""}])
+@pytest.mark.parametrize(
+    "channels", [[], "shopee", {"shopee": " "}, {"shopee": "a b"}, {"shopee": "\n"}, {"shopee": ""}]
+)
 async def test_channel_accounts_are_printable_ids(client, admin, uid, channels):
     status, out = await answer(
         client, "POST", "/v1/sellers",
@@ -426,8 +429,15 @@ async def test_a_nul_in_an_idempotency_key_does_not_sink_the_others_of_its_batch
 
 
 async def test_a_nul_in_an_idempotency_key_is_a_4xx_not_a_5xx(client, admin, seller, uid):
-    body = {"idempotency_key": "nul\u0000key", "type": "order.placed", "occurred_at": AT,
-            "seller_id": seller, "order_id": uid("o"), "channel": "qris", "amount": "10"}
+    body = {
+        "idempotency_key": "nul\u0000key",
+        "type": "order.placed",
+        "occurred_at": AT,
+        "seller_id": seller,
+        "order_id": uid("o"),
+        "channel": "qris",
+        "amount": "10",
+    }
     status, out = await answer(client, "POST", "/v1/events", json=body, headers=admin)
     assert status in (201, 422), out
 
@@ -482,8 +492,15 @@ async def test_timestamps_at_the_edge_of_the_calendar_are_a_4xx_or_recorded(
 
 
 async def test_an_edge_timestamp_does_not_sink_its_batch_mates(api, client, admin, seller, uid):
-    good = {"idempotency_key": uuid.uuid4().hex, "type": "order.placed", "occurred_at": AT,
-            "seller_id": seller, "order_id": uid("good"), "channel": "qris", "amount": "1"}
+    good = {
+        "idempotency_key": uuid.uuid4().hex,
+        "type": "order.placed",
+        "occurred_at": AT,
+        "seller_id": seller,
+        "order_id": uid("good"),
+        "channel": "qris",
+        "amount": "1",
+    }
     edge = good | {"idempotency_key": uuid.uuid4().hex, "order_id": uid("edge"),
                    "occurred_at": "0001-01-01T00:00:00+14:00"}  # fmt: skip
     status, out = await answer(

@@ -24,9 +24,9 @@ async def test_a_mixed_batch_answers_per_event_in_order_and_records_the_valid_on
         ev(type="order.placed", seller_id=uid("ghost"), order_id=uid("c"), channel="qris",
            amount="100"),
         ev(type="payment.captured", order_id=uid("paid"), channel="qris", amount="400",
-           gateway="midtrans", gateway_ref=uid("p1")),
+           gateway="xendit", gateway_ref=uid("p1")),
         ev(type="payment.captured", order_id=uid("paid"), channel="qris", amount="5000",
-           gateway="midtrans", gateway_ref=uid("p2")),
+           gateway="xendit", gateway_ref=uid("p2")),
         ev(type="order.placed", seller_id=seller, order_id=uid("d"), channel="shopee",
            amount="250"),
     ]  # fmt: skip

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ledger.http import create_app
@@ -20,22 +18,6 @@ from ledger.messages import GENESIS_HASH, chain_hash
 from ledger.service import Ledger
 from ledger.store import EVENTS_TABLE, EventStore
 from tests.api.conftest import Api
-
-
-@pytest.fixture(scope="module")
-async def replica(settings, store, admin) -> AsyncIterator[Api]:
-    """A second serve process: its own Ledger (writer, cache) over the same database."""
-    ledger = Ledger(store)
-    ledger.start()
-    app = create_app(settings, ledger, store)
-    async with TestClient(TestServer(app)) as client:
-        yield Api(client, admin)
-    await ledger.stop()
-
-
-@pytest.fixture(params=["one_app", "two_apps"])
-def apis(request, api, replica) -> list[Api]:
-    return [api] if request.param == "one_app" else [api, replica]
 
 
 async def funded_seller(api: Api, uid: Any, amount: str) -> str:
@@ -97,7 +79,10 @@ async def test_of_two_concurrent_payouts_over_the_balance_one_is_refused(apis, a
         answers = await asyncio.gather(
             *(
                 apis[i % len(apis)].event(
-                    type="payout.sent", seller_id=seller, amount="600", reference=f"r{i}"
+                    type="payout.sent",
+                    seller_id=seller,
+                    amount="600",
+                    reference=uid(f"r{round_}-{i}"),
                 )
                 for i in range(2)
             )
@@ -115,7 +100,7 @@ async def test_many_concurrent_payouts_never_overdraw(apis, api, uid):
     answers = await asyncio.gather(
         *(
             apis[i % len(apis)].event(
-                type="payout.sent", seller_id=seller, amount="70", reference=f"r{i}"
+                type="payout.sent", seller_id=seller, amount="70", reference=uid(f"r{i}")
             )
             for i in range(30)
         )
@@ -200,9 +185,7 @@ async def test_positions_are_gap_free_and_hash_chained_under_concurrent_writers(
         assert e["hash"] == chain_hash(e["prev_hash"], e), f"position {e['position']}: bad hash"
         prev = e["hash"]
 
-    count, top = await pool.fetchrow(
-        f"SELECT count(*), max(notification_id) FROM {EVENTS_TABLE}"
-    )
+    count, top = await pool.fetchrow(f"SELECT count(*), max(notification_id) FROM {EVENTS_TABLE}")
     assert count == top == head
 
 
@@ -313,14 +296,14 @@ async def test_a_refusal_is_never_decided_on_a_decision_that_did_not_commit(
         at = "2026-11-30T10:00:00+08:00"
         batch = {"events": [
             {"idempotency_key": uid("k800"), "type": "payout.sent", "occurred_at": at,
-             "seller_id": seller, "amount": "800", "reference": "r800"},
+             "seller_id": seller, "amount": "800", "reference": uid("r800")},
             {"idempotency_key": uid("k300"), "type": "payout.sent", "occurred_at": at,
-             "seller_id": seller, "amount": "300", "reference": "r300"},
+             "seller_id": seller, "amount": "300", "reference": uid("r300")},
         ]}  # fmt: skip
         late = asyncio.create_task(slow.post("/v1/events", batch))
         await asyncio.sleep(0.1)  # B has decided and waits to commit
         status, body = await api.event(
-            type="payout.sent", seller_id=seller, amount="500", reference="r500"
+            type="payout.sent", seller_id=seller, amount="500", reference=uid("r500")
         )
         assert status == 201, body
         status, out = await late

@@ -114,9 +114,7 @@ async def test_concurrent_copies_with_two_bodies_one_wins_the_others_conflict(ap
     assert len(await events_with_key(api, key, after)) == 1
 
 
-async def test_a_concurrent_copy_with_another_body_is_decided_when_the_first_is_refused(
-    api, uid
-):
+async def test_a_concurrent_copy_with_another_body_is_decided_when_the_first_is_refused(api, uid):
     """Sent together under one key: an overpaying capture (refused, so the key
     stays free) and a capture that fits. The second is decided on its own body,
     as it would be had it come after the refusal."""

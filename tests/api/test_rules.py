@@ -36,7 +36,8 @@ async def test_unknown_seller_for_order_placed(api, store, uid):
 async def test_unknown_seller_for_payout(api, store, uid):
     await refused(
         api, store, "unknown_seller",
-        lambda: api.event(type="payout.sent", seller_id=uid("ghost"), amount="1", reference="r1"),
+        lambda: api.event(type="payout.sent", seller_id=uid("ghost"), amount="1",
+                          reference=uid("r1")),
     )  # fmt: skip
 
 
@@ -165,7 +166,7 @@ async def test_insufficient_balance(api, store, uid):
     await api.seller(seller)
     await refused(
         api, store, "insufficient_balance",
-        lambda: api.event(type="payout.sent", seller_id=seller, amount="1", reference="r0"),
+        lambda: api.event(type="payout.sent", seller_id=seller, amount="1", reference=uid("r0")),
     )  # fmt: skip
     await api.place(seller, uid("o"), "1000")
     status, _ = await api.capture(uid("o"), "1000", fee="10")
@@ -173,17 +174,18 @@ async def test_insufficient_balance(api, store, uid):
     # available = 1000 captured - 10 fee = 990; the pending nothing
     await refused(
         api, store, "insufficient_balance",
-        lambda: api.event(type="payout.sent", seller_id=seller, amount="990.01", reference="r1"),
+        lambda: api.event(type="payout.sent", seller_id=seller, amount="990.01",
+                          reference=uid("r1")),
     )  # fmt: skip
     status, body = await api.event(
-        type="payout.sent", seller_id=seller, amount="990", reference="r2"
+        type="payout.sent", seller_id=seller, amount="990", reference=uid("r2")
     )
     assert status == 201, body
     bal = await api.balance(seller)
     assert (bal["available"], bal["paid_out_total"]) == ("0.00", "990.00")
     await refused(
         api, store, "insufficient_balance",
-        lambda: api.event(type="payout.sent", seller_id=seller, amount="0.01", reference="r3"),
+        lambda: api.event(type="payout.sent", seller_id=seller, amount="0.01", reference=uid("r3")),
     )  # fmt: skip
 
 
@@ -275,7 +277,7 @@ async def test_a_gateway_payment_is_captured_once(api, store, uid):
         )
         assert error["field"] == "gateway_ref"
     # the same reference at another gateway is another payment
-    status, body = await api.capture(uid("o2"), "50", gateway_ref=ref, gateway="xendit")
+    status, body = await api.capture(uid("o2"), "50", gateway_ref=ref, gateway="doku")
     assert status == 201, body
     assert (await api.balance(seller))["captured_total"] == "100.00"
 
