@@ -295,7 +295,11 @@ def _refunded(note: _Notification, refund: _Refund) -> dict[str, Any]:
         "amount": refund.amount,
         "currency": note.currency,
         "gateway": GATEWAY,
-        "gateway_ref": refund.ref,
+        # a refund_key is the merchant's, unique within its transaction only
+        # (the documented sample "reference1" is anyone's): qualified by the
+        # transaction, it names one refund at Midtrans, which is what a
+        # refund's uniqueness (refund_exists) is claimed on
+        "gateway_ref": f"{note.transaction_id}:{refund.ref}",
         "metadata": p.metadata(
             payment_type=note.payment_type,
             refund_method=refund.refund_method,

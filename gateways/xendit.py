@@ -152,10 +152,13 @@ class _Payment:
     currency: str
     occurred_at: str
     meta: dict[str, Any]
+    #: the v3 payment a later capture is part of: a refund names the payment,
+    #: and may return what all its captures took
+    part_of: str | None = None
 
     def event(self) -> dict[str, Any]:
         if self.paid:
-            return {
+            captured = {
                 "idempotency_key": p.idempotency_key(GATEWAY, "payment", self.ref),
                 "type": "payment.captured",
                 "occurred_at": self.occurred_at,
@@ -166,6 +169,9 @@ class _Payment:
                 "gateway_ref": self.ref,
                 "metadata": self.meta,
             }
+            if self.part_of is not None:
+                captured["payment_ref"] = self.part_of
+            return captured
         return {
             "idempotency_key": p.idempotency_key(GATEWAY, "status", self.ref, self.status),
             "type": "order.status_noted",
@@ -472,8 +478,11 @@ def _payment_v3(payload: dict[str, Any], event: str) -> list[_Payment]:
         failure_code=None if succeeded else p.loose_text(data, "failure_code"),
     )
 
-    def payment(ref: str, amount: str, occurred_at: str, **extra: str) -> _Payment:
+    def payment(
+        ref: str, amount: str, occurred_at: str, part_of: str | None = None, **extra: str
+    ) -> _Payment:
         return _Payment(
+            part_of=part_of,
             ref=ref,
             order_id=order_id,
             status=status,
@@ -493,7 +502,10 @@ def _payment_v3(payload: dict[str, Any], event: str) -> list[_Payment]:
     first, *later = sorted(captures, key=_Capture.order_key)
     return [
         payment(payment_id, first.amount, first.occurred_at, capture_id=first.capture_id),
-        *(payment(c.capture_id, c.amount, c.occurred_at, payment_id=payment_id) for c in later),
+        *(
+            payment(c.capture_id, c.amount, c.occurred_at, payment_id, payment_id=payment_id)
+            for c in later
+        ),
     ]
 
 

@@ -538,6 +538,7 @@ class Ledger:
                 currency=c.currency,
                 gateway=c.gateway,
                 gateway_ref=c.gateway_ref,
+                payment_ref=c.payment_ref,
                 occurred_at=at,
                 idempotency_key=c.idempotency_key,
                 metadata=c.metadata,

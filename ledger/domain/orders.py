@@ -102,8 +102,11 @@ class Order(Aggregate):
         gateway_ref: str,
         occurred_at: str,
         idempotency_key: str,
+        payment_ref: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        """Money received; ``payment_ref`` names the gateway payment this capture
+        is a part of (a payment captured in parts), when it is not itself."""
         if self.cancelled:
             raise OrderClosed(f"order {self.order_id} is cancelled")
         self.check_currency(currency)
@@ -127,6 +130,7 @@ class Order(Aggregate):
             occurred_at=occurred_at,
             idempotency_key=idempotency_key,
             metadata=metadata,
+            payment_ref=payment_ref,
         )
 
     @event("PaymentCaptured")
@@ -144,13 +148,15 @@ class Order(Aggregate):
         occurred_at: str,
         idempotency_key: str,
         metadata: dict[str, Any] | None,
+        # defaulted, after metadata: captures recorded before it replay without it
+        payment_ref: str | None = None,
     ) -> None:
         self.captured_minor += amount_minor
         self.fees_minor += fee_minor
         self.payment_refs[gateway_ref] = gateway
-        self.captured_by_payment[gateway_ref] = (
-            self.captured_by_payment.get(gateway_ref, 0) + amount_minor
-        )
+        payment = payment_ref or gateway_ref
+        self.payment_refs[payment] = gateway
+        self.captured_by_payment[payment] = self.captured_by_payment.get(payment, 0) + amount_minor
 
     def fail_payment(
         self,

@@ -131,8 +131,8 @@ async def test_partial_refunds_renotified_are_each_recorded_once(hooks: Hooks, u
     history = (await hooks.order(order))["history"]
     refunds = [e["data"] for e in history if e["type"] == "refund.issued"]
     assert sorted((r["gateway_ref"], r["amount"]) for r in refunds) == [
-        ("reference1", "5000.00"),
-        ("reference2", "7000.00"),
+        (f"{txn}:reference1", "5000.00"),
+        (f"{txn}:reference2", "7000.00"),
     ]
     balance = await hooks.balance(seller)
     assert balance["refunded_total"] == "12000.00"

@@ -255,14 +255,17 @@ REFUND_1 = {
     "amount": "5000.00",
     "currency": "IDR",
     "gateway": "midtrans",
-    "gateway_ref": "reference1",
+    "gateway_ref": f"{TRANSACTION}:reference1",
     "metadata": {"payment_type": "credit_card", "refund_method": "online", "reason": "some reason"},
 }
 
 
 def test_each_refund_in_the_list_is_one_event() -> None:
     events = events_of("midtrans_partial_refund_unconfirmed")
-    assert [event["gateway_ref"] for event in events] == ["reference1", "reference2"]
+    assert [event["gateway_ref"] for event in events] == [
+        f"{TRANSACTION}:reference1",
+        f"{TRANSACTION}:reference2",
+    ]
     assert events[0] == REFUND_1
     assert events[1]["amount"] == "7000.00"
     assert events[1]["occurred_at"] == "2015-02-28T01:23:15+07:00"
@@ -315,7 +318,7 @@ def test_a_refund_without_refund_key_is_known_by_its_chargeback_id() -> None:
     body = load("midtrans_partial_refund_unconfirmed")
     body["refunds"] = [{k: v for k, v in body["refunds"][0].items() if k != "refund_key"}]
     [event] = midtrans.to_events(midtrans.parse(midtrans_signed(body)))
-    assert event["gateway_ref"] == "1"
+    assert event["gateway_ref"] == f"{TRANSACTION}:1"
     assert event["idempotency_key"] == f"midtrans:refund:{TRANSACTION}:1"
 
 
