@@ -17,7 +17,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -34,6 +34,8 @@ from prometheus_client import (
 
 from ledger.domain.commands import (
     CHANNELS,
+    GATEWAYS,
+    Command,
     parse_command,
     parse_identifier,
     parse_timestamp,
@@ -84,7 +86,7 @@ log = logging.getLogger("omniledger.http")
 BODY_BYTES_MAX: Final = 1024 * 1024
 BATCH_EVENTS_MAX: Final = 1000
 LOG_PAGE_MAX: Final = 1000
-ROLES: Final = frozenset({"admin", "gateway", "seller", "auditor"})
+ROLES: Final = frozenset({"admin", "gateway", "payouts", "seller", "auditor"})
 
 ERROR_STATUS: Final[dict[type[LedgerError], int]] = {
     BadRequest: 400,
@@ -112,13 +114,45 @@ PRINCIPAL: Final = web.RequestKey("principal", object)
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """Who calls: a role, and what the key is bound to (a seller key's seller;
+    a gateway key's seller and gateway name, when it was made with them)."""
+
     role: str
     seller_id: str | None
+    gateway: str | None = None
 
     def may_see_seller(self, seller_id: str) -> bool:
         return self.role in ("admin", "auditor") or (
             self.role == "seller" and self.seller_id == seller_id
         )
+
+    def authorize(self, command: Command) -> Command:
+        """The command as this key may post it, or ``Forbidden`` (least privilege).
+
+        A payout moves the seller's money out: only ``admin`` and ``payouts``
+        keys post one, and a ``payouts`` key posts nothing else. A gateway key
+        bound to a gateway posts only facts naming that gateway; one bound to a
+        seller only that seller's facts (checked where the order is loaded: the
+        command carries the scope, and another seller's order is unknown to it).
+        """
+        if self.role == "admin":
+            return command
+        if command.type == "payout.sent":
+            if self.role != "payouts":
+                raise Forbidden("payouts need an admin or payouts key", field="type")
+        elif self.role == "payouts":
+            raise Forbidden("a payouts key posts only payout.sent", field="type")
+        if self.gateway is not None and command.gateway != self.gateway:
+            raise Forbidden(
+                f"this key posts only {self.gateway}'s facts (with gateway {self.gateway})",
+                field="gateway",
+            )
+        if self.seller_id is not None:
+            if command.seller_id not in (None, self.seller_id):
+                raise Forbidden(f"this key posts only seller {self.seller_id}'s facts",
+                                field="seller_id")  # fmt: skip
+            return replace(command, seller_scope=self.seller_id)
+        return command
 
 
 class Extension(Protocol):
@@ -268,7 +302,7 @@ async def _auth(
         row = await request.app[STORE].find_key(digest)
         if row is None:
             raise Unauthorized("unknown key")
-        found = Principal(row[0], row[1])
+        found = Principal(*row)
         cache[digest] = found
     if found.role not in roles:
         raise Forbidden(f"role {found.role} may not call this")
@@ -279,9 +313,10 @@ async def _auth(
 # -- handlers --------------------------------------------------------------------------
 
 
-@require("admin", "gateway")
+@require("admin", "gateway", "payouts")
 async def post_events(request: web.Request) -> web.Response:
     ledger = request.app[LEDGER]
+    caller = principal(request)
     body = await read_json(request)
     if isinstance(body, dict) and "events" in body and "type" not in body:
         items = body["events"]
@@ -289,20 +324,22 @@ async def post_events(request: web.Request) -> web.Response:
             raise ValidationError("events must be a list", field="events")
         if not 1 <= len(items) <= BATCH_EVENTS_MAX:
             raise ValidationError(f"a batch holds 1 to {BATCH_EVENTS_MAX} events", field="events")
-        return json_response({"results": await _record_batch(ledger, items)})
+        return json_response({"results": await _record_batch(ledger, caller, items)})
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    result = await ledger.record(parse_command(body))
+    result = await ledger.record(caller.authorize(parse_command(body)))
     request.app[_METRICS].events.inc(result.status == "recorded")
     return json_response(result.as_dict(), 201 if result.status == "recorded" else 200)
 
 
-async def _record_batch(ledger: Ledger, items: list[Any]) -> list[dict[str, Any]]:
+async def _record_batch(
+    ledger: Ledger, caller: Principal, items: list[Any]
+) -> list[dict[str, Any]]:
     results: list[dict[str, Any] | None] = [None] * len(items)
     pending: list[tuple[int, Awaitable[Any]]] = []
     for index, item in enumerate(items):
         try:
-            pending.append((index, ledger.record(parse_command(item))))
+            pending.append((index, ledger.record(caller.authorize(parse_command(item)))))
         except LedgerError as e:
             results[index] = {"status": "rejected", "error": e.as_dict()}
     outcomes = await asyncio.gather(*(aw for _, aw in pending), return_exceptions=True)
@@ -508,16 +545,26 @@ async def post_keys(request: web.Request) -> web.Response:
     if not isinstance(role, str) or role not in ROLES:
         raise ValidationError(f"role must be one of {', '.join(sorted(ROLES))}", field="role")
     seller_id = body.get("seller_id")
-    if role == "seller":
+    gateway = body.get("gateway")
+    if role == "seller" or (role == "gateway" and seller_id is not None):
         seller_id = parse_identifier(seller_id, "seller_id")
         if not await request.app[STORE].stream_exists(seller_stream_id(seller_id)):
             # a key for a typo would never work, or would open a later seller's data
             raise UnknownSeller(f"seller {seller_id} is not registered", field="seller_id")
     elif seller_id is not None:
-        raise ValidationError("only a seller key names a seller_id", field="seller_id")
+        raise ValidationError("only a seller or gateway key names a seller_id", field="seller_id")
+    if gateway is not None:
+        if role != "gateway":
+            raise ValidationError("only a gateway key names a gateway", field="gateway")
+        if not isinstance(gateway, str) or gateway not in GATEWAYS:
+            raise ValidationError(
+                f"gateway must be one of {', '.join(sorted(GATEWAYS))}", field="gateway"
+            )
     key = "olk_" + secrets.token_urlsafe(32)
-    await request.app[STORE].add_key(hash_key(key), role, seller_id)
-    return json_response({"key": key, "role": role, "seller_id": seller_id}, 201)
+    await request.app[STORE].add_key(hash_key(key), role, seller_id, gateway)
+    return json_response(
+        {"key": key, "role": role, "seller_id": seller_id, "gateway": gateway}, 201
+    )
 
 
 class BalanceReader(Protocol):

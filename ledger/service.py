@@ -447,7 +447,8 @@ class Ledger:
         if command.channel is None or command.order_id is None:
             raise ValidationError("channel and order_id are required", field="channel")
         order = await batch.get(order_stream_id(command.channel, command.order_id))
-        if not isinstance(order, Order):
+        scope = command.seller_scope
+        if not isinstance(order, Order) or (scope is not None and order.seller_id != scope):
             raise UnknownOrder(
                 f"no order {command.order_id} on channel {command.channel}", field="order_id"
             )

@@ -176,6 +176,11 @@ _MIGRATIONS: Final[list[tuple[int, str, str]]] = [
         ON CONFLICT DO NOTHING;
         """,
     ),
+    (
+        4,
+        "a gateway key bound to one gateway name",
+        "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS gateway text;",
+    ),
 ]
 
 
@@ -772,21 +777,25 @@ class EventStore:
         )
 
     # -- API keys -------------------------------------------------------------------
-    async def add_key(self, key_sha256: bytes, role: str, seller_id: str | None) -> None:
+    async def add_key(
+        self, key_sha256: bytes, role: str, seller_id: str | None, gateway: str | None = None
+    ) -> None:
         await self._pool.execute(
-            "INSERT INTO api_keys (key_sha256, role, seller_id) VALUES ($1, $2, $3)"
+            "INSERT INTO api_keys (key_sha256, role, seller_id, gateway) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (key_sha256) DO UPDATE SET role = excluded.role,"
-            " seller_id = excluded.seller_id",
+            " seller_id = excluded.seller_id, gateway = excluded.gateway",
             key_sha256,
             role,
             seller_id,
+            gateway,
         )
 
-    async def find_key(self, key_sha256: bytes) -> tuple[str, str | None] | None:
+    async def find_key(self, key_sha256: bytes) -> tuple[str, str | None, str | None] | None:
+        """A key's role and what it is bound to: ``(role, seller_id, gateway)``."""
         row = await self._pool.fetchrow(
-            "SELECT role, seller_id FROM api_keys WHERE key_sha256 = $1", key_sha256
+            "SELECT role, seller_id, gateway FROM api_keys WHERE key_sha256 = $1", key_sha256
         )
-        return None if row is None else (row["role"], row["seller_id"])
+        return None if row is None else (row["role"], row["seller_id"], row["gateway"])
 
     # -- suspense -------------------------------------------------------------------
     async def open_suspense(self, limit: int = 1000, after: int = 0) -> list[dict[str, Any]]:

@@ -124,6 +124,9 @@ class Command:
     metadata: dict[str, Any] | None = None
     #: canonical bytes of the request, for "same key, same body?" decisions
     fingerprint: bytes = field(default=b"", compare=False)
+    #: the seller a key bound to one seller may act for: another seller's
+    #: order is unknown to it (set by the API from the caller, never parsed)
+    seller_scope: str | None = field(default=None, compare=False)
 
 
 def parse_identifier(value: object, field_name: str) -> str:

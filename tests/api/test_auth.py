@@ -24,7 +24,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/sellers/{seller_id}/balance"): {"admin", "auditor", "seller"},
     ("GET", "/v1/openapi.json"): {"admin", "auditor", "gateway", "seller"},
 }
-ROLES = ["admin", "gateway", "seller", "auditor"]
+ROLES = ["admin", "gateway", "payouts", "seller", "auditor"]
 
 
 class World:
@@ -68,6 +68,7 @@ async def world(client, admin) -> World:
     w.keys["gateway"] = await api.key("gateway")
     w.keys["seller"] = await api.key("seller", seller)
     w.keys["auditor"] = await api.key("auditor")
+    w.keys["payouts"] = await api.key("payouts")
     w.keys["other_seller"] = await api.key("seller", other)
     return w
 

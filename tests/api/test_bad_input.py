@@ -279,7 +279,7 @@ async def test_curation_of_an_unknown_or_malformed_seller_is_a_4xx(client, admin
 
 
 async def test_wrong_types_in_every_key_field_are_never_5xx(client, admin, seller):
-    for name in ["role", "seller_id"]:
+    for name in ["role", "seller_id", "gateway"]:
         for value in WRONG:
             body = {"role": "seller", "seller_id": seller} | {name: value}
             status, out = await answer(client, "POST", "/v1/keys", json=body, headers=admin)
@@ -288,8 +288,9 @@ async def test_wrong_types_in_every_key_field_are_never_5xx(client, admin, selle
         ({"role": "root"}, "role"),
         ({"role": "seller"}, "seller_id"),
         ({"role": "seller", "seller_id": "a b"}, "seller_id"),
-        ({"role": "gateway", "seller_id": seller}, "seller_id"),
+        ({"role": "gateway", "seller_id": "a b"}, "seller_id"),
         ({"role": "auditor", "seller_id": seller}, "seller_id"),
+        ({"role": "gateway", "gateway": 7}, "gateway"),
     ]:
         status, out = await answer(client, "POST", "/v1/keys", json=body, headers=admin)
         assert (status, out["error"].get("field")) == (422, field), (body, out)
