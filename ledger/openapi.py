@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from ledger.domain.commands import CHANNELS, EVENT_TYPES
+from ledger.domain.commands import CHANNELS, EVENT_TYPES, GATEWAYS
 
 __all__ = ["openapi_document"]
 
@@ -97,6 +97,8 @@ def _obj(**props: Any) -> dict[str, Any]:
 
 @cache
 def openapi_document() -> dict[str, Any]:
+    from ledger.http import ROLES  # the app imports this module: import at first call
+
     recorded = _ref("Recorded")
     money = {"type": "string"}
     balance = _obj(
@@ -292,11 +294,30 @@ def openapi_document() -> dict[str, Any]:
         "/v1/keys": {
             "post": _op(
                 "Create an API key (shown once)",
-                {"201": _json(_obj(key={"type": "string"}, role={"type": "string"}))},
+                {
+                    "201": _json(
+                        _obj(
+                            key={"type": "string"},
+                            role={"type": "string"},
+                            seller_id={"type": ["string", "null"]},
+                            gateway={"type": ["string", "null"]},
+                        )
+                    )
+                },
                 body={
                     "application/json": {
                         "schema": _obj(
-                            role={"enum": ["admin", "gateway", "seller", "auditor"]}, seller_id=_ID
+                            role={"enum": sorted(ROLES)},
+                            seller_id={
+                                **_ID,
+                                "description": "a seller key's seller (required); a gateway"
+                                " key bound to one seller (optional)",
+                            },
+                            gateway={
+                                "enum": sorted(GATEWAYS),
+                                "description": "a gateway key bound to one gateway name: it"
+                                " posts only facts naming it",
+                            },
                         )
                     }
                 },
@@ -395,8 +416,13 @@ def openapi_document() -> dict[str, Any]:
                         "amount": _AMOUNT,
                         "fee": _AMOUNT,
                         "currency": {"type": "string", "default": "IDR"},
-                        "gateway": _ID,
+                        "gateway": {"enum": sorted(GATEWAYS)},
                         "gateway_ref": {"type": "string"},
+                        "payment_ref": {
+                            "type": "string",
+                            "description": "refund.issued: the gateway_ref of the payment it"
+                            " returns; the refund is then limited by what that payment captured",
+                        },
                         "reference": {"type": "string"},
                         "status": {"type": "string"},
                         "metadata": {"type": "object", "description": "at most 4 KiB"},
