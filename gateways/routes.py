@@ -75,6 +75,8 @@ from ledger.domain.errors import (
     NotFound,
     OrderClosed,
     PayloadTooLarge,
+    PaymentExists,
+    RefundExists,
     RuleViolation,
     SuspenseClosed,
     Unauthorized,
@@ -221,6 +223,11 @@ async def _apply_event(
     except RuleViolation as error:
         if isinstance(error, OrderClosed) and command.type == "order.cancelled":
             return _result(raw, "ignored", reason=error.code)  # already cancelled
+        if isinstance(error, PaymentExists | RefundExists):
+            # the gateway's reference is recorded already (by this path under
+            # another key, or through POST /v1/events): no new money to keep
+            log.info("%s fact %s is recorded already: %s", gateway, key, error.message)
+            return _result(raw, "duplicate", reason=error.code)
         return await _suspend(ledger, gateway, command, raw, error.code)
     return _result(raw, result.status, position=result.position)
 
