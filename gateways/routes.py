@@ -67,7 +67,7 @@ from uuid import UUID
 import orjson
 from aiohttp import web
 
-from gateways import midtrans, shopee, xendit
+from gateways import midtrans, midtrans_api, shopee, xendit
 from ledger.domain.commands import CHANNELS, Command, parse_command, parse_identifier
 from ledger.domain.errors import (
     BadRequest,
@@ -95,6 +95,9 @@ log = logging.getLogger("omniledger.gateways")
 #: ``GET /v1/suspense`` answers at most this many open entries (oldest first).
 SUSPENSE_PAGE_MAX: Final[int] = 1000
 
+#: Suspense reason of a Midtrans money fact its status API did not confirm.
+UNCONFIRMED: Final = "unconfirmed"
+
 MIDTRANS_PATH: Final = "/v1/gateways/midtrans/notifications"
 XENDIT_PATH: Final = "/v1/gateways/xendit/callbacks"
 SHOPEE_PATH: Final = "/v1/gateways/shopee/push"
@@ -115,6 +118,7 @@ class GatewayRoutes:
     """The webhook and suspense routes; secrets come from the app's ``Settings``."""
 
     def setup(self, app: web.Application) -> None:
+        app.cleanup_ctx.append(midtrans_api.client_context)
         app.router.add_post(MIDTRANS_PATH, midtrans_notification)
         app.router.add_post(XENDIT_PATH, xendit_callback)
         app.router.add_post(SHOPEE_PATH, shopee_push)
@@ -131,8 +135,41 @@ async def midtrans_notification(request: web.Request) -> web.Response:
     if not server_key:
         raise GatewayNotConfigured("OMNILEDGER_MIDTRANS_SERVER_KEY is not set on this server")
     midtrans.verify(raw, server_key=server_key)
-    events = midtrans.to_events(midtrans.parse(raw))
-    return await _apply(request, midtrans.GATEWAY, events)
+    payload = midtrans.parse(raw)
+    events = midtrans.to_events(payload)
+    if not midtrans.moves_money(events):
+        return await _apply(request, midtrans.GATEWAY, events)
+    # the signature does not cover what says money moved: Midtrans' own
+    # record of the transaction decides, unless the ledger holds the fact already
+    ledger, store = request.app[LEDGER], request.app[STORE]
+    keys = list(dict.fromkeys(str(e["idempotency_key"]) for e in events))
+    known = await store.lookup_keys(keys)
+    checked: dict[str, midtrans.Checked] = {}
+    if any(key not in known for key in keys):
+        try:
+            answer = await request.app[midtrans_api.STATUS_CLIENT].status(payload["order_id"])
+            found = midtrans.confirm(payload, answer)
+        except midtrans_api.StatusUnavailable as error:
+            found = midtrans.unconfirmed(payload, str(error))
+        checked = {str(c.event["idempotency_key"]): c for c in found}
+    results: list[dict[str, Any]] = []
+    for key in keys:
+        if key in known:  # "duplicate" moves no money: nothing to confirm
+            event = next(e for e in events if e["idempotency_key"] == key)
+            results.append(_result(event, "duplicate", position=known[key][1]))
+        else:
+            results.append(await _apply_checked(ledger, store, checked[key]))
+    return json_response({"status": "ok", "gateway": midtrans.GATEWAY, "results": results})
+
+
+async def _apply_checked(
+    ledger: Ledger, store: EventStore, check: midtrans.Checked
+) -> dict[str, Any]:
+    if check.unconfirmed is None:
+        return await _apply_event(ledger, store, midtrans.GATEWAY, check.event, fresh=True)
+    key = check.event["idempotency_key"]
+    log.warning("midtrans fact %s not confirmed: %s", key, check.unconfirmed)
+    return await _hold(ledger, store, midtrans.GATEWAY, check.event, UNCONFIRMED)
 
 
 async def xendit_callback(request: web.Request) -> web.Response:
@@ -183,8 +220,14 @@ async def _apply(request: web.Request, gateway: str, events: list[dict[str, Any]
 
 
 async def _apply_event(
-    ledger: Ledger, store: EventStore, gateway: str, raw: dict[str, Any]
+    ledger: Ledger, store: EventStore, gateway: str, raw: dict[str, Any], *, fresh: bool = False
 ) -> dict[str, Any]:
+    """Records one canonical fact, or puts it in suspense.
+
+    ``fresh``: ``raw`` was just confirmed with the gateway, so a suspended
+    fact under its key is retried as ``raw``, not as the stored claim (which
+    may be a forgery that went to suspense for being unconfirmed).
+    """
     key = str(raw["idempotency_key"])
     command: Command | None
     invalid: ValidationError | None = None
@@ -202,7 +245,7 @@ async def _apply_event(
         raise entry
     if entry is not None:
         if entry["resolved_position"] is None:
-            return await _retry_suspended(ledger, store, entry, raw)
+            return await _retry_suspended(ledger, store, entry, raw, fresh=fresh)
         # resolving recorded the fact under this very key: nothing left to do
         return _result(raw, "duplicate", suspense_id=entry["id"])
     if command is None:
@@ -265,6 +308,34 @@ async def _suspend(
     )
 
 
+async def _hold(
+    ledger: Ledger, store: EventStore, gateway: str, raw: dict[str, Any], reason: str
+) -> dict[str, Any]:
+    """A fact that must not be applied now (not confirmed): kept in suspense, never credited.
+
+    An open entry under its key stays as it is (its stored fact is not
+    retried: nothing was confirmed this time); a resolved one means the fact
+    is in the ledger already.
+    """
+    entry = await store.suspense_entry(suspense_stream_id(str(raw["idempotency_key"])))
+    if entry is not None:
+        if entry["resolved_position"] is not None:
+            return _result(raw, "duplicate", suspense_id=entry["id"])
+        return _result(
+            raw,
+            "suspense",
+            reason=entry["reason"],
+            suspense_id=entry["id"],
+            position=entry["position"],
+            duplicate=True,
+        )
+    try:
+        command = parse_command(raw, gateway_facts=True)
+    except ValidationError as error:
+        command = _fallback_command(raw, error)
+    return await _suspend(ledger, gateway, command, raw, reason)
+
+
 def _fallback_command(raw: dict[str, Any], cause: ValidationError) -> Command:
     """The few fields ``record_suspense`` needs, read from an event ``parse_command`` refused.
 
@@ -289,9 +360,14 @@ def _fallback_command(raw: dict[str, Any], cause: ValidationError) -> Command:
 
 
 async def _retry_suspended(
-    ledger: Ledger, store: EventStore, entry: dict[str, Any], raw: dict[str, Any]
+    ledger: Ledger,
+    store: EventStore,
+    entry: dict[str, Any],
+    raw: dict[str, Any],
+    *,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """A redelivery of a suspended fact: apply the stored fact if it now fits."""
+    """A redelivery of a suspended fact: apply it (stored, or ``raw`` if fresh) if it now fits."""
     entry_id: UUID = entry["id"]
     still = _result(
         raw,
@@ -302,7 +378,7 @@ async def _retry_suspended(
         duplicate=True,
     )
     try:
-        command = parse_command(_stored_event(entry), gateway_facts=True)
+        command = parse_command(raw if fresh else _stored_event(entry), gateway_facts=True)
         await _require_shop(store, command)
         command = await ledger.resolve_order(command)
         result = await _apply_suspended(ledger, store, entry_id, command)
