@@ -69,15 +69,18 @@ class StatusClient:
             ) as resp:
                 if resp.status != 200:
                     raise StatusUnavailable(f"the status API answered HTTP {resp.status}")
-                body = await resp.content.read(BODY_BYTES_MAX + 1)
+                # read(n) returns what has arrived so far, not n bytes: read to the end
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > BODY_BYTES_MAX:
+                        raise StatusUnavailable(f"the status answer is over {BODY_BYTES_MAX} bytes")
         except TimeoutError:
             raise StatusUnavailable("the status API did not answer in time") from None
         except aiohttp.ClientError as error:
             raise StatusUnavailable(
                 f"the status API is unreachable: {type(error).__name__}"
             ) from None
-        if len(body) > BODY_BYTES_MAX:
-            raise StatusUnavailable(f"the status answer is over {BODY_BYTES_MAX} bytes")
         try:
             answer = orjson.loads(body)
         except orjson.JSONDecodeError:
