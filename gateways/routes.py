@@ -35,6 +35,17 @@ one canonical event at a time:
 4. ``idempotency_conflict`` (same gateway id, different incidental body) is
    answered as a duplicate and logged: the gateway must stop retrying.
 
+Midtrans adds one step before 1: its signature does not cover what says
+money moved (``transaction_status``, ``transaction_id``, ``refunds``), so a
+notification whose events move money asks Midtrans' Get Status API
+(``gateways.midtrans_api``) unless the ledger already holds every such fact
+(those are answered ``duplicate``), and ``midtrans.confirm`` compares. A
+confirmed fact is the one built from Midtrans' answer, and a suspended fact
+under its key is retried as that, never as the stored claim. A fact not
+confirmed (API away, slow, non-200, unreadable, or disagreeing) goes to
+suspense with reason ``unconfirmed`` and is not retried until a later
+delivery is confirmed.
+
 The answer is ``200 {"status": "ok", "gateway", "results": [...]}`` with one
 result per canonical event, ``status`` one of ``recorded``, ``duplicate``,
 ``suspense`` or ``ignored``. No body gets a 5xx; a 503 means the database
