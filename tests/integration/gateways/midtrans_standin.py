@@ -27,10 +27,13 @@ Mode = Literal["up", "down", "slow", "garbage"]
 
 
 class MidtransStandIn:
+    #: how long "slow" waits by default: past the tests' 2 s client timeout
+    SLOW_S = 3.0
+
     def __init__(self, server_key: str) -> None:
         self.server_key = server_key
         self.mode: Mode = "up"
-        self.slow_s = 3.0
+        self.slow_s = self.SLOW_S
         #: order id -> the status answer served for it
         self.transactions: dict[str, dict[str, Any]] = {}
         #: order ids asked for, in order (every request, answered or not)
@@ -54,6 +57,7 @@ class MidtransStandIn:
 
     def reset(self) -> None:
         self.mode = "up"
+        self.slow_s = self.SLOW_S
 
     async def start(self) -> str:
         app = web.Application()
