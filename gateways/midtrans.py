@@ -36,12 +36,34 @@ Mapping (``transaction_status``; ``fraud_status`` may be absent):
   capture (Permata/Indomaret reversal) is noted with ``gateway_ref`` = the
   transaction id; deciding that money went back is the ledger's, not ours.
 
-The signature covers neither ``transaction_status`` nor the ``refunds``
-list. Requiring status code 200 for every money event means a signed
-``pending`` (201) or ``expire`` (202) body cannot be replayed as a payment or
-a refund, but a signed ``cancel`` (also 200) could still be relabelled
-``settlement`` or given a forged list. Only Midtrans' GET status API closes
-that gap; it is I/O and belongs to the caller, not here.
+The signature covers neither ``transaction_status``, ``transaction_id`` nor
+the ``refunds`` list: a signed ``cancel`` (status code 200, like a payment)
+could be relabelled ``settlement``, given another transaction id (another
+idempotency key, so another credit) or a forged refund list. So no money
+moves on the notification's word alone. The caller asks Midtrans' Get Status
+API (``GET /v2/{order_id}/status``, I/O, not here) and :func:`confirm`
+compares the two::
+
+    checked = confirm(payload, answer)      # answer: the decoded status body
+    checked = unconfirmed(payload, why)     # no usable answer (down, timeout, non-200)
+
+Each :class:`Checked` is one event and, if it must not be applied, why.
+
+- a capture is confirmed only if the answer names the same ``order_id`` and
+  ``transaction_id``, the same ``gross_amount`` and currency, and a paid
+  status: ``capture``/``settlement`` with fraud ``accept`` or none, or a
+  status only a paid transaction reaches (``refund``, ``partial_refund``,
+  ``chargeback``, ``partial_chargeback``: the payment happened; what went
+  back is recorded by its own facts). The event is then built from the
+  answer's fields, not the notification's unsigned ones;
+- a refund entry is confirmed only if the answer, for the same transaction,
+  lists an entry with the same refund key (or ``refund_chargeback_id``) and
+  amount; its event is built from the answer's entry. Entries the answer
+  does not list are not confirmed;
+- events with no money effect (``order.status_noted``) need no answer.
+
+Anything not confirmed is kept by the caller in suspense (reason
+``unconfirmed``), never credited.
 
 Midtrans does not name a sales channel, so ``channel`` is left out and the
 ledger matches by ``order_id``. Midtrans sends no fee: ``fee`` is omitted.
@@ -51,7 +73,7 @@ Pure: no I/O, no clock, no environment.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from gateways import _payload as p
@@ -59,12 +81,16 @@ from gateways.errors import SignatureInvalid
 from ledger.domain.errors import ValidationError
 from ledger.domain.money import parse_currency
 
-__all__ = ["parse", "to_events", "verify"]
+__all__ = ["Checked", "confirm", "moves_money", "parse", "to_events", "unconfirmed", "verify"]
 
 GATEWAY: Final = "midtrans"
 
 _CAPTURE_STATUSES: Final = frozenset({"capture", "settlement"})
 _REFUND_STATUSES: Final = frozenset({"refund", "partial_refund"})
+#: statuses of a transaction that was paid: only a settled payment can be
+#: refunded or charged back (Midtrans' Transaction Status Cycle)
+_PAID_STATUSES: Final = _CAPTURE_STATUSES | _REFUND_STATUSES | {"chargeback", "partial_chargeback"}
+_MONEY_TYPES: Final = frozenset({"payment.captured", "refund.issued"})
 #: One notification cannot carry more refunds than one batch of events holds.
 _REFUNDS_MAX: Final[int] = 1000
 _STATUS_LENGTH_MAX: Final[int] = 40
@@ -110,13 +136,9 @@ def parse(raw_body: bytes) -> dict[str, Any]:
 def to_events(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Canonical events for one notification (see the module docstring for the mapping)."""
     note = _read(payload)
-    if (
-        note.status in _CAPTURE_STATUSES
-        and note.fraud_status in (None, "accept")
-        and note.status_code == "200"
-    ):
+    if _is_capture(note):
         return [_captured(note)]
-    if note.status in _REFUND_STATUSES and note.refunds and note.status_code == "200":
+    if _is_refund(note):
         events: list[dict[str, Any]] = []
         for refund in note.refunds:
             event = _refunded(note, refund)
@@ -124,6 +146,119 @@ def to_events(payload: dict[str, Any]) -> list[dict[str, Any]]:
                 events.append(event)
         return events
     return [_noted(note)]
+
+
+def moves_money(events: list[dict[str, Any]]) -> bool:
+    """Whether any of these events would move money (and so needs :func:`confirm`)."""
+    return any(event.get("type") in _MONEY_TYPES for event in events)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One event of a notification, checked against Midtrans' status answer."""
+
+    event: dict[str, Any]
+    #: ``None``: apply ``event`` (confirmed, or moves no money); else why it
+    #: must not be applied, and ``event`` is the notification's unconfirmed claim
+    unconfirmed: str | None = None
+
+
+def confirm(payload: dict[str, Any], answer: object) -> list[Checked]:
+    """The notification's events checked against a Get Status answer (the decoded JSON body).
+
+    Confirmed money events are built from ``answer``; the others keep the
+    notification's event with the reason. One result per idempotency key.
+    """
+    note = _read(payload)
+    try:
+        theirs = _read_answer(answer)
+    except ValidationError as error:
+        return unconfirmed(payload, f"the status answer is unreadable: {error}")
+    why = _another_transaction(note, theirs)
+    if _is_capture(note):
+        why = why or _unpaid(note, theirs)
+        if why is not None:
+            return [Checked(_captured(note), why)]
+        return [Checked(_captured(theirs))]
+    if not _is_refund(note):
+        return [Checked(_noted(note))]
+    listed = {refund.ref: refund for refund in theirs.refunds}
+    checked: dict[str, Checked] = {}
+    for refund in note.refunds:
+        claim = _refunded(note, refund)
+        key = claim["idempotency_key"]
+        found = listed.get(refund.ref)
+        if why is not None:
+            result = Checked(claim, why)
+        elif found is None:
+            result = Checked(claim, f"refund {refund.ref} is not in the status answer's refunds")
+        elif found.amount != refund.amount:
+            result = Checked(
+                claim,
+                f"refund {refund.ref} is {found.amount} in the status answer, not {refund.amount}",
+            )
+        else:
+            result = Checked(_refunded(theirs, found))
+        # one result per key: a list naming one refund twice (once forged)
+        # must not both credit it and suspend it
+        if key not in checked or (checked[key].unconfirmed and not result.unconfirmed):
+            checked[key] = result
+    return list(checked.values())
+
+
+def unconfirmed(payload: dict[str, Any], why: str) -> list[Checked]:
+    """The notification's events when no status answer can be had: money ones held, with ``why``."""
+    return [
+        Checked(event, why if event["type"] in _MONEY_TYPES else None)
+        for event in to_events(payload)
+    ]
+
+
+def _is_capture(note: _Notification) -> bool:
+    return (
+        note.status in _CAPTURE_STATUSES
+        and note.fraud_status in (None, "accept")
+        and note.status_code == "200"
+    )
+
+
+def _is_refund(note: _Notification) -> bool:
+    return note.status in _REFUND_STATUSES and bool(note.refunds) and note.status_code == "200"
+
+
+def _read_answer(answer: object) -> _Notification:
+    if not isinstance(answer, dict):
+        raise ValidationError("a status answer is a JSON object")
+    code = answer.get("status_code")
+    if code != "200" and not answer.get("transaction_id"):
+        # "Transaction doesn't exist." comes back as HTTP 200 with status_code 404
+        message = p.loose_text(answer, "status_message") or ""
+        raise ValidationError(f"status_code {code!r}: {message[:100]}")
+    note = _read(answer)
+    # the answer lists refunds whatever the status it reports now (a refund
+    # may be followed by a chargeback); the notification's list is checked
+    # against it entry by entry
+    return replace(note, refunds=_read_refunds(answer, note.currency, note.transaction_time))
+
+
+def _another_transaction(note: _Notification, theirs: _Notification) -> str | None:
+    if theirs.order_id != note.order_id:
+        return f"the status answer is about order {theirs.order_id!r}"
+    if theirs.transaction_id != note.transaction_id:
+        return f"the status answer names transaction {theirs.transaction_id!r}"
+    if theirs.currency != note.currency:
+        return f"the status answer is in {theirs.currency}, not {note.currency}"
+    return None
+
+
+def _unpaid(note: _Notification, theirs: _Notification) -> str | None:
+    if theirs.status not in _PAID_STATUSES or theirs.status_code != "200":
+        return f"the status answer says {theirs.raw_status!r} (status_code {theirs.status_code})"
+    if theirs.fraud_status not in (None, "accept"):
+        return f"the status answer's fraud_status is {theirs.fraud_status!r}"
+    if theirs.gross_amount != note.gross_amount:
+        return f"the status answer's gross_amount is {theirs.gross_amount}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

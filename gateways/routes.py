@@ -35,6 +35,17 @@ one canonical event at a time:
 4. ``idempotency_conflict`` (same gateway id, different incidental body) is
    answered as a duplicate and logged: the gateway must stop retrying.
 
+Midtrans adds one step before 1: its signature does not cover what says
+money moved (``transaction_status``, ``transaction_id``, ``refunds``), so a
+notification whose events move money asks Midtrans' Get Status API
+(``gateways.midtrans_api``) unless the ledger already holds every such fact
+(those are answered ``duplicate``), and ``midtrans.confirm`` compares. A
+confirmed fact is the one built from Midtrans' answer, and a suspended fact
+under its key is retried as that, never as the stored claim. A fact not
+confirmed (API away, slow, non-200, unreadable, or disagreeing) goes to
+suspense with reason ``unconfirmed`` and is not retried until a later
+delivery is confirmed.
+
 The answer is ``200 {"status": "ok", "gateway", "results": [...]}`` with one
 result per canonical event, ``status`` one of ``recorded``, ``duplicate``,
 ``suspense`` or ``ignored``. No body gets a 5xx; a 503 means the database
@@ -67,7 +78,7 @@ from uuid import UUID
 import orjson
 from aiohttp import web
 
-from gateways import midtrans, shopee, xendit
+from gateways import midtrans, midtrans_api, shopee, xendit
 from ledger.domain.commands import CHANNELS, Command, parse_command, parse_identifier
 from ledger.domain.errors import (
     BadRequest,
@@ -97,6 +108,11 @@ log = logging.getLogger("omniledger.gateways")
 #: ``GET /v1/suspense`` answers at most this many open entries (oldest first).
 SUSPENSE_PAGE_MAX: Final[int] = 1000
 
+_CLIENT_KEY_PREFIX: Final = "c:"
+
+#: Suspense reason of a Midtrans money fact its status API did not confirm.
+UNCONFIRMED: Final = "unconfirmed"
+
 MIDTRANS_PATH: Final = "/v1/gateways/midtrans/notifications"
 XENDIT_PATH: Final = "/v1/gateways/xendit/callbacks"
 SHOPEE_PATH: Final = "/v1/gateways/shopee/push"
@@ -117,6 +133,7 @@ class GatewayRoutes:
     """The webhook and suspense routes; secrets come from the app's ``Settings``."""
 
     def setup(self, app: web.Application) -> None:
+        app.cleanup_ctx.append(midtrans_api.client_context)
         app.router.add_post(MIDTRANS_PATH, midtrans_notification)
         app.router.add_post(XENDIT_PATH, xendit_callback)
         app.router.add_post(SHOPEE_PATH, shopee_push)
@@ -133,8 +150,51 @@ async def midtrans_notification(request: web.Request) -> web.Response:
     if not server_key:
         raise GatewayNotConfigured("OMNILEDGER_MIDTRANS_SERVER_KEY is not set on this server")
     midtrans.verify(raw, server_key=server_key)
-    events = midtrans.to_events(midtrans.parse(raw))
-    return await _apply(request, midtrans.GATEWAY, events)
+    payload = midtrans.parse(raw)
+    events = midtrans.to_events(payload)
+    if not midtrans.moves_money(events):
+        return await _apply(request, midtrans.GATEWAY, events)
+    # the signature does not cover what says money moved: Midtrans' own
+    # record of the transaction decides, unless the ledger holds the fact already
+    ledger, store = request.app[LEDGER], request.app[STORE]
+    keys = list(dict.fromkeys(str(e["idempotency_key"]) for e in events))
+    known = await _recorded(store, keys)
+    checked: dict[str, midtrans.Checked] = {}
+    if any(key not in known for key in keys):
+        try:
+            answer = await request.app[midtrans_api.STATUS_CLIENT].status(payload["order_id"])
+            found = midtrans.confirm(payload, answer)
+        except midtrans_api.StatusUnavailable as error:
+            found = midtrans.unconfirmed(payload, str(error))
+        checked = {str(c.event["idempotency_key"]): c for c in found}
+    results: list[dict[str, Any]] = []
+    for key in keys:
+        if key in known:  # "duplicate" moves no money: nothing to confirm
+            event = next(e for e in events if e["idempotency_key"] == key)
+            results.append(_result(event, "duplicate", position=known[key][1]))
+        else:
+            results.append(await _apply_checked(ledger, store, checked[key]))
+    return json_response({"status": "ok", "gateway": midtrans.GATEWAY, "results": results})
+
+
+async def _recorded(store: EventStore, keys: list[str]) -> dict[str, tuple[bytes, int, UUID, int]]:
+    """The gateway keys among ``keys`` the ledger already holds, with what they recorded.
+
+    ``Ledger`` keeps a client's (and a gateway's) keys under the ``c:``
+    namespace (``Ledger._submit``); the Midtrans tests fail if that changes.
+    """
+    found = await store.lookup_keys([_CLIENT_KEY_PREFIX + key for key in keys])
+    return {key[len(_CLIENT_KEY_PREFIX) :]: value for key, value in found.items()}
+
+
+async def _apply_checked(
+    ledger: Ledger, store: EventStore, check: midtrans.Checked
+) -> dict[str, Any]:
+    if check.unconfirmed is None:
+        return await _apply_event(ledger, store, midtrans.GATEWAY, check.event, fresh=True)
+    key = check.event["idempotency_key"]
+    log.warning("midtrans fact %s not confirmed: %s", key, check.unconfirmed)
+    return await _hold(ledger, store, midtrans.GATEWAY, check.event, UNCONFIRMED)
 
 
 async def xendit_callback(request: web.Request) -> web.Response:
@@ -185,8 +245,14 @@ async def _apply(request: web.Request, gateway: str, events: list[dict[str, Any]
 
 
 async def _apply_event(
-    ledger: Ledger, store: EventStore, gateway: str, raw: dict[str, Any]
+    ledger: Ledger, store: EventStore, gateway: str, raw: dict[str, Any], *, fresh: bool = False
 ) -> dict[str, Any]:
+    """Records one canonical fact, or puts it in suspense.
+
+    ``fresh``: ``raw`` was just confirmed with the gateway, so a suspended
+    fact under its key is retried as ``raw``, not as the stored claim (which
+    may be a forgery that went to suspense for being unconfirmed).
+    """
     key = str(raw["idempotency_key"])
     command: Command | None
     invalid: ValidationError | None = None
@@ -204,7 +270,7 @@ async def _apply_event(
         raise entry
     if entry is not None:
         if entry["resolved_position"] is None:
-            return await _retry_suspended(ledger, store, entry, raw)
+            return await _retry_suspended(ledger, store, entry, raw, fresh=fresh)
         # resolving recorded the fact under this very key: nothing left to do
         return _result(raw, "duplicate", suspense_id=entry["id"])
     if command is None:
@@ -272,6 +338,34 @@ async def _suspend(
     )
 
 
+async def _hold(
+    ledger: Ledger, store: EventStore, gateway: str, raw: dict[str, Any], reason: str
+) -> dict[str, Any]:
+    """A fact that must not be applied now (not confirmed): kept in suspense, never credited.
+
+    An open entry under its key stays as it is (its stored fact is not
+    retried: nothing was confirmed this time); a resolved one means the fact
+    is in the ledger already.
+    """
+    entry = await store.suspense_entry(suspense_stream_id(str(raw["idempotency_key"])))
+    if entry is not None:
+        if entry["resolved_position"] is not None:
+            return _result(raw, "duplicate", suspense_id=entry["id"])
+        return _result(
+            raw,
+            "suspense",
+            reason=entry["reason"],
+            suspense_id=entry["id"],
+            position=entry["position"],
+            duplicate=True,
+        )
+    try:
+        command = parse_command(raw, gateway_facts=True)
+    except ValidationError as error:
+        command = _fallback_command(raw, error)
+    return await _suspend(ledger, gateway, command, raw, reason)
+
+
 def _fallback_command(raw: dict[str, Any], cause: ValidationError) -> Command:
     """The few fields ``record_suspense`` needs, read from an event ``parse_command`` refused.
 
@@ -296,9 +390,14 @@ def _fallback_command(raw: dict[str, Any], cause: ValidationError) -> Command:
 
 
 async def _retry_suspended(
-    ledger: Ledger, store: EventStore, entry: dict[str, Any], raw: dict[str, Any]
+    ledger: Ledger,
+    store: EventStore,
+    entry: dict[str, Any],
+    raw: dict[str, Any],
+    *,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """A redelivery of a suspended fact: apply the stored fact if it now fits."""
+    """A redelivery of a suspended fact: apply it (stored, or ``raw`` if fresh) if it now fits."""
     entry_id: UUID = entry["id"]
     still = _result(
         raw,
@@ -309,7 +408,7 @@ async def _retry_suspended(
         duplicate=True,
     )
     try:
-        command = parse_command(_stored_event(entry), gateway_facts=True)
+        command = parse_command(raw if fresh else _stored_event(entry), gateway_facts=True)
         await _require_shop(store, command)
         command = await ledger.resolve_order(command)
         result = await _apply_suspended(ledger, store, entry_id, command)

@@ -33,6 +33,11 @@ class Settings:
     timezone: str = "Asia/Makassar"
     admin_key: str | None = None
     midtrans_server_key: str | None = None
+    #: Midtrans' API host, asked (GET /v2/{order_id}/status) before a notification
+    #: moves money; the sandbox is https://api.sandbox.midtrans.com
+    midtrans_api_url: str = "https://api.midtrans.com"
+    #: the whole status call, connect to last byte; Midtrans waits 15 s for our answer
+    midtrans_api_timeout_ms: int = 5000
     xendit_callback_token: str | None = None
     shopee_partner_key: str | None = None
     shopee_callback_url: str | None = None
@@ -98,6 +103,9 @@ class Settings:
             timezone=timezone,
             admin_key=text("ADMIN_KEY"),
             midtrans_server_key=text("MIDTRANS_SERVER_KEY"),
+            midtrans_api_url=_api_url("MIDTRANS_API_URL", text("MIDTRANS_API_URL"))
+            or "https://api.midtrans.com",
+            midtrans_api_timeout_ms=number("MIDTRANS_API_TIMEOUT_MS", 5000, low=100, high=10_000),
             xendit_callback_token=text("XENDIT_CALLBACK_TOKEN"),
             shopee_partner_key=text("SHOPEE_PARTNER_KEY"),
             shopee_callback_url=text("SHOPEE_CALLBACK_URL"),
@@ -133,6 +141,25 @@ def _url(name: str, raw: str | None, schemes: tuple[str, ...]) -> str | None:
             f"OMNILEDGER_{name} must start with {' or '.join(s + '://' for s in schemes)}"
         )
     return raw
+
+
+def _api_url(name: str, raw: str | None) -> str | None:
+    """An HTTPS base URL without a trailing slash; plain HTTP only to this machine.
+
+    The server key travels in every request's Basic auth header: it must not
+    cross a network in clear text.
+    """
+    url = _url(name, raw, ("https", "http"))
+    if url is None:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        raise SettingsError(f"OMNILEDGER_{name} names no host")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SettingsError(f"OMNILEDGER_{name} must be https:// (http:// only to this machine)")
+    if parts.query or parts.fragment:
+        raise SettingsError(f"OMNILEDGER_{name} must be a base URL, without ? or #")
+    return url.rstrip("/")
 
 
 def _models(raw: str | None) -> tuple[str, ...] | None:

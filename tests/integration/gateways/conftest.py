@@ -1,5 +1,10 @@
 """The app with ``GatewayRoutes`` and test secrets, on this session's real PostgreSQL database.
 
+Midtrans' Get Status API is a local stand-in (``midtrans_standin``). By
+default ``Hooks.midtrans`` tells it about every body it posts, as Midtrans
+knows every notification it sends; ``knows=False`` posts a body Midtrans
+never sent (a forgery, a relabelled replay).
+
 Bodies come from ``tests/fixtures/gateways`` with their ids rewritten per test
 (isolation by id, never by TRUNCATE) and re-signed with the test keys, as the
 gateway would sign them.
@@ -13,7 +18,7 @@ import hmac
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ from ledger.http import create_app, install_admin_key
 from ledger.service import Ledger
 from ledger.settings import Settings
 from ledger.store import EventStore
+from tests.integration.gateways.midtrans_standin import MidtransStandIn
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "gateways"
 
@@ -105,11 +111,29 @@ async def gw_store(gw_pool: asyncpg.Pool) -> EventStore:
 
 
 @pytest.fixture(scope="session")
-def gw_settings(pg_dsn: str) -> Settings:
+async def gw_midtrans_api() -> AsyncIterator[MidtransStandIn]:
+    standin = MidtransStandIn(MIDTRANS_SERVER_KEY)
+    await standin.start()
+    yield standin
+    await standin.stop()
+
+
+@pytest.fixture
+def midtrans_api(gw_midtrans_api: MidtransStandIn) -> Iterator[MidtransStandIn]:
+    """The stand-in, answering normally again after the test whatever it set."""
+    yield gw_midtrans_api
+    gw_midtrans_api.reset()
+
+
+@pytest.fixture(scope="session")
+def gw_settings(pg_dsn: str, gw_midtrans_api: MidtransStandIn) -> Settings:
     return Settings(
         database_url=pg_dsn,
         admin_key=ADMIN_KEY,
         midtrans_server_key=MIDTRANS_SERVER_KEY,
+        midtrans_api_url=gw_midtrans_api.url,
+        # the stand-in answers in milliseconds; the "slow" test waits this out
+        midtrans_api_timeout_ms=2000,
         xendit_callback_token=XENDIT_TOKEN,
         shopee_partner_key=SHOPEE_PARTNER_KEY,
         shopee_callback_url=SHOPEE_CALLBACK_URL,
@@ -148,9 +172,12 @@ def shop_id() -> str:
 class Hooks:
     """Posts as the gateways do, and reads back as an operator does."""
 
-    def __init__(self, client: TestClient, store: EventStore) -> None:
+    def __init__(
+        self, client: TestClient, store: EventStore, midtrans_api: MidtransStandIn
+    ) -> None:
         self.client = client
         self.store = store
+        self.midtrans_api = midtrans_api
         self.admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
     # -- the gateways ----------------------------------------------------------------
@@ -163,8 +190,18 @@ class Hooks:
         text = await resp.text()
         return resp.status, json.loads(text) if text else None
 
-    async def midtrans(self, body: dict[str, Any] | bytes) -> tuple[int, Any]:
+    async def midtrans(
+        self, body: dict[str, Any] | bytes, *, knows: bool = True
+    ) -> tuple[int, Any]:
+        """Posts a notification; ``knows``: Midtrans' status API answers as if it had sent it."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        if knows:
+            try:
+                sent = json.loads(raw)
+            except ValueError:
+                sent = None
+            if isinstance(sent, dict):
+                self.midtrans_api.knows(sent)
         return await self.raw(MIDTRANS, raw, {"Content-Type": "application/json"})
 
     async def xendit(
@@ -278,5 +315,5 @@ class Hooks:
 
 
 @pytest.fixture
-def hooks(gw_client: TestClient, gw_store: EventStore) -> Hooks:
-    return Hooks(gw_client, gw_store)
+def hooks(gw_client: TestClient, gw_store: EventStore, midtrans_api: MidtransStandIn) -> Hooks:
+    return Hooks(gw_client, gw_store, midtrans_api)
