@@ -108,7 +108,6 @@ log = logging.getLogger("omniledger.gateways")
 #: ``GET /v1/suspense`` answers at most this many open entries (oldest first).
 SUSPENSE_PAGE_MAX: Final[int] = 1000
 
-_CLIENT_KEY_PREFIX: Final = "c:"
 
 #: Suspense reason of a Midtrans money fact its status API did not confirm.
 UNCONFIRMED: Final = "unconfirmed"
@@ -158,7 +157,7 @@ async def midtrans_notification(request: web.Request) -> web.Response:
     # record of the transaction decides, unless the ledger holds the fact already
     ledger, store = request.app[LEDGER], request.app[STORE]
     keys = list(dict.fromkeys(str(e["idempotency_key"]) for e in events))
-    known = await _recorded(store, keys)
+    known = await ledger.recorded(keys)
     checked: dict[str, midtrans.Checked] = {}
     if any(key not in known for key in keys):
         try:
@@ -175,16 +174,6 @@ async def midtrans_notification(request: web.Request) -> web.Response:
         else:
             results.append(await _apply_checked(ledger, store, checked[key]))
     return json_response({"status": "ok", "gateway": midtrans.GATEWAY, "results": results})
-
-
-async def _recorded(store: EventStore, keys: list[str]) -> dict[str, tuple[bytes, int, UUID, int]]:
-    """The gateway keys among ``keys`` the ledger already holds, with what they recorded.
-
-    ``Ledger`` keeps a client's (and a gateway's) keys under the ``c:``
-    namespace (``Ledger._submit``); the Midtrans tests fail if that changes.
-    """
-    found = await store.lookup_keys([_CLIENT_KEY_PREFIX + key for key in keys])
-    return {key[len(_CLIENT_KEY_PREFIX) :]: value for key, value in found.items()}
 
 
 async def _apply_checked(

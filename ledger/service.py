@@ -77,6 +77,9 @@ __all__ = ["Ledger", "Recorded"]
 log = logging.getLogger("omniledger.ledger")
 
 _ATTEMPTS_MAX: Final = 5
+#: Namespaces of idempotency keys: a client's (and a gateway's), the ledger's own.
+_CLIENT_KEYS: Final = "c:"
+_INTERNAL_KEYS: Final = "i:"
 #: Aggregates kept between batches. Orders are hot for minutes (placed, paid,
 #: maybe refunded) then cold; a miss costs one batched read. Bounded so that a
 #: long run keeps a flat memory profile (loadtests/soak.sh).
@@ -415,6 +418,12 @@ class Ledger:
         return await self._submit(decide, key, fingerprint, internal=True)
 
     # -- lookups used by the gateways -------------------------------------------------
+    async def recorded(self, keys: list[str]) -> dict[str, tuple[bytes, int, UUID, int]]:
+        """The client (or gateway) idempotency keys among ``keys`` already recorded:
+        ``{key: (fingerprint digest, position, stream_id, version)}``."""
+        found = await self.store.lookup_keys([_CLIENT_KEYS + key for key in keys])
+        return {key[len(_CLIENT_KEYS) :]: value for key, value in found.items()}
+
     async def resolve_order(self, command: Command) -> Command:
         """Fills in the channel (by order id alone) or the order (by the refunded payment)."""
         if command.order_id is None and command.payment_ref is not None:
@@ -759,7 +768,7 @@ class Ledger:
         # namespace so that no client key can ever collide with them.
         shown_key = key
         if key is not None:
-            key = ("i:" if internal else "c:") + key
+            key = (_INTERNAL_KEYS if internal else _CLIENT_KEYS) + key
         if self._writer is None or self._writer.done():
             raise Unavailable("the ledger writer is not running")
         loop = asyncio.get_running_loop()

@@ -121,7 +121,9 @@ async def test_a_forged_refund_list_is_not_credited(hooks: Hooks, uid) -> None:
     refunds = [
         e["data"] for e in (await hooks.order(order))["history"] if e["type"] == "refund.issued"
     ]
-    assert [(r["gateway_ref"], r["amount"]) for r in refunds] == [("reference1", "5000.00")]
+    assert [(r["gateway_ref"], r["amount"]) for r in refunds] == [
+        (f"{first['transaction_id']}:reference1", "5000.00")
+    ]
 
 
 async def test_genuine_settlement_and_refunds_are_credited_from_midtrans_answer(

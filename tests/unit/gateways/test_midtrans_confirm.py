@@ -139,7 +139,10 @@ def test_a_refund_the_answer_does_not_list_is_not_confirmed() -> None:
     first = notification("midtrans_partial_refund_first")  # reference1 only
     both = notification("midtrans_partial_refund_unconfirmed")  # reference1 and reference2
     checked = midtrans.confirm(both, answer_for(first))
-    assert [c.event["gateway_ref"] for c in checked] == ["reference1", "reference2"]
+    assert [c.event["gateway_ref"] for c in checked] == [
+        f"{both['transaction_id']}:reference1",
+        f"{both['transaction_id']}:reference2",
+    ]
     assert checked[0].unconfirmed is None
     assert checked[1].unconfirmed is not None
     assert "reference2" in checked[1].unconfirmed
@@ -180,7 +183,10 @@ def test_a_refund_is_matched_by_refund_chargeback_id_without_a_key() -> None:
     entry = {k: v for k, v in first["refunds"][0].items() if k != "refund_key"}
     body = dict(first, refunds=[entry])
     (checked,) = midtrans.confirm(body, answer_for(body))
-    assert (checked.unconfirmed, checked.event["gateway_ref"]) == (None, "1")
+    assert (checked.unconfirmed, checked.event["gateway_ref"]) == (
+        None,
+        f"{body['transaction_id']}:1",
+    )
     other = dict(body, refunds=[dict(entry, refund_chargeback_id=2)])
     (checked,) = midtrans.confirm(other, answer_for(body))
     assert checked.unconfirmed is not None
