@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final
@@ -58,17 +58,20 @@ class AsOfLimit:
 
     BURST_S: Final = 1.0
 
-    def __init__(self, reads_max: int, share_pct: int) -> None:
+    def __init__(
+        self, reads_max: int, share_pct: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.reads_max = reads_max
         self._share = share_pct / 100
+        self._clock = clock
         self._sellers: set[str] = set()
         self._credit_s = self.BURST_S
-        self._refilled = time.monotonic()
+        self._refilled = clock()
 
     @contextmanager
     def slot(self, seller_id: str) -> Iterator[None]:
         # one event loop: the checks and the add cannot interleave with another read
-        now = time.monotonic()
+        now = self._clock()
         self._credit_s = min(self.BURST_S, self._credit_s + (now - self._refilled) * self._share)
         self._refilled = now
         if seller_id in self._sellers:
@@ -88,7 +91,7 @@ class AsOfLimit:
             yield
         finally:
             self._sellers.discard(seller_id)
-            self._credit_s -= time.monotonic() - now
+            self._credit_s -= self._clock() - now
 
 
 class AuditRoutes:
