@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final
 
 from aiohttp import web
 
 from ledger.audit import reconcile_report, replay_balances
-from ledger.domain.errors import BadRequest, ValidationError
+from ledger.domain.errors import BadRequest, TooManyRequests, ValidationError
 from ledger.http import AS_OF_READER, LEDGER, SETTINGS, STORE, json_response, require
 from ledger.store import EventStore
 
@@ -40,14 +43,70 @@ async def post_reconciliation(request: web.Request) -> web.Response:
     return json_response(result)
 
 
+class AsOfLimit:
+    """Time-travel reads in this process: at most ``reads_max`` in flight, one per
+    seller, and together at most ``share_pct`` percent of the wall clock.
+
+    Each read folds a seller's history inside the API process; without a bound
+    a few looping readers took the CPU and the pool from the writers. Bounding
+    the reads in flight is not enough: one reader looping back to back still
+    holds the event loop most of the time. So the time the reads take is
+    charged to a budget that refills at ``share_pct`` percent of real time (a
+    burst of ``BURST_S`` seconds banked). Past any bound the answer is 429 at
+    once (no queue to grow): the client retries.
+    """
+
+    BURST_S: Final = 1.0
+
+    def __init__(
+        self, reads_max: int, share_pct: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.reads_max = reads_max
+        self._share = share_pct / 100
+        self._clock = clock
+        self._sellers: set[str] = set()
+        self._credit_s = self.BURST_S
+        self._refilled = clock()
+
+    @contextmanager
+    def slot(self, seller_id: str) -> Iterator[None]:
+        # one event loop: the checks and the add cannot interleave with another read
+        now = self._clock()
+        self._credit_s = min(self.BURST_S, self._credit_s + (now - self._refilled) * self._share)
+        self._refilled = now
+        if seller_id in self._sellers:
+            raise TooManyRequests(
+                "a balance as of a time for this seller is being read already; retry in a second"
+            )
+        if len(self._sellers) >= self.reads_max:
+            raise TooManyRequests(
+                f"{self.reads_max} balances as of a time are being read already; retry in a second"
+            )
+        if self._credit_s <= 0:
+            raise TooManyRequests(
+                "balances as of a time took their share of this server; retry in a second"
+            )
+        self._sellers.add(seller_id)
+        try:
+            yield
+        finally:
+            self._sellers.discard(seller_id)
+            self._credit_s -= self._clock() - now
+
+
 class AuditRoutes:
     def setup(self, app: web.Application) -> None:
         store: EventStore = app[STORE]
+        settings = app[SETTINGS]
+        limit = AsOfLimit(settings.as_of_reads_max, settings.as_of_time_share_pct)
 
         async def as_of(
             seller_id: str, currency: str, as_of: datetime, known_at: datetime | None
         ) -> dict[str, Any]:
-            fold = await replay_balances(store, as_of=as_of, known_at=known_at, seller_id=seller_id)
+            with limit.slot(seller_id):
+                fold = await replay_balances(
+                    store, as_of=as_of, known_at=known_at, seller_id=seller_id
+                )
             balance = fold.balance(seller_id, currency)
             return balance | {
                 "as_of": as_of.isoformat(),

@@ -51,6 +51,7 @@ from ledger.domain.errors import (
     PayloadTooLarge,
     RuleViolation,
     SellerExists,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
     UnknownSeller,
@@ -99,6 +100,7 @@ ERROR_STATUS: Final[dict[type[LedgerError], int]] = {
     PayloadTooLarge: 413,
     ValidationError: 422,
     RuleViolation: 422,
+    TooManyRequests: 429,
     Unavailable: 503,
     LedgerError: 400,
 }
@@ -199,7 +201,7 @@ def json_response(
 
 def error_response(error: LedgerError) -> web.Response:
     status = status_for(error)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": "1"} if status in (429, 503) else None
     return json_response({"error": error.as_dict()}, status, headers)
 
 

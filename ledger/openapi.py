@@ -59,6 +59,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "conflict",
         413: "body over 1 MiB",
         422: "a rule or a field is violated",
+        429: "too many as-of reads at once; Retry-After",
         503: "database unavailable; Retry-After",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
@@ -220,7 +221,7 @@ def openapi_document() -> dict[str, Any]:
                     _q("as_of", _TIME),
                     _q("known_at", _TIME),
                 ],
-                errors=(401, 403, 404, 422, 503),
+                errors=(401, 403, 404, 422, 429, 503),
             ),
         },
         "/v1/sellers/{seller_id}/recaps": {

@@ -683,6 +683,7 @@ class Ledger:
                         type=TYPE_BY_TOPIC[topic],
                         data=event_data(state),
                         occurred_at=state["occurred_at"],
+                        seller_id=state.get("seller_id"),
                     )
                 )
         return out

@@ -54,6 +54,11 @@ class Settings:
     projection_models: tuple[str, ...] | None = None
     relay_linger_ms: int = 10
     db_pool_size_max: int = 10
+    #: time-travel balance reads (``?as_of=``) in flight per API process; past
+    #: it, and past one per seller, they are answered 429 (they replay the log)
+    as_of_reads_max: int = 2
+    #: ... and the share of the wall clock they may take together, in percent
+    as_of_time_share_pct: int = 25
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -120,6 +125,8 @@ class Settings:
             projection_models=_models(text("PROJECTIONS")),
             relay_linger_ms=number("RELAY_LINGER_MS", 10, low=0, high=1000),
             db_pool_size_max=number("DB_POOL_SIZE_MAX", 10, low=2, high=200),
+            as_of_reads_max=number("AS_OF_READS_MAX", 2, low=1, high=64),
+            as_of_time_share_pct=number("AS_OF_TIME_SHARE_PCT", 25, low=1, high=100),
             log_level=log_level,
         )
 

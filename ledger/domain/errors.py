@@ -29,6 +29,7 @@ __all__ = [
     "RuleViolation",
     "SellerExists",
     "SuspenseClosed",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "UnknownOrder",
@@ -104,6 +105,12 @@ class Unavailable(LedgerError):
     """PostgreSQL (or another part we need) cannot be reached right now."""
 
     code = "unavailable"
+
+
+class TooManyRequests(LedgerError):
+    """An expensive read past its limit (time travel): try again after ``Retry-After``."""
+
+    code = "too_many_requests"
 
 
 class RuleViolation(LedgerError):

@@ -42,6 +42,7 @@ async def fresh_db(pg_admin_dsn: str) -> AsyncIterator[str]:
     async with fresh_database(pg_admin_dsn, "omniledger_audit") as dsn:
         yield dsn
 
+
 @pytest.fixture
 async def apool(fresh_db: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(fresh_db, min_size=1, max_size=10)
