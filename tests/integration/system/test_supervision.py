@@ -151,3 +151,53 @@ async def test_up_restarts_a_killed_relay_and_projection_child(
 async def metrics(http: Http) -> tuple[int, str]:
     async with http.session.get(http.base + "/metrics") as r:
         return r.status, await r.text()
+
+
+async def test_check_projections_fails_on_a_read_model_behind_the_log(
+    service: Service, http: Http, cli: CliRunner
+) -> None:
+    """Finding 2: the check compared each model with the log only up to the model's
+    own position, so a stopped one was "ok". With the ``project`` child frozen
+    (SIGSTOP, while idle: it holds no row lock) and writes going on, the check
+    exits 1 naming every model and how far behind it is; thawed, it exits 0."""
+    tag = uuid.uuid4().hex[:6]
+    sellers = [f"lag-{n}-{tag}" for n in range(2)]
+    for seller in sellers:
+        await http.seller(seller)
+    await write(http, sellers, tag, 0)
+    before = await http.caught_up()
+    await asyncio.sleep(0.3)  # past the consumers' linger: idle, no transaction open
+    project = child_pids(service)["project"]
+    os.kill(project, signal.SIGSTOP)
+    try:
+        for round_ in (1, 2, 3):
+            await write(http, sellers, tag, round_)
+        head = await http.head()
+        behind = head - before
+        assert behind == 3 * 2 * len(sellers)
+        status, health = await http.get("/healthz")
+        assert status == 200, health
+        # from the database: what a scaled-out deployment's monitor sees too
+        assert {n: p["lag_events"] for n, p in health["projections"].items()} == dict.fromkeys(
+            PROJECTIONS, behind
+        ), health
+
+        run = await cli("check-projections", "--wait-s", "1")
+        assert run.rc == 1, run
+        for name in PROJECTIONS:
+            assert (
+                f"{name}: BEHIND the log by {behind} events (at position {before}, "
+                f"log head {head}, after waiting 1 s; at most 0 allowed)"
+            ) in run.out, run
+            # the content is still compared, up to where the model got
+            assert f"{name}: ok at position {before}" in run.out, run
+        run = await cli("check-projections", "--wait-s", "0", "--lag-max", str(behind))
+        assert run.rc == 0, run  # within the bound asked for
+        assert "BEHIND" not in run.out, run
+    finally:
+        os.kill(project, signal.SIGCONT)
+    assert await http.caught_up() == head
+    run = await cli("check-projections")
+    assert run.rc == 0, run
+    assert "BEHIND" not in run.out, run
+    assert "balances: independent replay ok" in run.out, run
