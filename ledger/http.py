@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import resource
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -258,26 +259,15 @@ async def _errors(
         else "unmatched"
     )
     try:
-        if request.body_exists:
-            # read here, whole and within the limit, for every route: the
-            # handlers' request.read() then returns these bytes at once
-            body_timeout_s = request.app[SETTINGS].http_body_timeout_s
-            try:
-                async with asyncio.timeout(body_timeout_s):
-                    await request.read()
-            except TimeoutError:
-                response = _slow_body(request, body_timeout_s)
-                metrics.requests.labels(route, str(response.status)).inc()
-                return response
-            except ConnectionError:
-                # the client hung up (aiohttp sets ConnectionResetError on the
-                # body): not the database, and no one to answer
-                log.debug("client closed the connection during %s %s", request.method, request.path)
-                metrics.requests.labels(route, str(CLIENT_CLOSED)).inc()
-                return web.Response(status=CLIENT_CLOSED)
         response = await handler(request)
     except LedgerError as e:
         response = error_response(e)
+    except _BodyOverdue as e:
+        response = _slow_body(request, e.timeout_s)
+    except _ClientClosed:
+        # not the database, and no one to answer: counted as 499, not a 503
+        log.debug("client closed the connection during %s %s", request.method, request.path)
+        response = web.Response(status=CLIENT_CLOSED)
     except web.HTTPRequestEntityTooLarge:
         response = error_response(PayloadTooLarge("the body is larger than 1 MiB"))
     except web.HTTPException as e:
@@ -305,6 +295,37 @@ async def _errors(
     metrics.requests.labels(route, str(response.status)).inc()
     metrics.latency.labels(route).observe(time.perf_counter() - started)
     return response
+
+
+class _BodyOverdue(Exception):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(timeout_s)
+        self.timeout_s = timeout_s
+
+
+class _ClientClosed(Exception):
+    """The client hung up while its request body was being read."""
+
+
+@web.middleware
+async def _read_body(
+    request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Reads every body whole within ``http_body_timeout_s`` of its head, once
+    the caller is authenticated; the handlers' ``request.read()`` then returns
+    these bytes at once. A client that hangs up meanwhile (aiohttp hands the
+    reader a ``ConnectionResetError``, an ``OSError`` like the database's) is
+    told apart here, where nothing else can raise it."""
+    if request.body_exists:
+        timeout_s = request.app[SETTINGS].http_body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                await request.read()
+        except TimeoutError:
+            raise _BodyOverdue(timeout_s) from None
+        except ConnectionError:
+            raise _ClientClosed from None
+    return await handler(request)
 
 
 def _slow_body(request: web.Request, body_timeout_s: float) -> web.Response:
@@ -729,7 +750,7 @@ def create_app(
     extensions: Iterable[Extension] = (),
 ) -> web.Application:
     """The aiohttp application; the caller owns the ledger's and pool's lifecycle."""
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=BODY_BYTES_MAX)
+    app = web.Application(middlewares=[_errors, _auth, _read_body], client_max_size=BODY_BYTES_MAX)
     app[SETTINGS] = settings
     app[LEDGER] = ledger
     app[STORE] = store
@@ -776,6 +797,8 @@ async def install_admin_key(store: EventStore, admin_key: str | None) -> None:
 #: After a 408 or 413, how long the unread rest of a body is drained before
 #: the socket closes (so the client can read the answer rather than get a reset).
 _LINGER_S: Final = 2.0
+#: File descriptors kept for the database pool, NATS, logs and the listening socket.
+_DESCRIPTORS_SPARE: Final = 100
 _REFUSAL_BODY: Final = orjson.dumps(
     {"error": {"code": "unavailable", "message": "too many open connections; retry later"}}
 )
@@ -937,19 +960,23 @@ class _GuardedServer(Server):
         limits = self.limits
         if len(self._connections) <= limits.connections_max:
             return True
+        # closed ones stay listed until their task ends: count the open ones
+        open_now = sum(1 for handler in self._connections if handler.transport is not None)
+        if open_now <= limits.connections_max:
+            return True
         for handler in self._connections:  # oldest first (insertion order)
             if handler is not new and isinstance(handler, _GuardedHandler):
                 if handler.waiting_for_request:
                     limits.budget.info(
                         "%d connections open (the cap): closed a waiting one from %s",
-                        len(self._connections) - 1,
+                        limits.connections_max,
                         handler.peername,
                     )
                     handler.shed("cap")
                     return True
         limits.budget.info(
             "%d connections open (the cap), none waiting: refused %s",
-            len(self._connections) - 1,
+            limits.connections_max,
             new.peername,
         )
         new.refuse()
@@ -974,6 +1001,33 @@ class _GuardedRunner(web.AppRunner):
         )
 
 
+def _connections_possible(wanted: int) -> int:
+    """The cap must bite before the process runs out of file descriptors (then
+    accept() fails and the database pool cannot open a socket either): the soft
+    open-file limit is raised toward the hard one as far as the cap needs, and
+    the cap lowered, with a warning, if that is not enough."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + _DESCRIPTORS_SPARE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    possible = max(soft - _DESCRIPTORS_SPARE, 1)
+    log.warning(
+        "OMNILEDGER_HTTP_CONNECTIONS_MAX=%d does not fit the open-file limit (%d): "
+        "serving at most %d connections; raise `ulimit -n` for more",
+        wanted,
+        soft,
+        possible,
+    )
+    return possible
+
+
 async def serve(
     app: web.Application, settings: Settings, host: str, port: int, *, backlog: int = 1024
 ) -> web.AppRunner:
@@ -981,7 +1035,7 @@ async def serve(
     the caller cleans the returned runner up (``runner.addresses`` has the port)."""
     limits = _Limits(
         header_timeout_s=settings.http_header_timeout_s,
-        connections_max=settings.http_connections_max,
+        connections_max=_connections_possible(settings.http_connections_max),
         budget=_LogBudget(),
         closed=app[_METRICS].connections_closed,
     )

@@ -177,6 +177,25 @@ async def test_past_the_cap_an_idle_connection_makes_room(start: Start) -> None:
             await conn.aclose()
 
 
+async def test_a_flood_of_idle_connections_cannot_starve_healthz(start: Start) -> None:
+    """The review's 19,985 idle sockets, scaled down: 300 against a cap of 50."""
+    port = await start(http_connections_max=50, http_header_timeout_s=60)
+    flood: list[Raw] = []
+    try:
+        for _ in range(300):
+            flood.append(await Raw.open(port))
+        started = time.monotonic()
+        status, _ = await get(port, "/healthz")
+        assert status == 200
+        assert time.monotonic() - started < 1.0
+        _, metrics = await get(port, "/metrics")
+        shed = re.search(rb'connections_closed_total\{reason="cap"\} (\d+)', metrics)
+        assert shed is not None and int(shed.group(1)) >= 250, metrics.decode()
+    finally:
+        for conn in flood:
+            conn.close()
+
+
 async def test_past_the_cap_with_none_idle_a_new_connection_is_refused_503(start: Start) -> None:
     port = await start(http_connections_max=5, http_body_timeout_s=60)
     busy = [await Raw.open(port) for _ in range(5)]
