@@ -788,7 +788,7 @@ async def install_admin_key(store: EventStore, admin_key: str | None) -> None:
 #   the connection opening or of the head's first byte, else the connection is
 #   closed (a timer per connection, armed in data_received);
 # - a body is due within http_body_timeout_s of its head, else 408 (the
-#   _errors middleware reads every body under that deadline);
+#   _read_body middleware reads every body under that deadline);
 # - past http_connections_max open connections, the oldest one waiting for a
 #   request (idle or still sending its head) is closed to admit the new one;
 #   with none waiting, the new one is answered 503 and closed.
