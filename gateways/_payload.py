@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from ledger.domain.errors import BadRequest, ValidationError
+from ledger.domain.json_input import unique_pairs
 from ledger.domain.money import format_minor, parse_amount
 
 #: CONTRACT section 2: an idempotency key is 1-200 characters.
@@ -56,13 +57,19 @@ def load_object(raw_body: bytes) -> dict[str, Any]:
     ``Decimal("10000.0")``, never a float), and an integer past 64 bits stays
     an ``int`` for the amount check to refuse, where orjson would hand back a
     float. ``NaN``/``Infinity`` are refused, as is nesting deep enough to
-    exhaust the recursion limit.
+    exhaust the recursion limit. A key given twice in one object is refused
+    (``DuplicateKey``, 422): which copy a gateway meant is not ours to guess.
     """
     if not isinstance(raw_body, bytes | bytearray | memoryview):
         raise BadRequest("body must be bytes")
     try:
         text_body = bytes(raw_body).decode("utf-8")
-        value = json.loads(text_body, parse_float=Decimal, parse_constant=_refuse_constant)
+        value = json.loads(
+            text_body,
+            parse_float=Decimal,
+            parse_constant=_refuse_constant,
+            object_pairs_hook=unique_pairs,  # a repeated key: DuplicateKey (422), not "last wins"
+        )
     except (ValueError, RecursionError) as error:
         # UnicodeDecodeError and JSONDecodeError are both ValueErrors
         raise BadRequest("body is not readable JSON") from error

@@ -72,10 +72,9 @@ async def _run_service(
 ) -> None:
     """Runs the chosen parts in this process until SIGINT/SIGTERM; ``extra``: more
     extensions of the HTTP app (``up`` adds its supervisor's health)."""
-    from aiohttp import web
 
     from ledger import bootstrap as wiring
-    from ledger.http import create_app, install_admin_key
+    from ledger.http import create_app, install_admin_key, serve
     from ledger.service import Ledger
 
     pool = await connect(settings)
@@ -95,10 +94,8 @@ async def _run_service(
             app = create_app(
                 settings, ledger, store, extensions=[*wiring.extensions(settings, pool), *extra]
             )
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
-            await site.start()
+            # with the header/body deadlines and the connection cap of settings
+            runner = await serve(app, settings, settings.host, settings.port)
             log.info("serving the API on http://%s:%s", settings.host, settings.port)
             if announce_key and new_key:
                 # once, when it is made: a secret does not belong in every start's log

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import resource
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,6 +25,9 @@ from typing import Any, Final, Protocol
 import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -37,6 +41,7 @@ from ledger.domain.commands import (
     GATEWAYS,
     Command,
     parse_command,
+    parse_day,
     parse_identifier,
     parse_timestamp,
     reject_nul,
@@ -57,6 +62,7 @@ from ledger.domain.errors import (
     UnknownSeller,
     ValidationError,
 )
+from ledger.domain.json_input import loads_unique
 from ledger.domain.money import format_minor, parse_currency
 from ledger.domain.orders import Order, order_stream_id
 from ledger.domain.sellers import CERTIFICATION_KINDS, CURATION_STATUSES, seller_stream_id
@@ -77,12 +83,14 @@ __all__ = [
     "HealthPart",
     "Principal",
     "add_health_check",
+    "bounded_error",
     "create_app",
     "int_param",
     "json_response",
     "principal",
     "read_json",
     "require",
+    "serve",
 ]
 
 log = logging.getLogger("omniledger.http")
@@ -91,6 +99,12 @@ BODY_BYTES_MAX: Final = 1024 * 1024
 BATCH_EVENTS_MAX: Final = 1000
 LOG_PAGE_MAX: Final = 1000
 ROLES: Final = frozenset({"admin", "gateway", "payouts", "seller", "auditor"})
+#: Text in an error body is cut to this many characters: an answer may quote
+#: a prefix of what was sent, never all of it (a 900 KB currency came back whole).
+ERROR_TEXT_CHARS_MAX: Final = 200
+#: The status a client that hung up mid-request is counted under (nginx's 499):
+#: not a 5xx, which would page someone about the database.
+CLIENT_CLOSED: Final = 499
 
 ERROR_STATUS: Final[dict[type[LedgerError], int]] = {
     BadRequest: 400,
@@ -185,6 +199,12 @@ class Metrics:
         self.events = Counter(
             "omniledger_events_recorded", "Events recorded by this process", registry=self.registry
         )
+        self.connections_closed = Counter(
+            "omniledger_http_connections_closed",
+            "Connections the server closed on a limit (header_timeout, cap, refused, malformed)",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
 def status_for(error: LedgerError) -> int:
@@ -202,14 +222,35 @@ def json_response(
     )
 
 
+def _bounded(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        if len(value) <= ERROR_TEXT_CHARS_MAX:
+            return value
+        return value[:ERROR_TEXT_CHARS_MAX] + f"... ({len(value)} characters)"
+    if depth >= 4:
+        return None
+    if isinstance(value, dict):
+        return {_bounded(k, 4): _bounded(v, depth + 1) for k, v in list(value.items())[:50]}
+    if isinstance(value, list | tuple):
+        return [_bounded(v, depth + 1) for v in value[:50]]
+    return value
+
+
+def bounded_error(error: LedgerError) -> dict[str, Any]:
+    """``error.as_dict()`` with every text cut to ``ERROR_TEXT_CHARS_MAX``: a message
+    that quotes the input (``unsupported currency '...'``) quotes only its start."""
+    return _bounded(error.as_dict())  # type: ignore[no-any-return]
+
+
 def error_response(error: LedgerError) -> web.Response:
     status = status_for(error)
     headers = {"Retry-After": "1"} if status in (429, 503) else None
-    return json_response({"error": error.as_dict()}, status, headers)
+    return json_response({"error": bounded_error(error)}, status, headers)
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON, or a 400/413 naming what is wrong."""
+    """The request body as JSON, or a 400/413/422 naming what is wrong (a key
+    given twice in one object is ``duplicate_key``, never "the last one wins")."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -217,9 +258,9 @@ async def read_json(request: web.Request) -> Any:
     if not raw:
         raise BadRequest("the body is empty; send a JSON object")
     try:
-        return orjson.loads(raw)
+        return loads_unique(raw)
     except orjson.JSONDecodeError as e:
-        raise BadRequest(f"the body is not valid JSON: {e.msg}") from None
+        raise BadRequest(f"the body is not valid JSON: {e.msg[:100]}") from None
 
 
 def require(*roles: str) -> Callable[[Callable[..., Awaitable[web.StreamResponse]]], Any]:
@@ -260,6 +301,12 @@ async def _errors(
         response = await handler(request)
     except LedgerError as e:
         response = error_response(e)
+    except _BodyOverdue as e:
+        response = _slow_body(request, e.timeout_s)
+    except _ClientClosed:
+        # not the database, and no one to answer: counted as 499, not a 503
+        log.debug("client closed the connection during %s %s", request.method, request.path)
+        response = web.Response(status=CLIENT_CLOSED)
     except web.HTTPRequestEntityTooLarge:
         response = error_response(PayloadTooLarge("the body is larger than 1 MiB"))
     except web.HTTPException as e:
@@ -286,6 +333,58 @@ async def _errors(
         )
     metrics.requests.labels(route, str(response.status)).inc()
     metrics.latency.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+class _BodyOverdue(Exception):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(timeout_s)
+        self.timeout_s = timeout_s
+
+
+class _ClientClosed(Exception):
+    """The client hung up while its request body was being read."""
+
+
+@web.middleware
+async def _read_body(
+    request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Reads every body whole within ``http_body_timeout_s`` of its head, once
+    the caller is authenticated; the handlers' ``request.read()`` then returns
+    these bytes at once. A client that hangs up meanwhile (aiohttp hands the
+    reader a ``ConnectionResetError``, an ``OSError`` like the database's) is
+    told apart here, where nothing else can raise it."""
+    if request.body_exists:
+        timeout_s = request.app[SETTINGS].http_body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                await request.read()
+        except TimeoutError:
+            raise _BodyOverdue(timeout_s) from None
+        except ConnectionError:
+            raise _ClientClosed from None
+    return await handler(request)
+
+
+def _slow_body(request: web.Request, body_timeout_s: float) -> web.Response:
+    log.info(
+        "408 to %s: the body of %s %s did not arrive within %s s",
+        request.remote,
+        request.method,
+        request.path[:100],
+        body_timeout_s,
+    )
+    response = json_response(
+        {
+            "error": {
+                "code": "request_timeout",
+                "message": f"the body did not arrive within {body_timeout_s} s",
+            }
+        },
+        408,
+    )
+    response.force_close()  # the rest of the body is not waited for
     return response
 
 
@@ -346,11 +445,11 @@ async def _record_batch(
         try:
             pending.append((index, ledger.record(caller.authorize(parse_command(item)))))
         except LedgerError as e:
-            results[index] = {"status": "rejected", "error": e.as_dict()}
+            results[index] = {"status": "rejected", "error": bounded_error(e)}
     outcomes = await asyncio.gather(*(aw for _, aw in pending), return_exceptions=True)
     for (index, _), outcome in zip(pending, outcomes, strict=True):
         if isinstance(outcome, LedgerError):
-            results[index] = {"status": "rejected", "error": outcome.as_dict()}
+            results[index] = {"status": "rejected", "error": bounded_error(outcome)}
         elif isinstance(outcome, BaseException):
             log.error("batch item failed: %r", outcome)
             results[index] = {
@@ -396,7 +495,9 @@ async def get_order(request: web.Request) -> web.Response:
     # another seller's order is answered as a missing one: a seller key must
     # not learn which order ids other sellers have
     if not history or not principal(request).may_see_seller(history[0]["data"]["seller_id"]):
-        raise NotFound(f"no order {order_id} on channel {channel}")
+        # channel comes from the path unchecked: quoted only when it is one we know
+        on = f" on channel {channel}" if channel in CHANNELS else ""
+        raise NotFound(f"no order {order_id}{on}")
     assert isinstance(order, Order)
     currency = order.currency
     status = (
@@ -454,7 +555,10 @@ async def post_sellers(request: web.Request) -> web.Response:
     clean: dict[str, str] = {}
     for channel, account in channels.items():
         if channel not in CHANNELS:
-            raise ValidationError(f"unknown channel {channel!r}", field="channels")
+            raise ValidationError(
+                f"unknown channel {channel[:20]!r}; known: {', '.join(sorted(CHANNELS))}",
+                field="channels",
+            )
         if isinstance(account, int) and not isinstance(account, bool):
             account = str(account)
         if not isinstance(account, str) or not _CHANNEL_ACCOUNT.match(account):
@@ -522,15 +626,11 @@ async def post_curation(request: web.Request) -> web.Response:
         entry: dict[str, Any] = {"kind": cert["kind"], "number": number}
         if cert.get("valid_until") is not None:
             valid = cert["valid_until"]
-            if not isinstance(valid, str):
-                raise ValidationError("valid_until must be a date", field="certifications")
+            # strptime's %m and %d also took "2026-1-5": one spelling per day
             try:
-                datetime.strptime(valid, "%Y-%m-%d")
-            except ValueError:
-                raise ValidationError(
-                    "valid_until must be YYYY-MM-DD", field="certifications"
-                ) from None
-            entry["valid_until"] = valid
+                entry["valid_until"] = parse_day(valid, "valid_until").isoformat()
+            except ValidationError as e:
+                raise ValidationError(e.message, field="certifications") from None
         certs.append(entry)
     result = await request.app[LEDGER].curate_seller(
         seller_id=seller_id,
@@ -759,7 +859,7 @@ def create_app(
     extensions: Iterable[Extension] = (),
 ) -> web.Application:
     """The aiohttp application; the caller owns the ledger's and pool's lifecycle."""
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=BODY_BYTES_MAX)
+    app = web.Application(middlewares=[_errors, _auth, _read_body], client_max_size=BODY_BYTES_MAX)
     app[SETTINGS] = settings
     app[LEDGER] = ledger
     app[STORE] = store
@@ -785,3 +885,278 @@ async def install_admin_key(store: EventStore, admin_key: str | None) -> None:
     """The first admin key comes from ``OMNILEDGER_ADMIN_KEY`` at start-up (stored hashed)."""
     if admin_key:
         await store.add_key(hash_key(admin_key), "admin", None)
+
+
+# -- serving: connection limits ---------------------------------------------------------
+#
+# aiohttp limits how long an idle keep-alive connection lives, but not how long
+# a client may take to send a request head, and it accepts connections without
+# bound. A few thousand sockets that open and trickle bytes would hold the
+# process's file descriptors forever. Three limits, all from Settings:
+# - the head (request line and headers) is due within http_header_timeout_s of
+#   the connection opening or of the head's first byte, else the connection is
+#   closed (a timer per connection, armed in data_received);
+# - a body is due within http_body_timeout_s of its head, else 408 (the
+#   _read_body middleware reads every body under that deadline);
+# - past http_connections_max open connections, the oldest one waiting for a
+#   request (idle or still sending its head) is closed to admit the new one;
+#   with none waiting, the new one is answered 503 and closed.
+# Idle keep-alive connections close after http_keepalive_timeout_s (aiohttp's).
+
+#: After a 408 or 413, how long the unread rest of a body is drained before
+#: the socket closes (so the client can read the answer rather than get a reset).
+_LINGER_S: Final = 2.0
+#: File descriptors kept for the database pool, NATS, logs and the listening socket.
+_DESCRIPTORS_SPARE: Final = 100
+_REFUSAL_BODY: Final = orjson.dumps(
+    {"error": {"code": "unavailable", "message": "too many open connections; retry later"}}
+)
+#: Written raw to a connection refused at the cap: no request was read to answer.
+_REFUSAL: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
+)
+
+
+class _LogBudget:
+    """At most ``lines_max`` lines per ``window_s`` about clients' misbehaviour
+    (timeouts, shed connections, malformed HTTP): anyone can cause those, and
+    the log must not become theirs. What is held back is counted in the next line."""
+
+    def __init__(self, lines_max: int = 10, window_s: float = 10.0) -> None:
+        self._lines_max = lines_max
+        self._window_s = window_s
+        self._window_started = -window_s
+        self._lines = 0
+        self._held = 0
+
+    def info(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._window_started >= self._window_s:
+            if self._held:
+                log.info("%d more such lines were held back in %.0f s", self._held, self._window_s)
+            self._window_started, self._lines, self._held = now, 0, 0
+        if self._lines < self._lines_max:
+            self._lines += 1
+            log.info(message, *args)
+        else:
+            self._held += 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    header_timeout_s: float
+    connections_max: int
+    budget: _LogBudget
+    closed: Counter
+
+
+class _GuardedHandler(RequestHandler):
+    """aiohttp's connection protocol plus the head deadline, the cap and quiet
+    answers to malformed HTTP."""
+
+    def __init__(self, manager: Server, *, limits: _Limits, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._limits = limits
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body: Any = None  # the payload of the last request head read
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        manager = self._manager
+        if isinstance(manager, _GuardedServer) and not manager.admit(self):
+            return
+        self._arm_head_timer()  # the first request's head is due from the start
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        heads = self._request_count
+        in_body = self._body is not None and not self._body.is_eof()
+        super().data_received(data)
+        if self._request_count != heads:  # a head was read (or refused)
+            self._disarm_head_timer()
+            self._body = self._messages[-1][1] if self._messages else None
+        elif data and not in_body and self._head_timer is None:
+            self._arm_head_timer()  # the first bytes of a head
+
+    @property
+    def waiting_for_request(self) -> bool:
+        """Idle, or still receiving a head: nothing of ours would be lost by closing."""
+        waiter = self._waiter
+        return (
+            self.transport is not None
+            and waiter is not None
+            and not waiter.done()
+            and not self._messages
+        )
+
+    def shed(self, reason: str) -> None:
+        self._limits.closed.labels(reason).inc()
+        self.force_close()
+
+    def refuse(self) -> None:
+        self._limits.closed.labels("refused").inc()
+        if self.transport is not None:
+            self.transport.write(_REFUSAL)  # close() sends what is buffered first
+        self.force_close()
+
+    def _arm_head_timer(self) -> None:
+        if self.transport is not None and not self._force_close:
+            self._head_timer = self._loop.call_later(
+                self._limits.header_timeout_s, self._head_overdue
+            )
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        if self._request_in_progress:
+            # a pipelined head behind a request still being answered: judged after it
+            self._arm_head_timer()
+            return
+        self._limits.budget.info(
+            "closed a connection from %s: no complete request head within %s s",
+            self.peername,
+            self._limits.header_timeout_s,
+        )
+        self.shed("header_timeout")
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        # a request aiohttp's parser refused: the client's fault, one line, no traceback
+        what = (message or "").strip().splitlines()
+        self._limits.budget.info(
+            "%d to %s: malformed HTTP (%s: %.80r)",
+            status,
+            self.peername,
+            type(exc).__name__,
+            what[0] if what else "",
+        )
+        self._limits.closed.labels("malformed").inc()
+        response = json_response(
+            {"error": {"code": "bad_request", "message": "malformed HTTP request"}}, status
+        )
+        response.force_close()
+        return response
+
+
+class _GuardedServer(Server):
+    """aiohttp's ``Server`` making ``_GuardedHandler``s and holding the cap."""
+
+    def __init__(self, *args: Any, limits: _Limits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+
+    def __call__(self) -> RequestHandler:
+        return _GuardedHandler(self, loop=self._loop, limits=self.limits, **self._kwargs)
+
+    def admit(self, new: _GuardedHandler) -> bool:
+        """Whether ``new`` stays open; past the cap an older waiting one makes room."""
+        limits = self.limits
+        if len(self._connections) <= limits.connections_max:
+            return True
+        # closed ones stay listed until their task ends: count the open ones
+        open_now = sum(1 for handler in self._connections if handler.transport is not None)
+        if open_now <= limits.connections_max:
+            return True
+        for handler in self._connections:  # oldest first (insertion order)
+            if handler is not new and isinstance(handler, _GuardedHandler):
+                if handler.waiting_for_request:
+                    limits.budget.info(
+                        "%d connections open (the cap): closed a waiting one from %s",
+                        limits.connections_max,
+                        handler.peername,
+                    )
+                    handler.shed("cap")
+                    return True
+        limits.budget.info(
+            "%d connections open (the cap), none waiting: refused %s",
+            limits.connections_max,
+            new.peername,
+        )
+        new.refuse()
+        return False
+
+
+class _GuardedRunner(web.AppRunner):
+    def __init__(self, app: web.Application, limits: _Limits, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._limits = limits
+
+    async def _make_server(self) -> Server:
+        made = await super()._make_server()
+        # the same server aiohttp made, of the class that makes guarded handlers
+        return _GuardedServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            limits=self._limits,
+            **made._kwargs,
+        )
+
+
+def _connections_possible(wanted: int) -> int:
+    """The cap must bite before the process runs out of file descriptors (then
+    accept() fails and the database pool cannot open a socket either): the soft
+    open-file limit is raised toward the hard one as far as the cap needs, and
+    the cap lowered, with a warning, if that is not enough."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + _DESCRIPTORS_SPARE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    possible = max(soft - _DESCRIPTORS_SPARE, 1)
+    log.warning(
+        "OMNILEDGER_HTTP_CONNECTIONS_MAX=%d does not fit the open-file limit (%d): "
+        "serving at most %d connections; raise `ulimit -n` for more",
+        wanted,
+        soft,
+        possible,
+    )
+    return possible
+
+
+async def serve(
+    app: web.Application, settings: Settings, host: str, port: int, *, backlog: int = 1024
+) -> web.AppRunner:
+    """Starts ``app`` on ``host:port`` with the connection limits of ``settings``;
+    the caller cleans the returned runner up (``runner.addresses`` has the port)."""
+    limits = _Limits(
+        header_timeout_s=settings.http_header_timeout_s,
+        connections_max=_connections_possible(settings.http_connections_max),
+        budget=_LogBudget(),
+        closed=app[_METRICS].connections_closed,
+    )
+    runner = _GuardedRunner(
+        app,
+        limits,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=settings.http_keepalive_timeout_s,
+        lingering_time=_LINGER_S,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=backlog)
+    await site.start()
+    return runner

@@ -59,6 +59,19 @@ class Settings:
     as_of_reads_max: int = 2
     #: ... and the share of the wall clock they may take together, in percent
     as_of_time_share_pct: int = 25
+    #: HTTP connection limits (a client that holds a socket without finishing a
+    #: request costs a file descriptor; past the cap they would starve the rest).
+    #: A request line and headers must arrive within this of the connection
+    #: opening or of the request's first byte.
+    http_header_timeout_s: float = 10.0
+    #: A request body must arrive whole within this of its headers (else 408).
+    http_body_timeout_s: float = 30.0
+    #: An idle keep-alive connection is closed after this; longer than the
+    #: usual client pool's idle time, so a client rarely reuses a closing socket.
+    http_keepalive_timeout_s: float = 75.0
+    #: Open connections at most; past it the longest-idle one is closed for the
+    #: new one, or, with none idle, the new one is answered 503 and closed.
+    http_connections_max: int = 1000
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -83,6 +96,20 @@ class Settings:
             except ValueError:
                 raise SettingsError(f"OMNILEDGER_{name} must be an integer, not {raw!r}") from None
             if not low <= value <= high:
+                raise SettingsError(f"OMNILEDGER_{name} must be between {low} and {high}")
+            return value
+
+        def seconds(name: str, default: float, *, low: float, high: float) -> float:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"OMNILEDGER_{name} must be a number of seconds, not {raw[:40]!r}"
+                ) from None
+            if not low <= value <= high:  # also refuses nan
                 raise SettingsError(f"OMNILEDGER_{name} must be between {low} and {high}")
             return value
 
@@ -127,6 +154,10 @@ class Settings:
             db_pool_size_max=number("DB_POOL_SIZE_MAX", 10, low=2, high=200),
             as_of_reads_max=number("AS_OF_READS_MAX", 2, low=1, high=64),
             as_of_time_share_pct=number("AS_OF_TIME_SHARE_PCT", 25, low=1, high=100),
+            http_header_timeout_s=seconds("HTTP_HEADER_TIMEOUT_S", 10.0, low=0.1, high=600),
+            http_body_timeout_s=seconds("HTTP_BODY_TIMEOUT_S", 30.0, low=0.1, high=3600),
+            http_keepalive_timeout_s=seconds("HTTP_KEEPALIVE_TIMEOUT_S", 75.0, low=0.1, high=3600),
+            http_connections_max=number("HTTP_CONNECTIONS_MAX", 1000, low=1, high=1_000_000),
             log_level=log_level,
         )
 

@@ -130,9 +130,13 @@ class Command:
 
 
 def parse_identifier(value: object, field_name: str) -> str:
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+    """CONTRACT section 1: 1-64 characters of ``A-Za-z0-9._:-``, and not ``.`` or
+    ``..``: an id becomes a URL path segment, where those two mean "here" and
+    "up" and would not name the record."""
+    if not isinstance(value, str) or not _IDENTIFIER.match(value) or value in (".", ".."):
         raise ValidationError(
-            f"{field_name} must be 1-64 characters of A-Z a-z 0-9 . _ : -", field=field_name
+            f"{field_name} must be 1-64 characters of A-Z a-z 0-9 . _ : -, not . or ..",
+            field=field_name,
         )
     return value
 
@@ -157,6 +161,7 @@ def parse_day(value: object, field_name: str = "date") -> date:
     try:
         day = date.fromisoformat(value)
     except ValueError:
+        # value is 10 characters here (checked above): echoing it is bounded
         raise ValidationError(
             f"{field_name} {value!r} is not a calendar day", field=field_name
         ) from None

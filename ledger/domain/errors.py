@@ -12,6 +12,7 @@ __all__ = [
     "BadRequest",
     "ChannelAccountTaken",
     "CurrencyMismatch",
+    "DuplicateKey",
     "Forbidden",
     "IdempotencyConflict",
     "InsufficientBalance",
@@ -71,6 +72,12 @@ class ValidationError(LedgerError):
     """A field is missing or malformed (an amount with a fraction, a naive time)."""
 
     code = "validation_error"
+
+
+class DuplicateKey(ValidationError):
+    """A JSON object names the same key twice: which one counts is the parser's guess."""
+
+    code = "duplicate_key"
 
 
 class Unauthorized(LedgerError):

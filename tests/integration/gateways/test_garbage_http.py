@@ -237,3 +237,24 @@ async def test_wrong_methods_are_405(hooks: Hooks) -> None:
     for path in (MIDTRANS, XENDIT, SHOPEE):
         resp = await hooks.client.get(path)
         assert resp.status == 405
+
+
+async def test_a_duplicate_key_in_a_webhook_is_422(hooks: Hooks, uid) -> None:
+    """Midtrans signs only order_id, status_code and gross_amount: a second
+    ``transaction_status`` must not ride along unsigned and win."""
+    head = await hooks.head()
+    body = fixture("midtrans_qris_settlement")
+    body.update(order_id=uid("o"), transaction_id=uid("t"))
+    signed = body["order_id"] + body["status_code"] + body["gross_amount"] + MIDTRANS_SERVER_KEY
+    body["signature_key"] = hashlib.sha512(signed.encode()).hexdigest()
+    raw = json.dumps(body).encode()[:-1] + b', "transaction_status": "refund"}'
+    status, answer = await hooks.raw(MIDTRANS, raw, {"Content-Type": "application/json"})
+    assert (status, answer["error"]["code"]) == (422, "duplicate_key"), answer
+    assert answer["error"]["field"] == "transaction_status"
+    raw = b'{"event": "qr.payment", "event": "qr.payment", "data": {}}'
+    status, answer = await hooks.raw(XENDIT, raw, {"x-callback-token": XENDIT_TOKEN})
+    assert (status, answer["error"]["code"]) == (422, "duplicate_key"), answer
+    raw = b'{"code": 3, "shop_id": 1, "shop_id": 2, "data": {}}'
+    status, answer = await hooks.raw(SHOPEE, raw, {"Authorization": shopee_signature(raw)})
+    assert (status, answer["error"]["code"]) == (422, "duplicate_key"), answer
+    assert await hooks.head() == head

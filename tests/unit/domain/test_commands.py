@@ -174,9 +174,10 @@ def test_timestamp_errors_name_the_field_they_were_given() -> None:
 
 
 def test_identifiers_are_1_to_64_of_the_allowed_characters() -> None:
-    for good in ("a", "A-z_0.9:x", "x" * 64, "INV-2026-11-30:0001"):
+    for good in ("a", "A-z_0.9:x", "x" * 64, "INV-2026-11-30:0001", "...", ".a", "a.."):
         assert parse_identifier(good, "order_id") == good
-    for bad in ("", "x" * 65, "a b", "é", "a/b", "a\x00b", None, 1):
+    # "." and ".." are path segments that mean "here" and "up", never a record
+    for bad in ("", "x" * 65, "a b", "é", "a/b", "a\x00b", None, 1, ".", ".."):
         with pytest.raises(ValidationError) as info:
             parse_identifier(bad, "order_id")
         assert info.value.field == "order_id"

@@ -30,6 +30,11 @@ def test_the_defaults() -> None:
         ("PORT", "http", "PORT"),
         ("PORT", "70000", "PORT"),
         ("TIMEZONE", "Mars/Olympus", "TIMEZONE"),
+        ("HTTP_HEADER_TIMEOUT_S", "soon", "HTTP_HEADER_TIMEOUT_S"),
+        ("HTTP_HEADER_TIMEOUT_S", "0", "HTTP_HEADER_TIMEOUT_S"),
+        ("HTTP_BODY_TIMEOUT_S", "nan", "HTTP_BODY_TIMEOUT_S"),
+        ("HTTP_KEEPALIVE_TIMEOUT_S", "-1", "HTTP_KEEPALIVE_TIMEOUT_S"),
+        ("HTTP_CONNECTIONS_MAX", "0", "HTTP_CONNECTIONS_MAX"),
     ],
 )
 def test_a_bad_value_is_named(name: str, value: str, says: str) -> None:
@@ -49,3 +54,15 @@ def test_a_bad_value_is_named(name: str, value: str, says: str) -> None:
 )
 def test_good_values_pass(name: str, value: str) -> None:
     settings(**{name: value})
+
+
+def test_the_http_limits_have_defaults_and_take_fractions() -> None:
+    s = settings()
+    assert (
+        s.http_header_timeout_s,
+        s.http_body_timeout_s,
+        s.http_keepalive_timeout_s,
+        s.http_connections_max,
+    ) == (10.0, 30.0, 75.0, 1000)
+    s = settings(HTTP_HEADER_TIMEOUT_S="2.5", HTTP_CONNECTIONS_MAX="50")
+    assert (s.http_header_timeout_s, s.http_connections_max) == (2.5, 50)
