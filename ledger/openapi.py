@@ -56,11 +56,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "no or bad credentials",
         403: "role may not",
         404: "not found",
+        408: "the body did not arrive in time (OMNILEDGER_HTTP_BODY_TIMEOUT_S)",
         409: "conflict",
         413: "body over 1 MiB",
-        422: "a rule or a field is violated",
+        422: "a rule or a field is violated (duplicate_key: a JSON object names a key twice)",
         429: "too many as-of reads at once; Retry-After",
-        503: "database unavailable; Retry-After",
+        503: "database unavailable, or the connection cap reached; Retry-After",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
@@ -141,7 +142,7 @@ def openapi_document() -> dict[str, Any]:
                         }
                     }
                 },
-                errors=(400, 401, 403, 409, 413, 422, 503),
+                errors=(400, 401, 403, 408, 409, 413, 422, 503),
             ),
             "get": _op(
                 "The global log in position order",
