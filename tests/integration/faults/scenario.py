@@ -1,0 +1,287 @@
+"""One fault under load, and what must hold after it.
+
+``run`` starts the load, injects the fault after ``PRE_FAULT_S``, measures
+how long the stack takes to work off the backlog the fault left, stops the
+load ``POST_FAULT_S`` after the fault was lifted, waits for zero lag, and
+then checks, from the outside (the database's tables, the JetStream stream,
+the HTTP API, the ``omniledger`` commands):
+
+- every acknowledged write is in the log exactly once, at the position its
+  answer gave; no order was placed or captured twice; every position of the
+  log belongs to exactly one idempotency key;
+- the stream holds every position of the log exactly once
+  (sequence == position == ``Nats-Msg-Id``);
+- the relay and every read model are back at the log head within
+  ``RECOVERY_BOUND_S`` of the fault being lifted (the backlog as it stood
+  then), and at zero lag within ``ZERO_LAG_BOUND_S`` of the load's end;
+- ``omniledger check-projections`` exits 0, and every seller's balance from
+  the API equals ``omniledger replay`` and the clients' own fold of what
+  the log holds of theirs.
+
+Its ``Figures`` go into the tests' output and into ``RELIABILITY.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from tests.integration.faults.load import Load, LoadConfig, Write
+from tests.integration.faults.stack import Stack
+from tests.integration.system.conftest import PROJECTIONS, money, stream_messages
+
+__all__ = ["Fault", "Figures", "run"]
+
+#: load before the fault, so that it strikes writes in flight
+PRE_FAULT_S = 1.5
+#: load after the fault is lifted: retried writes and new ones meet the recovering stack
+POST_FAULT_S = 2.0
+#: the relay and every read model reach the head as it stood when the fault was lifted
+RECOVERY_BOUND_S = 20.0
+#: zero lag everywhere once the load has ended
+ZERO_LAG_BOUND_S = 20.0
+PROBE_INTERVAL_S = 0.1
+SELLERS = 3
+FAR_FUTURE = "2100-01-01T00:00:00Z"
+#: where the figures of every scenario are appended (JSON lines), when set; the
+#: report command sets it (``python -m tests.integration.faults``)
+FIGURES_ENV = "OMNILEDGER_FAULT_FIGURES"
+
+#: injects the fault and lifts it (restarts the server, SIGCONT, ...); returns the
+#: monotonic time it was lifted (for a killed child of ``up``: when it was killed,
+#: since lifting it is the supervisor's job)
+Fault = Callable[[Stack], Awaitable[float]]
+
+
+@dataclass
+class Figures:
+    scenario: str
+    acknowledged: int
+    not_acknowledged: int  # given up after retry_grace_s: committed or not
+    committed_unacknowledged: int  # of those, in the log anyway
+    retried_writes: int
+    answers_503: int
+    other_failures: int  # refused/dropped connections, timeouts, other statuses
+    failure_window_s: float  # first to last failed attempt, as the clients saw it
+    recovery_s: float  # fault lifted -> relay and every read model at the head of then
+    zero_lag_s: float  # load ended -> zero lag everywhere
+    lost: int
+    doubled: int
+    failures: dict[str, int]
+
+    def line(self) -> str:
+        return (
+            f"{self.scenario}: acked {self.acknowledged}, 503s {self.answers_503}, other "
+            f"failures {self.other_failures} {self.failures}, failure window "
+            f"{self.failure_window_s:.2f} s, recovery {self.recovery_s:.2f} s, zero lag "
+            f"{self.zero_lag_s:.2f} s after the load, lost {self.lost}, doubled {self.doubled}"
+        )
+
+
+async def run(stack: Stack, name: str, fault: Fault, config: LoadConfig | None = None) -> Figures:
+    await stack.heal()
+    http = stack.http()
+    await http.caught_up(timeout_s=ZERO_LAG_BOUND_S)
+    previous_head = await http.head()
+    tag = f"{name}-{uuid.uuid4().hex[:6]}"
+    sellers = [f"{tag}-s{n}" for n in range(SELLERS)]
+    for seller in sellers:
+        await http.seller(seller)
+
+    load = Load(stack.url, http.headers, sellers, tag, config or LoadConfig(duration_s=60.0))
+    running = asyncio.create_task(load.run())
+    try:
+        await asyncio.sleep(PRE_FAULT_S)
+        assert load.acked, f"no write acknowledged before the fault: {load.failures}"
+        lifted_at = await fault(stack)
+        recovery_s = await _backlog_worked_off(stack, lifted_at)
+        await asyncio.sleep(max(0.0, lifted_at + POST_FAULT_S - time.monotonic()))
+        load.stop()
+        await asyncio.wait_for(asyncio.shield(running), load.config.retry_grace_s + 30)
+    finally:
+        load.stop()
+        if not running.done():
+            running.cancel()
+    started = time.monotonic()
+    await http.caught_up(timeout_s=ZERO_LAG_BOUND_S)
+    status, health = await http.get("/healthz")
+    assert status == 200 and health["relay_lag_events"] == 0, health
+    zero_lag_s = time.monotonic() - started
+
+    lost, doubled, ours = await _check_log(stack, load, previous_head)
+    committed = [w for w in load.writes if w.key in ours]
+    await _check_stream(stack, previous_head)
+    await _check_balances(stack, sellers, committed)
+
+    failures = dict(load.failures)
+    figures = Figures(
+        scenario=name,
+        acknowledged=len(load.acked),
+        not_acknowledged=len(load.unacked),
+        committed_unacknowledged=sum(1 for w in load.unacked if w.key in ours),
+        retried_writes=sum(1 for w in load.writes if w.attempts > 1),
+        answers_503=failures.get("503", 0),
+        other_failures=sum(v for k, v in failures.items() if k != "503"),
+        failure_window_s=round(load.failure_window_s, 2),
+        recovery_s=round(recovery_s, 2),
+        zero_lag_s=round(zero_lag_s, 2),
+        lost=len(lost),
+        doubled=len(doubled),
+        failures=failures,
+    )
+    print(figures.line())
+    _record(figures)
+    assert not load.rejected, [(w.body, w.rejected) for w in load.rejected[:3]]
+    assert not lost, f"{len(lost)} acknowledged writes lost or moved, e.g. {lost[:3]}"
+    assert not doubled, f"{len(doubled)} facts recorded twice, e.g. {doubled[:3]}"
+    return figures
+
+
+async def _probe(session: aiohttp.ClientSession, stack: Stack) -> tuple[int, int, list[int]] | None:
+    """(head, relay position, read model positions), or None while the API cannot say."""
+    http = stack.http()
+    try:
+        async with session.get(f"{stack.url}/healthz") as r:
+            if r.status != 200:
+                return None
+            health = orjson.loads(await r.read())
+        async with session.get(f"{stack.url}/v1/projections", headers=http.headers) as r:
+            if r.status != 200:
+                return None
+            body = orjson.loads(await r.read())
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return None
+    rows = {p["name"]: p["position"] for p in body["projections"]}
+    return (
+        int(health["head_position"]),
+        int(health["relay_position"]),
+        [int(rows.get(n, 0)) for n in PROJECTIONS],
+    )
+
+
+async def _backlog_worked_off(stack: Stack, lifted_at: float) -> float:
+    """Seconds from ``lifted_at`` until the relay and every read model have reached the
+    log head as the first answer after ``lifted_at`` gave it."""
+    deadline = lifted_at + RECOVERY_BOUND_S
+    target: int | None = None
+    last: Any = None
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while time.monotonic() < deadline:
+            probe = await _probe(session, stack)
+            if probe is not None:
+                last = probe
+                head, relayed, models = probe
+                target = head if target is None else target
+                if relayed >= target and min(models) >= target:
+                    return time.monotonic() - lifted_at
+            await asyncio.sleep(PROBE_INTERVAL_S)
+    raise AssertionError(
+        f"the relay and read models did not reach position {target} within "
+        f"{RECOVERY_BOUND_S} s of the fault being lifted; last (head, relay, models "
+        f"{PROJECTIONS}): {last}; up's children: {stack.children()}\n"
+        f"--- up's log (tail)\n{stack.service.log()}"
+    )
+
+
+async def _check_log(
+    stack: Stack, load: Load, previous_head: int
+) -> tuple[list[Write], list[Any], dict[str, int]]:
+    """(acknowledged writes lost or moved, facts doubled, the clients' keys in the log)."""
+    conn = await asyncpg.connect(stack.pg.dsn)
+    try:
+        keys = {
+            r["key"]: r["position"]
+            for r in await conn.fetch("SELECT key, position FROM idempotency_keys")
+        }
+        head = await conn.fetchval("SELECT position FROM ledger_head")
+    finally:
+        await conn.close()
+    # stored as "c:<client key>" ("i:<the ledger's own key>" for its own facts, service.py)
+    ours = {k.split(":", 1)[1]: p for k, p in keys.items() if k.startswith("c:")}
+    lost = [w for w in load.acked if ours.get(w.key) != w.position]
+    positions = Counter(keys.values())
+    doubled: list[Any] = [(p, n) for p, n in positions.items() if n > 1]
+    assert sorted(positions) == list(range(1, head + 1)), "a position without a key"
+    # the same fact twice under two keys: one placement and one capture per order
+    facts = Counter(
+        (e["type"], e["data"].get("order_id"))
+        for e in await stack.http().events(after=previous_head)
+        if e["type"] in ("order.placed", "payment.captured")
+    )
+    doubled += [fact for fact, n in facts.items() if n > 1]
+    return lost, doubled, ours
+
+
+async def _check_stream(stack: Stack, previous_head: int) -> None:
+    """The stream is the log: sequence == position == Nats-Msg-Id, no gap, no double."""
+    head = await stack.http().head()
+    info, msgs = await stream_messages(stack.deployment.nats_url, stack.deployment.stream)
+    assert (info.state.first_seq, info.state.last_seq, info.state.messages) == (1, head, head), (
+        info.state
+    )
+    for msg in msgs[previous_head:]:
+        assert (msg.headers or {}).get("Nats-Msg-Id") == str(msg.seq), (msg.seq, msg.headers)
+        assert orjson.loads(msg.data)["position"] == msg.seq, msg.seq
+
+
+async def _check_balances(stack: Stack, sellers: list[str], committed: list[Write]) -> None:
+    check = await stack.cli("check-projections")
+    assert check.rc == 0, check
+    replay = await stack.cli("replay", "--as-of", FAR_FUTURE)
+    assert replay.rc == 0, replay
+    replayed = {b["seller_id"]: money(b) for b in replay.json()["balances"]}
+    expected = _fold(committed, sellers)
+    http = stack.http()
+    head = await http.head()
+    for seller in sellers:
+        status, projected = await http.get(f"/v1/sellers/{seller}/balance")
+        assert status == 200, projected
+        assert projected["as_of_position"] == head, projected
+        assert money(projected) == replayed[seller], (seller, projected, replayed[seller])
+        assert money(projected) == expected[seller], (seller, projected, expected[seller])
+
+
+def _fold(committed: list[Write], sellers: list[str]) -> dict[str, dict[str, str]]:
+    """The balances the clients expect from the writes the log holds of theirs."""
+    minor = lambda s: int(s.replace(".", ""))  # noqa: E731 - every amount has 2 digits
+    placed = {w.body["order_id"]: w.body for w in committed if w.body["type"] == "order.placed"}
+    acc: dict[str, Counter[str]] = {s: Counter() for s in sellers}
+    for order in placed.values():
+        acc[order["seller_id"]]["pending"] += minor(order["amount"])
+    for w in committed:
+        if w.body["type"] == "payment.captured":
+            seller = placed[w.body["order_id"]]["seller_id"]
+            acc[seller]["pending"] -= minor(w.body["amount"])
+            acc[seller]["captured"] += minor(w.body["amount"])
+            acc[seller]["fees"] += minor(w.body["fee"])
+    fmt = lambda m: f"{m // 100}.{m % 100:02d}"  # noqa: E731
+    return {
+        s: {
+            "pending": fmt(a["pending"]),
+            "available": fmt(a["captured"] - a["fees"]),
+            "captured_total": fmt(a["captured"]),
+            "refunded_total": fmt(0),
+            "fees_total": fmt(a["fees"]),
+            "paid_out_total": fmt(0),
+        }
+        for s, a in acc.items()
+    }
+
+
+def _record(figures: Figures) -> None:
+    path = os.environ.get(FIGURES_ENV)
+    if path:
+        with Path(path).open("ab") as f:
+            f.write(orjson.dumps(asdict(figures)) + b"\n")
