@@ -33,7 +33,7 @@ class LoadConfig:
     writers: int = 4
     rate_per_s_max: float = 60.0  # all writers together
     duration_s: float = 8.0  # no new write starts after this
-    writes_max: int = 1000
+    writes_max: int = 2500
     #: a write not acknowledged is retried this long after the load's end, no longer
     retry_grace_s: float = 20.0
     retry_pause_s: float = 0.2
@@ -47,6 +47,9 @@ class Write:
     position: int | None = None  # the acknowledged position
     status: str | None = None  # recorded | duplicate
     attempts: int = 0
+    #: monotonic: first attempt sent, acknowledgement received
+    sent_at: float = 0.0
+    acked_at: float | None = None
     rejected: Any = None  # a 4xx answer: the test's own mistake, asserted absent
 
 
@@ -79,6 +82,11 @@ class Load:
     @property
     def rejected(self) -> list[Write]:
         return [w for w in self.writes if w.rejected is not None]
+
+    @property
+    def slowest_ack_s(self) -> float:
+        """The longest a write waited for its acknowledgement, retries included."""
+        return max((w.acked_at - w.sent_at for w in self.writes if w.acked_at), default=0.0)
 
     @property
     def failure_window_s(self) -> float:
@@ -135,7 +143,7 @@ class Load:
     async def _write(self, session: aiohttp.ClientSession, fields: dict[str, Any]) -> Write:
         cfg = self.config
         body = {"idempotency_key": uuid.uuid4().hex, "occurred_at": AT, **fields}
-        w = Write(body["idempotency_key"], body)
+        w = Write(body["idempotency_key"], body, sent_at=time.monotonic())
         self.writes.append(w)
         data = orjson.dumps(body)
         headers = {"Content-Type": "application/json", **self.headers}
@@ -154,6 +162,7 @@ class Load:
                 if 200 <= status < 300:
                     answer = orjson.loads(raw)
                     w.position, w.status = int(answer["position"]), answer["status"]
+                    w.acked_at = time.monotonic()
                     return w
                 if status in FINAL_STATUSES:
                     w.rejected = (status, raw[:500])

@@ -1,19 +1,20 @@
 """One fault under load, and what must hold after it.
 
 ``run`` starts the load, injects the fault after ``PRE_FAULT_S``, measures
-how long the stack takes to work off the backlog the fault left, stops the
-load ``POST_FAULT_S`` after the fault was lifted, waits for zero lag, and
-then checks, from the outside (the database's tables, the JetStream stream,
-the HTTP API, the ``omniledger`` commands):
+how long the read side takes to keep up with the writes again, stops the
+load once it does (and no sooner than ``POST_FAULT_S`` after the fault was
+lifted), waits for zero lag, and then checks, from the outside (the
+database's tables, the JetStream stream, the HTTP API, the ``omniledger``
+commands):
 
 - every acknowledged write is in the log exactly once, at the position its
   answer gave; no order was placed or captured twice; every position of the
   log belongs to exactly one idempotency key;
 - the stream holds every position of the log exactly once
   (sequence == position == ``Nats-Msg-Id``);
-- the relay and every read model are back at the log head within
-  ``RECOVERY_BOUND_S`` of the fault being lifted (the backlog as it stood
-  then), and at zero lag within ``ZERO_LAG_BOUND_S`` of the load's end;
+- the relay and every read model keep up with the writes again within
+  ``RECOVERY_BOUND_S`` of the fault being lifted (``_recovered``), and are
+  at zero lag within ``ZERO_LAG_BOUND_S`` of the load's end;
 - ``omniledger check-projections`` exits 0, and every seller's balance from
   the API equals ``omniledger replay`` and the clients' own fold of what
   the log holds of theirs.
@@ -27,7 +28,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,8 +48,13 @@ __all__ = ["Fault", "Figures", "run"]
 PRE_FAULT_S = 1.5
 #: load after the fault is lifted: retried writes and new ones meet the recovering stack
 POST_FAULT_S = 2.0
-#: the relay and every read model reach the head as it stood when the fault was lifted
+#: the read side keeps up with the writes again within this of the fault being lifted
 RECOVERY_BOUND_S = 20.0
+#: keeping up: the relay and every read model at least at the head of this long ago
+LAG_TOLERANCE_S = 0.5
+#: and doing so for this long, while writes are being acknowledged
+STEADY_S = 1.0
+STEADY_ACKS_MIN = 10
 #: zero lag everywhere once the load has ended
 ZERO_LAG_BOUND_S = 20.0
 PROBE_INTERVAL_S = 0.1
@@ -74,7 +80,8 @@ class Figures:
     answers_503: int
     other_failures: int  # refused/dropped connections, timeouts, other statuses
     failure_window_s: float  # first to last failed attempt, as the clients saw it
-    recovery_s: float  # fault lifted -> relay and every read model at the head of then
+    slowest_ack_s: float  # first attempt to acknowledgement, retries included
+    recovery_s: float  # fault lifted -> the read side keeps up with the writes again
     zero_lag_s: float  # load ended -> zero lag everywhere
     lost: int
     doubled: int
@@ -84,12 +91,29 @@ class Figures:
         return (
             f"{self.scenario}: acked {self.acknowledged}, 503s {self.answers_503}, other "
             f"failures {self.other_failures} {self.failures}, failure window "
-            f"{self.failure_window_s:.2f} s, recovery {self.recovery_s:.2f} s, zero lag "
+            f"{self.failure_window_s:.2f} s, slowest ack {self.slowest_ack_s:.2f} s, "
+            f"recovery {self.recovery_s:.2f} s, zero lag "
             f"{self.zero_lag_s:.2f} s after the load, lost {self.lost}, doubled {self.doubled}"
         )
 
 
 async def run(stack: Stack, name: str, fault: Fault, config: LoadConfig | None = None) -> Figures:
+    """The scenario ``name``: ``fault`` under load, then every check; its figures are
+    printed and recorded, and recorded with the error if a check fails."""
+    known: dict[str, Any] = {"scenario": name}
+    try:
+        figures = await _run(stack, name, fault, config, known)
+    except BaseException as e:
+        known["error"] = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        _record(known)
+        raise
+    _record(asdict(figures) | {"error": None})
+    return figures
+
+
+async def _run(
+    stack: Stack, name: str, fault: Fault, config: LoadConfig | None, known: dict[str, Any]
+) -> Figures:
     await stack.heal()
     http = stack.http()
     await http.caught_up(timeout_s=ZERO_LAG_BOUND_S)
@@ -105,7 +129,7 @@ async def run(stack: Stack, name: str, fault: Fault, config: LoadConfig | None =
         await asyncio.sleep(PRE_FAULT_S)
         assert load.acked, f"no write acknowledged before the fault: {load.failures}"
         lifted_at = await fault(stack)
-        recovery_s = await _backlog_worked_off(stack, lifted_at)
+        recovery_s = await _recovered(stack, load, lifted_at)
         await asyncio.sleep(max(0.0, lifted_at + POST_FAULT_S - time.monotonic()))
         load.stop()
         await asyncio.wait_for(asyncio.shield(running), load.config.retry_grace_s + 30)
@@ -113,39 +137,42 @@ async def run(stack: Stack, name: str, fault: Fault, config: LoadConfig | None =
         load.stop()
         if not running.done():
             running.cancel()
+        known.update(_load_figures(load))
+    known["recovery_s"] = round(recovery_s, 2)
     started = time.monotonic()
     await http.caught_up(timeout_s=ZERO_LAG_BOUND_S)
     status, health = await http.get("/healthz")
     assert status == 200 and health["relay_lag_events"] == 0, health
-    zero_lag_s = time.monotonic() - started
+    known["zero_lag_s"] = round(time.monotonic() - started, 2)
 
     lost, doubled, ours = await _check_log(stack, load, previous_head)
-    committed = [w for w in load.writes if w.key in ours]
-    await _check_stream(stack, previous_head)
-    await _check_balances(stack, sellers, committed)
-
-    failures = dict(load.failures)
-    figures = Figures(
-        scenario=name,
-        acknowledged=len(load.acked),
-        not_acknowledged=len(load.unacked),
+    known.update(
         committed_unacknowledged=sum(1 for w in load.unacked if w.key in ours),
-        retried_writes=sum(1 for w in load.writes if w.attempts > 1),
-        answers_503=failures.get("503", 0),
-        other_failures=sum(v for k, v in failures.items() if k != "503"),
-        failure_window_s=round(load.failure_window_s, 2),
-        recovery_s=round(recovery_s, 2),
-        zero_lag_s=round(zero_lag_s, 2),
         lost=len(lost),
         doubled=len(doubled),
-        failures=failures,
     )
+    figures = Figures(**known)
     print(figures.line())
-    _record(figures)
     assert not load.rejected, [(w.body, w.rejected) for w in load.rejected[:3]]
     assert not lost, f"{len(lost)} acknowledged writes lost or moved, e.g. {lost[:3]}"
     assert not doubled, f"{len(doubled)} facts recorded twice, e.g. {doubled[:3]}"
+    await _check_stream(stack, previous_head)
+    await _check_balances(stack, sellers, [w for w in load.writes if w.key in ours])
     return figures
+
+
+def _load_figures(load: Load) -> dict[str, Any]:
+    failures = dict(load.failures)
+    return {
+        "acknowledged": len(load.acked),
+        "not_acknowledged": len(load.unacked),
+        "retried_writes": sum(1 for w in load.writes if w.attempts > 1),
+        "answers_503": failures.get("503", 0),
+        "other_failures": sum(v for k, v in failures.items() if k != "503"),
+        "failure_window_s": round(load.failure_window_s, 2),
+        "slowest_ack_s": round(load.slowest_ack_s, 2),
+        "failures": failures,
+    }
 
 
 async def _probe(session: aiohttp.ClientSession, stack: Stack) -> tuple[int, int, list[int]] | None:
@@ -170,25 +197,41 @@ async def _probe(session: aiohttp.ClientSession, stack: Stack) -> tuple[int, int
     )
 
 
-async def _backlog_worked_off(stack: Stack, lifted_at: float) -> float:
-    """Seconds from ``lifted_at`` until the relay and every read model have reached the
-    log head as the first answer after ``lifted_at`` gave it."""
+async def _recovered(stack: Stack, load: Load, lifted_at: float) -> float:
+    """Seconds from ``lifted_at`` until the read side keeps up with the writes again.
+
+    The read side keeps up when the relay and every read model have reached the log
+    head as it stood ``LAG_TOLERANCE_S`` earlier; recovered means it has kept up at every
+    probe for ``STEADY_S`` while at least ``STEADY_ACKS_MIN`` writes were acknowledged
+    (a read side that is current only because nothing is written has not shown it
+    recovered). The figure is the start of that steady run."""
     deadline = lifted_at + RECOVERY_BOUND_S
-    target: int | None = None
+    heads: deque[tuple[float, int]] = deque(maxlen=200)
+    steady_since: float | None = None
+    acks_then = 0
     last: Any = None
     timeout = aiohttp.ClientTimeout(total=2)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        while time.monotonic() < deadline:
+        while (now := time.monotonic()) < deadline:
             probe = await _probe(session, stack)
-            if probe is not None:
+            if probe is None:
+                steady_since = None
+            else:
                 last = probe
                 head, relayed, models = probe
-                target = head if target is None else target
-                if relayed >= target and min(models) >= target:
-                    return time.monotonic() - lifted_at
+                earlier = [h for t, h in heads if t <= now - LAG_TOLERANCE_S]
+                heads.append((now, head))
+                keeping_up = bool(earlier) and min(relayed, *models) >= earlier[-1]
+                if not keeping_up:
+                    steady_since = None
+                elif steady_since is None:
+                    steady_since, acks_then = now, len(load.acked)
+                elif now - steady_since >= STEADY_S:
+                    if len(load.acked) - acks_then >= STEADY_ACKS_MIN:
+                        return max(0.0, steady_since - lifted_at)
             await asyncio.sleep(PROBE_INTERVAL_S)
     raise AssertionError(
-        f"the relay and read models did not reach position {target} within "
+        f"the relay and read models did not keep up with the writes again within "
         f"{RECOVERY_BOUND_S} s of the fault being lifted; last (head, relay, models "
         f"{PROJECTIONS}): {last}; up's children: {stack.children()}\n"
         f"--- up's log (tail)\n{stack.service.log()}"
@@ -280,8 +323,8 @@ def _fold(committed: list[Write], sellers: list[str]) -> dict[str, dict[str, str
     }
 
 
-def _record(figures: Figures) -> None:
+def _record(row: dict[str, Any]) -> None:
     path = os.environ.get(FIGURES_ENV)
     if path:
         with Path(path).open("ab") as f:
-            f.write(orjson.dumps(asdict(figures)) + b"\n")
+            f.write(orjson.dumps(row) + b"\n")

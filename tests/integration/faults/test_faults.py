@@ -74,3 +74,43 @@ async def test_kill_9_api(stack: Stack) -> None:
 
     figures = await scenario.run(stack, "api-kill", fault)
     assert figures.other_failures > 0, "the clients should have seen the API go"
+
+
+# -- children of `up`: brought back by its supervisor (issue 10, finding 1) --------------------
+
+
+async def _kill_child(stack: Stack, part: str) -> float:
+    """SIGKILL to ``up``'s ``part`` child; nobody outside ``up`` starts it again."""
+    [pid] = stack.children()[part]
+    os.kill(pid, signal.SIGKILL)
+    return time.monotonic()
+
+
+async def _restarted(stack: Stack, part: str, dead: int) -> None:
+    live = stack.children()[part]
+    assert live and dead not in live, f"{part} not running again: {stack.children()}"
+
+
+async def test_kill_9_relay(stack: Stack) -> None:
+    """Until ``up`` supervises its children this fails: the relay stays dead, the log
+    grows past the stream and the read models, and /healthz still says ``ok``."""
+    killed: list[int] = []
+
+    async def fault(stack: Stack) -> float:
+        killed.extend(stack.children()["relay"])
+        return await _kill_child(stack, "relay")
+
+    await scenario.run(stack, "relay-kill", fault)
+    await _restarted(stack, "relay", killed[0])
+
+
+async def test_kill_9_projection(stack: Stack) -> None:
+    """As for the relay: the ``project`` child must come back by itself."""
+    killed: list[int] = []
+
+    async def fault(stack: Stack) -> float:
+        killed.extend(stack.children()["project"])
+        return await _kill_child(stack, "project")
+
+    await scenario.run(stack, "projection-kill", fault)
+    await _restarted(stack, "project", killed[0])
