@@ -22,10 +22,11 @@ from ledger.store import EventStore
 
 if TYPE_CHECKING:  # imported where used: `omniledger verify` should not load NATS or HTTP
     from ledger.relay import RelayConfig
+    from ledger.supervisor import Supervisor
 
 log = logging.getLogger("omniledger")
 
-__all__ = ["Servers", "connect", "embedded_servers"]
+__all__ = ["Servers", "connect", "embedded_servers", "supervisor_health"]
 
 
 @dataclass
@@ -165,6 +166,35 @@ def extensions(settings: Settings, pool: asyncpg.Pool) -> list[Any]:
     from projections.routes import ProjectionRoutes
 
     return [GatewayRoutes(), AuditRoutes(), ProjectionRoutes(pool)]
+
+
+def supervisor_health(supervisor: Supervisor) -> Any:
+    """The extension that shows ``up``'s children on ``/healthz`` (``children``) and
+    ``/metrics``: a child that is not running makes the service ``degraded``."""
+    from ledger.http import HealthPart, add_health_check
+
+    async def check(_head: int) -> HealthPart:
+        children = supervisor.snapshot()
+        problems = tuple(
+            f"{name}: {c['state']}" + (f" after {c['last_exit']}" if c["last_exit"] else "")
+            for name, c in children.items()
+            if c["state"] != "running"
+        )
+        gauges = tuple(
+            g
+            for name, c in children.items()
+            for g in (
+                ("omniledger_child_running", f'{{name="{name}"}}', int(c["state"] == "running")),
+                ("omniledger_child_restarts", f'{{name="{name}"}}', c["restarts"]),
+            )
+        )
+        return HealthPart({"children": children}, problems, gauges)
+
+    class _Health:
+        def setup(self, app: Any) -> None:
+            add_health_check(app, check)
+
+    return _Health()
 
 
 def relay_config(settings: Settings) -> RelayConfig:

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -62,9 +62,16 @@ async def _until_signalled() -> None:
 
 
 async def _run_service(
-    settings: Settings, *, http: bool, relay: bool, projections: bool, announce_key: bool
+    settings: Settings,
+    *,
+    http: bool,
+    relay: bool,
+    projections: bool,
+    announce_key: bool,
+    extra: Sequence[Any] = (),
 ) -> None:
-    """Runs the chosen parts in this process until SIGINT/SIGTERM."""
+    """Runs the chosen parts in this process until SIGINT/SIGTERM; ``extra``: more
+    extensions of the HTTP app (``up`` adds its supervisor's health)."""
     from aiohttp import web
 
     from ledger import bootstrap as wiring
@@ -85,7 +92,9 @@ async def _run_service(
             await install_admin_key(store, admin_key)
             ledger = Ledger(store, batch_size_max=settings.batch_size_max)
             ledger.start()
-            app = create_app(settings, ledger, store, extensions=wiring.extensions(settings, pool))
+            app = create_app(
+                settings, ledger, store, extensions=[*wiring.extensions(settings, pool), *extra]
+            )
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
@@ -138,31 +147,36 @@ async def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         # The relay and the projections run as child processes of their own so
         # that the API's event loop (and its core) serves requests only; they
-        # die with this process (PR_SET_PDEATHSIG), even if it is killed.
+        # die with this process (PR_SET_PDEATHSIG), even if it is killed, and
+        # are started again when they die without it (ledger.supervisor).
         pool = await connect(live, pool_size_max=2)
         try:
             await migrated_store(pool)  # before the children, which need the schema
         finally:
             await pool.close()
-        children = [_spawn_part("relay", live), _spawn_part("project", live)]
+        from ledger.bootstrap import supervisor_health
+        from ledger.supervisor import Supervisor
+
+        supervisor = Supervisor([_part("relay", live), _part("project", live)])
+        await supervisor.start()
         try:
-            await _run_service(live, http=True, relay=False, projections=False, announce_key=True)
+            await _run_service(
+                live, http=True, relay=False, projections=False, announce_key=True,
+                extra=[supervisor_health(supervisor)],
+            )  # fmt: skip
         finally:
-            await _stop_children(children)
+            await supervisor.stop()
     return 0
 
 
-def _spawn_part(command: str, settings: Settings) -> Any:
-    import subprocess
+def _part(command: str, settings: Settings) -> Any:
+    """How ``up`` runs ``omniledger <command>`` as a child (``ledger.supervisor.ChildSpec``)."""
+    from ledger.supervisor import ChildSpec
 
     env = dict(os.environ)
     env["OMNILEDGER_DATABASE_URL"] = settings.database_url or ""
     env["OMNILEDGER_NATS_URL"] = settings.nats_url or ""
-    return subprocess.Popen(
-        [sys.executable, "-m", "ledger.cli", command],
-        env=env,
-        preexec_fn=_die_with_parent,
-    )
+    return ChildSpec(command, [sys.executable, "-m", "ledger.cli", command], env, _die_with_parent)
 
 
 def _die_with_parent() -> None:
@@ -174,18 +188,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:  # not Linux: children are still stopped on a clean shutdown
         pass
-
-
-async def _stop_children(children: list[Any]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    for child in children:
-        try:
-            await asyncio.to_thread(child.wait, 15)
-        except Exception:
-            child.kill()
-            await asyncio.to_thread(child.wait)
 
 
 async def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -13,7 +13,16 @@ from aiohttp import web
 
 from ledger.domain.commands import parse_day, parse_identifier
 from ledger.domain.errors import Forbidden, NotFound, ValidationError
-from ledger.http import BALANCE_READER, STORE, json_response, principal, require
+from ledger.http import (
+    BALANCE_READER,
+    HEALTH_LAG_EVENTS_MAX,
+    STORE,
+    HealthPart,
+    add_health_check,
+    json_response,
+    principal,
+    require,
+)
 from projections import reads
 
 __all__ = ["ProjectionRoutes"]
@@ -65,7 +74,28 @@ class ProjectionRoutes:
         async def balance(seller_id: str, currency: str) -> dict[str, Any] | None:
             return await reads.seller_balance(pool, seller_id, currency)
 
+        async def health(head: int) -> HealthPart:
+            # from the database, not from a process of ours: a read model run by
+            # another machine's `omniledger project` shows here too
+            status = await reads.projection_status(pool, head, None)
+            lagging = [p for p in status if p["lag_events"] > HEALTH_LAG_EVENTS_MAX]
+            fields = {
+                "projections": {
+                    p["name"]: {"position": p["position"], "lag_events": p["lag_events"]}
+                    for p in status
+                }
+            }
+            problems = tuple(
+                f"projection {p['name']}: {p['lag_events']} events behind the log" for p in lagging
+            )
+            gauges = tuple(
+                ("omniledger_projection_lag_events", f'{{name="{p["name"]}"}}', p["lag_events"])
+                for p in status
+            )
+            return HealthPart(fields, problems, gauges)
+
         app[BALANCE_READER] = balance
+        add_health_check(app, health)
         app.router.add_get("/v1/sellers/{seller_id}/recaps", get_seller_recaps)
         app.router.add_get("/v1/recaps/daily", get_city_recap)
         app.router.add_get("/v1/projections", get_projections)

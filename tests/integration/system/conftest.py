@@ -180,6 +180,11 @@ class Service:
         assert self.proc is not None
         return {pid for pid, state, pgid in _processes() if pgid == self.proc.pid and state != "Z"}
 
+    def zombies(self) -> set[int]:
+        """Processes of this service's group that ended and were never reaped."""
+        assert self.proc is not None
+        return {pid for pid, state, pgid in _processes() if pgid == self.proc.pid and state == "Z"}
+
     def log(self, tail: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-tail:]
@@ -275,6 +280,7 @@ async def fresh_db(pg_admin_dsn: str) -> AsyncIterator[str]:
     """A database of its own per test, dropped afterwards."""
     async with fresh_database(pg_admin_dsn, "omniledger_system") as dsn:
         yield dsn
+
 
 @pytest.fixture
 async def deployment(fresh_db: str, nats_url: str, tmp_path: Path) -> AsyncIterator[Deployment]:
