@@ -143,6 +143,8 @@ async def _run(
     await http.caught_up(timeout_s=ZERO_LAG_BOUND_S)
     status, health = await http.get("/healthz")
     assert status == 200 and health["relay_lag_events"] == 0, health
+    # every part back: /healthz names none as down or behind
+    assert health.get("status") == "ok" and not health.get("problems"), health
     known["zero_lag_s"] = round(time.monotonic() - started, 2)
 
     lost, doubled, ours = await _check_log(stack, load, previous_head)
