@@ -5,8 +5,10 @@ every read model back at the head within ``RECOVERY_BOUND_S``, ``check-projectio
 clean, balances equal to ``replay``.
 
 The stack is this module's own (``stack.py``): the machine's PostgreSQL and NATS are
-never signalled. ``python -m tests.integration.faults`` runs this module and writes its
-figures into RELIABILITY.md.
+never signalled. The relay and projection kills rely on ``up`` supervising its children
+(``ledger/supervisor.py``); before it did, both failed here.
+``python -m tests.integration.faults`` runs this module and writes its figures into
+RELIABILITY.md.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ async def test_sigstop_postgres(stack: Stack) -> None:
                 os.kill(pid, signal.SIGCONT)
         return time.monotonic()
 
-    await scenario.run(stack, "postgres-sigstop", fault)
+    figures = await scenario.run(stack, "postgres-sigstop", fault)
+    # the freeze took hold: writes waited for it (and were not refused: none timed out)
+    assert figures.slowest_ack_s >= FROZEN_S - 1.0, figures
 
 
 async def test_kill_9_nats(stack: Stack) -> None:
