@@ -239,6 +239,13 @@ async def run_projections(settings: Settings, pool: asyncpg.Pool) -> None:
     )
 
 
+#: ``check-projections``: every event in the log when the check started must be
+#: in every read model within ``CHECK_WAIT_S`` (a running model is milliseconds
+#: behind; one that stopped never gets there)
+CHECK_LAG_EVENTS_MAX = 0
+CHECK_WAIT_S = 10.0
+
+
 def add_commands(sub: Any) -> None:
     """Operator commands that need the projections package."""
     p = sub.add_parser("projections", help="operate the read models")
@@ -246,7 +253,20 @@ def add_commands(sub: Any) -> None:
     r = verbs.add_parser("rebuild", help="rebuild read models from PostgreSQL, then switch over")
     r.add_argument("name", nargs="?", help="one read model (default: all)")
     r.set_defaults(run=_cmd_rebuild)
-    c = sub.add_parser("check-projections", help="compare every read model with the log")
+    c = sub.add_parser(
+        "check-projections",
+        help="compare every read model with the log, and say which are behind its head",
+    )
+    c.add_argument(
+        "--lag-max", type=int, default=CHECK_LAG_EVENTS_MAX, metavar="N",
+        help="a read model more than N events behind the log's head (as it was when the "
+        f"check started) fails the check (default {CHECK_LAG_EVENTS_MAX})",
+    )  # fmt: skip
+    c.add_argument(
+        "--wait-s", type=float, default=CHECK_WAIT_S, metavar="S",
+        help="seconds to give running read models to reach that head before they are "
+        f"judged (default {CHECK_WAIT_S:g})",
+    )  # fmt: skip
     c.set_defaults(run=_cmd_check)
 
 
@@ -295,14 +315,28 @@ async def _cmd_rebuild(settings: Settings, args: Any) -> int:
 
 
 async def _cmd_check(settings: Settings, args: Any) -> int:
-    from projections import PROJECTION_NAMES
-    from projections.check import check_projection
+    import sys
 
+    from projections import PROJECTION_NAMES
+    from projections.check import check_projection, positions_at_head
+
+    if args.lag_max < 0 or not 0 <= args.wait_s <= 3600:
+        print("omniledger: --lag-max must be 0 or more and --wait-s 0 to 3600", file=sys.stderr)
+        return 2
     pool = await connect(settings, pool_size_max=4)
     clean = True
     try:
         store = await migrated_store(pool)
         await prepare(settings, pool)
+        head, _ = await store.head()
+        positions = await positions_at_head(pool, PROJECTION_NAMES, head, wait_s=args.wait_s)
+        for name, position in positions.items():
+            behind = head - position
+            if behind > args.lag_max:
+                clean = False
+                print(f"{name}: BEHIND the log by {behind} events (at position {position}, "
+                      f"log head {head}, after waiting {args.wait_s:g} s; at most "
+                      f"{args.lag_max} allowed)")  # fmt: skip
         for name in PROJECTION_NAMES:
             drift = await check_projection(
                 pool, name, _log_reader(store), timezone=settings.timezone

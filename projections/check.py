@@ -5,11 +5,17 @@ rebuild uses, under the same lock) up to the live model's position, then the
 live row lock is taken, the few events the consumer applied meanwhile are
 folded too, and the two sets of tables are compared row for row with
 ``EXCEPT ALL`` both ways. Nothing is swapped; the shadow tables are dropped.
+
+That comparison stops at the model's own position, so a model that stopped
+would compare clean: ``positions_at_head`` first waits (briefly) for every
+model to reach the log's head, and the command reports how far each is behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +25,12 @@ from projections import catalog, schema
 from projections.projection import REBUILD_SUFFIX
 from projections.rebuild import RebuildBusy, _drop_tables, _fold_all
 
-__all__ = ["Drift", "check_projection"]
+__all__ = ["Drift", "check_projection", "positions_at_head"]
 
 LogReader = Callable[[int, int], AsyncIterator[dict[str, Any]]]
 _SAMPLE_ROWS = 5
+#: How often ``positions_at_head`` looks at the models' positions.
+_POLL_S = 0.1
 
 
 @dataclass
@@ -67,6 +75,24 @@ async def check_projection(
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock_key)
     return drift
+
+
+async def positions_at_head(
+    pool: asyncpg.Pool, names: Sequence[str], head: int, *, wait_s: float
+) -> dict[str, int]:
+    """Each read model's position, once every one has reached ``head`` or ``wait_s``
+    has passed: a running model a few events behind is given the time to catch up,
+    a stopped one is not waited for longer. A model that never ran is at 0."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        rows = await pool.fetch(
+            "SELECT name, position FROM projection_positions WHERE name = ANY($1::text[])",
+            list(names),
+        )
+        positions = dict.fromkeys(names, 0) | {r["name"]: int(r["position"]) for r in rows}
+        if all(p >= head for p in positions.values()) or time.monotonic() >= deadline:
+            return positions
+        await asyncio.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0)))
 
 
 async def _position(conn: asyncpg.Connection, name: str) -> int:
