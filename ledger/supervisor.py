@@ -184,10 +184,6 @@ class Supervisor:
 
 async def _exited(proc: subprocess.Popen[bytes]) -> int:
     """Waits for ``proc`` to end and reaps it; returns its ``returncode``."""
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # not Linux 5.3+: a thread waits instead
-        return await asyncio.to_thread(proc.wait)
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[None] = loop.create_future()
 
@@ -195,7 +191,15 @@ async def _exited(proc: subprocess.Popen[bytes]) -> int:
         if not ended.done():
             ended.set_result(None)
 
-    loop.add_reader(fd, readable)
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux 5.3+: a thread waits instead
+        return await asyncio.to_thread(proc.wait)
+    try:
+        loop.add_reader(fd, readable)
+    except (OSError, NotImplementedError):  # a loop that cannot watch it: a thread waits
+        os.close(fd)
+        return await asyncio.to_thread(proc.wait)
     try:
         await ended
     finally:
