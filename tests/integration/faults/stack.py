@@ -53,7 +53,7 @@ class Stack:
     """PostgreSQL, NATS and ``omniledger up`` of one fault module, each killable."""
 
     def __init__(self, root: Path) -> None:
-        # short: the socket path (.s.PGSQL.5432 inside) must fit in 107 bytes
+        # the socket path (.s.PGSQL.5432 inside) must fit in 107 bytes: keep root short
         self.pg = EmbeddedPostgres(root / "pg")
         self.nats = EmbeddedNats(root / "nats")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fault-servers")
