@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from ledger.http import SETTINGS
+from ledger.api.http import SETTINGS
 
 __all__ = ["STATUS_CLIENT", "StatusClient", "StatusUnavailable", "client_context"]
 

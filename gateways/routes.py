@@ -1,6 +1,6 @@
 """Gateway webhooks and the suspense list over HTTP (CONTRACT sections 3 and 4).
 
-``GatewayRoutes`` is an extension of ``ledger.http.create_app``: it adds
+``GatewayRoutes`` is an extension of ``ledger.api.http.create_app``: it adds
 
 - ``POST /v1/gateways/midtrans/notifications``, ``/v1/gateways/xendit/callbacks``
   and ``/v1/gateways/shopee/push``: public routes (no Bearer key), each
@@ -79,6 +79,9 @@ import orjson
 from aiohttp import web
 
 from gateways import midtrans, midtrans_api, shopee, xendit
+from ledger.api.http import LEDGER, SETTINGS, STORE, int_param, json_response, read_json, require
+from ledger.app.service import Ledger, Recorded
+from ledger.contract.messages import format_instant
 from ledger.domain.commands import CHANNELS, Command, parse_command, parse_identifier
 from ledger.domain.errors import (
     BadRequest,
@@ -96,10 +99,7 @@ from ledger.domain.errors import (
 )
 from ledger.domain.money import format_minor, parse_amount, parse_currency
 from ledger.domain.suspense import suspense_stream_id
-from ledger.http import LEDGER, SETTINGS, STORE, int_param, json_response, read_json, require
-from ledger.messages import format_instant
-from ledger.service import Ledger, Recorded
-from ledger.store import EventStore
+from ledger.store.postgres import LedgerStore
 
 __all__ = ["GatewayNotConfigured", "GatewayRoutes"]
 
@@ -177,7 +177,7 @@ async def midtrans_notification(request: web.Request) -> web.Response:
 
 
 async def _apply_checked(
-    ledger: Ledger, store: EventStore, check: midtrans.Checked
+    ledger: Ledger, store: LedgerStore, check: midtrans.Checked
 ) -> dict[str, Any]:
     if check.unconfirmed is None:
         return await _apply_event(ledger, store, midtrans.GATEWAY, check.event, fresh=True)
@@ -234,7 +234,7 @@ async def _apply(request: web.Request, gateway: str, events: list[dict[str, Any]
 
 
 async def _apply_event(
-    ledger: Ledger, store: EventStore, gateway: str, raw: dict[str, Any], *, fresh: bool = False
+    ledger: Ledger, store: LedgerStore, gateway: str, raw: dict[str, Any], *, fresh: bool = False
 ) -> dict[str, Any]:
     """Records one canonical fact, or puts it in suspense.
 
@@ -287,7 +287,7 @@ async def _apply_event(
     return _result(raw, result.status, position=result.position)
 
 
-async def _match(ledger: Ledger, store: EventStore, command: Command | None) -> Command | None:
+async def _match(ledger: Ledger, store: LedgerStore, command: Command | None) -> Command | None:
     """The command with its order found: Shopee shop, channel by order id, order by payment."""
     if command is None:
         return None
@@ -295,7 +295,7 @@ async def _match(ledger: Ledger, store: EventStore, command: Command | None) -> 
     return await ledger.resolve_order(command)
 
 
-async def _require_shop(store: EventStore, command: Command) -> None:
+async def _require_shop(store: LedgerStore, command: Command) -> None:
     """A Shopee fact names a shop: its seller must have registered that shop id."""
     if command.shop_id is None:
         return
@@ -328,7 +328,7 @@ async def _suspend(
 
 
 async def _hold(
-    ledger: Ledger, store: EventStore, gateway: str, raw: dict[str, Any], reason: str
+    ledger: Ledger, store: LedgerStore, gateway: str, raw: dict[str, Any], reason: str
 ) -> dict[str, Any]:
     """A fact that must not be applied now (not confirmed): kept in suspense, never credited.
 
@@ -380,7 +380,7 @@ def _fallback_command(raw: dict[str, Any], cause: ValidationError) -> Command:
 
 async def _retry_suspended(
     ledger: Ledger,
-    store: EventStore,
+    store: LedgerStore,
     entry: dict[str, Any],
     raw: dict[str, Any],
     *,
@@ -412,7 +412,7 @@ async def _retry_suspended(
 
 
 async def _apply_suspended(
-    ledger: Ledger, store: EventStore, entry_id: UUID, command: Command
+    ledger: Ledger, store: LedgerStore, entry_id: UUID, command: Command
 ) -> Recorded:
     """Applies a suspended fact and closes its entry; repairs an entry whose fact got in already.
 
@@ -554,7 +554,7 @@ def _command_onto(stored: dict[str, Any], channel: str, order_id: str) -> Comman
     return replace(command, fingerprint=orjson.dumps(stored, option=orjson.OPT_SORT_KEYS))
 
 
-async def _resolved_onto(store: EventStore, entry_id: UUID) -> tuple[str, str] | None:
+async def _resolved_onto(store: LedgerStore, entry_id: UUID) -> tuple[str, str] | None:
     """``(channel, order_id)`` an entry was resolved onto, from its ``suspense.resolved``."""
     history = await store.stream_history(entry_id)
     resolved = [e["data"] for e in history if e["type"] == "suspense.resolved"]

@@ -213,7 +213,7 @@ def _service_env(world: World, database_url: str) -> dict[str, str]:
 async def start_service(world: World, http: aiohttp.ClientSession, database_url: str) -> Service:
     o = world.options
     env = _service_env(world, database_url)
-    cli = [sys.executable, "-m", "ledger.cli"]
+    cli = [sys.executable, "-m", "ledger.ops.cli"]
     if o.topology == "up":
         port = free_port()
         child = world.children.add(

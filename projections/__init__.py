@@ -21,7 +21,7 @@ Read models (``name``: tables): ``balances``: ``proj_balances``,
 ``proj_city_active_sellers``. Shared: ``projection_positions``,
 ``projection_poison``.
 
-This package imports ``ledger.messages`` and ``ledger.domain`` only; nothing
+This package imports ``ledger.contract.messages`` and ``ledger.domain`` only; nothing
 runs at import time. ``run_projections`` is the entry for ``omniledger
 project`` (and ``up``).
 """
@@ -36,7 +36,7 @@ import asyncpg
 import nats
 from nats.aio.client import Client as NATS
 
-from ledger.messages import SUBJECT_PREFIX
+from ledger.contract.messages import SUBJECT_PREFIX
 from projections.catalog import PROJECTION_NAMES, projection
 from projections.consumer import DEFAULT_STREAM, Consumer, ReadLog
 from projections.rebuild import RebuildResult, rebuild

@@ -68,7 +68,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 
-from ledger.messages import SUBJECT_PREFIX
+from ledger.contract.messages import SUBJECT_PREFIX
 from projections import envelope, schema
 from projections.envelope import PoisonMessage
 from projections.projection import Projection

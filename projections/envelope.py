@@ -1,6 +1,6 @@
 """Decoding one published message into a checked dict, and the field readers the folds use.
 
-A message is the object of ``ledger/messages.py``. Anything that cannot be
+A message is the object of ``ledger/contract/messages.py``. Anything that cannot be
 read - not JSON, a missing field, a bad amount, a hash that does not match -
 raises :class:`PoisonMessage`; the consumer records it in
 ``projection_poison`` and moves on (it never blocks the stream). Pure: no I/O.
@@ -13,9 +13,9 @@ from typing import Any, Final
 
 import orjson
 
+from ledger.contract.messages import chain_hash
 from ledger.domain.errors import ValidationError
 from ledger.domain.money import parse_amount, parse_currency
-from ledger.messages import chain_hash
 
 __all__ = [
     "PoisonMessage",

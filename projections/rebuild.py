@@ -83,7 +83,7 @@ async def rebuild(
 ) -> RebuildResult:
     """Rebuilds read model ``name`` from ``messages`` and swaps it in; see the module doc.
 
-    ``messages`` are message dicts (the shape of ``ledger/messages.py``) in
+    ``messages`` are message dicts (the shape of ``ledger/contract/messages.py``) in
     position order; a position at or below one already seen is skipped.
     ``on_progress(position, count)`` is called (and awaited if it returns an
     awaitable) after each batch. Raises :class:`RebuildBusy` if a rebuild of

@@ -1,6 +1,6 @@
 """The read routes served from projections: balances, seller recaps, the city recap, lag.
 
-Added to the core's app as an extension (``ledger/bootstrap.py``); the core
+Added to the core's app as an extension (``ledger/ops/bootstrap.py``); the core
 knows nothing of the read tables.
 """
 
@@ -11,9 +11,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from ledger.domain.commands import parse_day, parse_identifier
-from ledger.domain.errors import Forbidden, NotFound, ValidationError
-from ledger.http import (
+from ledger.api.http import (
     BALANCE_READER,
     HEALTH_LAG_EVENTS_MAX,
     STORE,
@@ -23,6 +21,8 @@ from ledger.http import (
     principal,
     require,
 )
+from ledger.domain.commands import parse_day, parse_identifier
+from ledger.domain.errors import Forbidden, NotFound, ValidationError
 from projections import reads
 
 __all__ = ["ProjectionRoutes"]

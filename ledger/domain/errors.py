@@ -1,6 +1,6 @@
 """The error tree. Each class carries a stable snake_case ``code`` (CONTRACT.md).
 
-HTTP statuses are not decided here: ``ledger/http.py`` maps classes to
+HTTP statuses are not decided here: ``ledger/api/http.py`` maps classes to
 statuses in one table, looked up along the exception's MRO. Stdlib only.
 """
 

@@ -10,10 +10,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ledger.http import create_app, install_admin_key
-from ledger.service import Ledger
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.api.http import create_app, install_admin_key
+from ledger.app.service import Ledger
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 
 ADMIN_KEY = "test-admin-key"
 
@@ -27,8 +27,8 @@ async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-async def store(pool: asyncpg.Pool) -> EventStore:
-    store = EventStore(pool)
+async def store(pool: asyncpg.Pool) -> LedgerStore:
+    store = LedgerStore(pool)
     await store.migrate()
     await install_admin_key(store, ADMIN_KEY)
     return store
@@ -40,7 +40,7 @@ def settings(pg_dsn: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def ledger(store: EventStore) -> AsyncIterator[Ledger]:
+async def ledger(store: LedgerStore) -> AsyncIterator[Ledger]:
     ledger = Ledger(store)
     ledger.start()
     yield ledger
@@ -49,7 +49,7 @@ async def ledger(store: EventStore) -> AsyncIterator[Ledger]:
 
 @pytest.fixture(scope="session")
 async def client(
-    settings: Settings, ledger: Ledger, store: EventStore
+    settings: Settings, ledger: Ledger, store: LedgerStore
 ) -> AsyncIterator[TestClient]:
     app = create_app(settings, ledger, store)
     async with TestClient(TestServer(app)) as client:

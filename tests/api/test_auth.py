@@ -12,7 +12,7 @@ from tests.api.conftest import ADMIN_KEY, Api
 
 AT = "2026-11-30T10:00:00+08:00"
 
-#: Every authenticated route and the roles that may call it (ledger/http.py @require).
+#: Every authenticated route and the roles that may call it (ledger/api/http.py @require).
 #: "seller" means a seller key for the seller the request is about.
 MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/events"): {"admin", "gateway"},

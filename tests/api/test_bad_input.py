@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ledger.store import EventStore
+from ledger.store.postgres import LedgerStore
 
 AT = "2026-11-30T10:00:00+08:00"
 POSTS = ["/v1/events", "/v1/sellers", "/v1/sellers/{seller}/curation", "/v1/keys"]
@@ -69,8 +69,8 @@ async def full(settings, ledger, store, pool) -> Any:
     """The app as ``omniledger serve`` wires it: core routes plus gateways, reads, audit."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from ledger import bootstrap
-    from ledger.http import create_app
+    from ledger.ops import bootstrap
+    from ledger.api.http import create_app
 
     await bootstrap.prepare(settings, pool)
     app = create_app(settings, ledger, store, extensions=bootstrap.extensions(settings, pool))
@@ -410,7 +410,7 @@ async def test_wrong_methods_are_json_405(client, admin, method, path):
 
 
 async def test_a_nul_in_an_idempotency_key_does_not_sink_the_others_of_its_batch(
-    api, client, admin, store: EventStore, seller, uid
+    api, client, admin, store: LedgerStore, seller, uid
 ):
     """One client's odd key must not fail the group commit it shares with other events."""
     head, _ = await store.head()

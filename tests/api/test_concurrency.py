@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from ledger.http import create_app
-from ledger.messages import GENESIS_HASH, chain_hash
-from ledger.service import Ledger
-from ledger.store import EVENTS_TABLE, EventStore
+from ledger.api.http import create_app
+from ledger.app.service import Ledger
+from ledger.contract.messages import GENESIS_HASH, chain_hash
+from ledger.store.postgres import EVENTS_TABLE, LedgerStore
 from tests.api.conftest import Api
 
 
@@ -225,7 +225,7 @@ async def test_a_copy_racing_the_first_on_another_replica_is_a_duplicate_not_a_r
     assert bal["captured_total"] == "15000.00"
 
 
-class _SlowKeyLookupStore(EventStore):
+class _SlowKeyLookupStore(LedgerStore):
     """The real store; only its unlocked idempotency lookup answers late, which
     widens (never creates) the window in which another replica commits."""
 
@@ -264,7 +264,7 @@ async def test_a_copy_whose_key_lookup_loses_the_race_is_still_a_duplicate(
         await ledger.stop()
 
 
-class _SlowCommitStore(EventStore):
+class _SlowCommitStore(LedgerStore):
     """The real store; its commit only starts late, so another replica commits first."""
 
     async def commit(self, *args, **kwargs):  # type: ignore[no-untyped-def]

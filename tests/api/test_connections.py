@@ -1,4 +1,5 @@
-"""Connection limits on a real listening server (``ledger.http.serve``), probed with raw sockets.
+"""Connection limits on a real listening server (``ledger.api.http.serve``), probed
+with raw sockets.
 
 Each test starts the app on 127.0.0.1 with limits of a fraction of a second
 (``Settings``), so a client that holds a socket without finishing a request is
@@ -18,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from ledger.http import create_app, serve
-from ledger.service import Ledger
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.api.http import create_app, serve
+from ledger.app.service import Ledger
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 from tests.api.conftest import ADMIN_KEY
 
 HOST = "127.0.0.1"
@@ -32,7 +33,7 @@ Start = Callable[..., Awaitable[int]]
 
 
 @pytest.fixture
-async def start(settings: Settings, ledger: Ledger, store: EventStore) -> AsyncIterator[Start]:
+async def start(settings: Settings, ledger: Ledger, store: LedgerStore) -> AsyncIterator[Start]:
     """Starts the app with the given limits; returns its port. Stopped after the test."""
     runners: list[Any] = []
 

@@ -8,11 +8,11 @@ import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateways.routes import GatewayRoutes
-from ledger import bootstrap
-from ledger.http import create_app
-from ledger.service import Ledger
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.ops import bootstrap
+from ledger.api.http import create_app
+from ledger.app.service import Ledger
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 
 PATHS = (
     "/v1/gateways/midtrans/notifications",
@@ -26,7 +26,7 @@ def test_the_composition_root_adds_the_gateway_routes(settings: Settings, pool) 
 
 
 async def test_without_secrets_every_gateway_is_401_not_configured(
-    settings: Settings, ledger: Ledger, store: EventStore, pool
+    settings: Settings, ledger: Ledger, store: LedgerStore, pool
 ) -> None:
     assert settings.midtrans_server_key is None  # the api tests' settings have no secrets
     app = create_app(settings, ledger, store, extensions=bootstrap.extensions(settings, pool))
@@ -48,7 +48,7 @@ async def test_database_down_is_503_with_retry_after(pg_dsn: str) -> None:
     """The only 5xx a gateway sees: retry later, nothing was recorded."""
     pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
     assert pool is not None
-    store = EventStore(pool)
+    store = LedgerStore(pool)
     ledger = Ledger(store)
     ledger.start()
     settings = Settings(database_url=pg_dsn, xendit_callback_token="tok")

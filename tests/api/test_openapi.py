@@ -1,7 +1,7 @@
 """``GET /v1/openapi.json`` documents exactly the routes the app serves (CONTRACT section 4).
 
 "The app" is the one ``omniledger serve``/``up`` runs: the core routes plus
-every extension from ``ledger.bootstrap.extensions`` (gateways and suspense,
+every extension from ``ledger.ops.bootstrap.extensions`` (gateways and suspense,
 audit and reconciliation, projection reads).
 """
 
@@ -14,12 +14,12 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ledger import bootstrap
-from ledger.http import create_app
-from ledger.openapi import openapi_document
-from ledger.service import Ledger
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.ops import bootstrap
+from ledger.api.http import create_app
+from ledger.api.openapi import openapi_document
+from ledger.app.service import Ledger
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 
 #: Documented routes the full app does not serve. Empty: the gateways,
 #: suspense, reconciliation and projection routes are all served now.
@@ -29,7 +29,7 @@ _METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 @pytest.fixture(scope="module")
 async def full_client(
-    settings: Settings, ledger: Ledger, store: EventStore, pool: asyncpg.Pool
+    settings: Settings, ledger: Ledger, store: LedgerStore, pool: asyncpg.Pool
 ) -> AsyncIterator[TestClient]:
     """The app as ``omniledger up`` builds it: core routes plus ``bootstrap.extensions``."""
     app = create_app(settings, ledger, store, extensions=bootstrap.extensions(settings, pool))

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ledger.store import EventStore
+from ledger.store.postgres import LedgerStore
 
 
 async def refused(
-    api: Any, store: EventStore, code: str, send: Callable[[], Awaitable[tuple[int, Any]]]
+    api: Any, store: LedgerStore, code: str, send: Callable[[], Awaitable[tuple[int, Any]]]
 ) -> dict[str, Any]:
     """Sends one command that must break ``code``; checks that the log did not move."""
     head_before = await store.head()

@@ -15,10 +15,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ledger.http import create_app, install_admin_key
-from ledger.service import Ledger
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.api.http import create_app, install_admin_key
+from ledger.app.service import Ledger
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 
 KEY = "unavailable-admin"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -81,7 +81,7 @@ async def test_database_down_is_503_then_writes_resume(pg_dsn, uid):
     dsn = _via(pg_dsn, proxy.port)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, timeout=2, command_timeout=3)
     assert pool is not None
-    store = EventStore(pool)
+    store = LedgerStore(pool)
     await store.migrate()
     await install_admin_key(store, KEY)
     ledger = Ledger(store)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 async def omniledger(*args: str, env: dict[str, str], timeout_s: float = 60) -> tuple[int, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OMNILEDGER_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ledger.cli", *args,
+        sys.executable, "-m", "ledger.ops.cli", *args,
         env=clean | env, cwd=ROOT, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -75,7 +75,7 @@ async def test_an_unreachable_nats_is_a_line_per_try_not_a_traceback(
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OMNILEDGER_")}
     env = clean | {"OMNILEDGER_DATABASE_URL": pg_dsn, "OMNILEDGER_NATS_URL": "nats://127.0.0.1:1"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ledger.cli", command, env=env, cwd=ROOT,
+        sys.executable, "-m", "ledger.ops.cli", command, env=env, cwd=ROOT,
         stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     await asyncio.sleep(4)

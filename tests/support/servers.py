@@ -1,6 +1,6 @@
 """Embedded servers for test sessions on machines without local ones.
 
-Thin context managers over ``ledger.embedded`` for ``tests/conftest.py``,
+Thin context managers over ``ledger.ops.embedded`` for ``tests/conftest.py``,
 plus ``with_database`` to point a DSN at another database. No fixtures here.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
-from ledger.embedded import EmbeddedNats, EmbeddedPostgres
+from ledger.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
 __all__ = ["embedded_nats", "embedded_postgres", "with_database"]
 

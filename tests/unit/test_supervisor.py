@@ -1,4 +1,4 @@
-"""Issue 10, finding 1: ``ledger.supervisor`` restarts a dead child with backoff, reaps it
+"""Issue 10, finding 1: ``ledger.ops.supervisor`` restarts a dead child with backoff, reaps it
 and logs it. Real child processes (a sleeping Python), killed with real signals."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ledger.supervisor import Backoff, ChildSpec, Supervisor, describe_exit
+from ledger.ops.supervisor import Backoff, ChildSpec, Supervisor, describe_exit
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 FAST = Backoff(first_s=0.05, factor=2.0, max_s=0.4, stable_s=5.0)

@@ -32,12 +32,12 @@ import asyncpg
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from ledger.audit_http import AuditRoutes
+from ledger.api.http import create_app, install_admin_key
+from ledger.app.service import Ledger
+from ledger.audit.routes import AuditRoutes
 from ledger.domain.commands import parse_command
-from ledger.http import create_app, install_admin_key
-from ledger.service import Ledger
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 from tests.integration.audit.bench_audit import create, drop, fill
 
 ADMIN = "bench-as-of-admin"
@@ -48,7 +48,7 @@ READERS = 4
 async def measure(dsn: str, load_s: float) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
     assert pool is not None
-    store = EventStore(pool)
+    store = LedgerStore(pool)
     start = time.perf_counter()
     applied = await store.migrate()
     print(f"migrate: applied {applied or 'nothing'} in {time.perf_counter() - start:.2f} s")

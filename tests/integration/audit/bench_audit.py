@@ -29,9 +29,9 @@ from pathlib import Path
 
 import asyncpg
 
+from ledger.app.service import Ledger
 from ledger.domain.commands import parse_command
-from ledger.service import Ledger
-from ledger.store import EventStore
+from ledger.store.postgres import LedgerStore
 from tests.support.servers import with_database
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -43,7 +43,7 @@ ROUND = 1000
 async def fill(dsn: str, events: int) -> tuple[int, float]:
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
     assert pool is not None
-    store = EventStore(pool)
+    store = LedgerStore(pool)
     await store.migrate()
     ledger = Ledger(store)
     ledger.start()
@@ -172,7 +172,7 @@ async def _migrate(dsn: str) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     assert pool is not None
     try:
-        await EventStore(pool).migrate()
+        await LedgerStore(pool).migrate()
     finally:
         await pool.close()
 

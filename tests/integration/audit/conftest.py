@@ -22,12 +22,12 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ledger.audit_http import AuditRoutes
+from ledger.api.http import create_app, install_admin_key
+from ledger.app.service import Ledger, Recorded
+from ledger.audit.routes import AuditRoutes
 from ledger.domain.commands import parse_command
-from ledger.http import create_app, install_admin_key
-from ledger.service import Ledger, Recorded
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 from tests.support.servers import fresh_database
 
 ADMIN_KEY = "audit-test-admin-key"
@@ -47,20 +47,20 @@ async def fresh_db(pg_admin_dsn: str) -> AsyncIterator[str]:
 async def apool(fresh_db: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(fresh_db, min_size=1, max_size=10)
     assert pool is not None
-    await EventStore(pool).migrate()
+    await LedgerStore(pool).migrate()
     yield pool
     await pool.close()
 
 
 @pytest.fixture
-async def astore(apool: asyncpg.Pool) -> EventStore:
-    store = EventStore(apool)
+async def astore(apool: asyncpg.Pool) -> LedgerStore:
+    store = LedgerStore(apool)
     await install_admin_key(store, ADMIN_KEY)
     return store
 
 
 @pytest.fixture
-async def aledger(astore: EventStore) -> AsyncIterator[Ledger]:
+async def aledger(astore: LedgerStore) -> AsyncIterator[Ledger]:
     ledger = Ledger(astore)
     ledger.start()
     yield ledger
@@ -113,7 +113,7 @@ class Http:
 
 
 @pytest.fixture
-async def http(fresh_db: str, aledger: Ledger, astore: EventStore) -> AsyncIterator[Http]:
+async def http(fresh_db: str, aledger: Ledger, astore: LedgerStore) -> AsyncIterator[Http]:
     settings = Settings(database_url=fresh_db, admin_key=ADMIN_KEY)
     app = create_app(settings, aledger, astore, extensions=[AuditRoutes()])
     async with TestClient(TestServer(app)) as client:

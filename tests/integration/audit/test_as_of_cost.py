@@ -21,13 +21,13 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ledger.audit import replay_balances
-from ledger.audit_http import AsOfLimit, AuditRoutes
+from ledger.api.http import create_app
+from ledger.app.service import Ledger
+from ledger.audit.replay import replay_balances
+from ledger.audit.routes import AsOfLimit, AuditRoutes
 from ledger.domain.errors import TooManyRequests
-from ledger.http import create_app
-from ledger.service import Ledger
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 
 from .conftest import ADMIN_KEY, CliRunner, History, Http
 from .test_time_travel import END_OF_D, FAR, money, query, scripted
@@ -65,7 +65,7 @@ def replayed(run_json: dict[str, Any], seller: str) -> dict[str, Any]:
 
 
 async def test_as_of_reads_only_the_sellers_events_and_equals_the_full_replay(
-    history: History, http: Http, astore: EventStore, cli: CliRunner
+    history: History, http: Http, astore: LedgerStore, cli: CliRunner
 ) -> None:
     written = await others(history, 1500)
     h = await scripted(history)
@@ -110,7 +110,7 @@ def answer_time(text: str) -> Any:
 
 
 async def test_migration_labels_an_existing_log(
-    history: History, http: Http, apool: asyncpg.Pool, astore: EventStore
+    history: History, http: Http, apool: asyncpg.Pool, astore: LedgerStore
 ) -> None:
     """A log written before migration 5 gets its seller column from the stored
     state, and a row altered into non-JSON does not stop the migration."""
@@ -142,7 +142,7 @@ async def test_migration_labels_an_existing_log(
 
 
 @pytest.fixture
-async def limited(fresh_db: str, aledger: Ledger, astore: EventStore) -> AsyncIterator[Http]:
+async def limited(fresh_db: str, aledger: Ledger, astore: LedgerStore) -> AsyncIterator[Http]:
     """The app allowing one as-of read in flight (and no time share bound)."""
     settings = Settings(
         database_url=fresh_db, admin_key=ADMIN_KEY, as_of_reads_max=1, as_of_time_share_pct=100

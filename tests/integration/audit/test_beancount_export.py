@@ -15,9 +15,9 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-from ledger.beancount import seller_account
+from ledger.app.service import Ledger
+from ledger.audit.beancount import seller_account
 from ledger.domain.commands import parse_command
-from ledger.service import Ledger
 
 from .conftest import BEAN_CHECK, CliRunner, History, Http, run_tool
 
@@ -89,7 +89,7 @@ async def test_bean_check_accepts_the_export(
     history: History, aledger: Ledger, http: Http, cli: CliRunner, tmp_path: Path
 ) -> None:
     written = await write_history(history, aledger)
-    out = tmp_path / "ledger.beancount"
+    out = tmp_path / "ledger.audit.beancount"
     run = await cli("export", "--format", "beancount", stdout_path=out)
     assert run.rc == 0, run.err
     text = out.read_text()

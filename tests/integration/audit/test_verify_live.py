@@ -18,9 +18,9 @@ import asyncpg
 import orjson
 import pytest
 
+from ledger.contract.messages import chain_hash
 from ledger.domain.catalog import TYPE_BY_TOPIC
-from ledger.messages import chain_hash
-from ledger.store import message_from_row
+from ledger.store.postgres import message_from_row
 
 from .conftest import CliRunner, History, head, run_cli
 
@@ -373,7 +373,7 @@ async def test_a_changed_occurred_at_column_is_detected(
     history: History, apool: asyncpg.Pool, cli: CliRunner
 ) -> None:
     """The ``occurred_at`` column is what reconciliation selects a day's money by
-    (``EventStore.money_events_between``); moving a capture to another day there
+    (``LedgerStore.money_events_between``); moving a capture to another day there
     changes a reconciliation's findings, so verify must see it disagree with the
     event's own (hashed) ``occurred_at``.
     """

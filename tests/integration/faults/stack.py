@@ -10,7 +10,7 @@ them through ``OMNILEDGER_DATABASE_URL`` / ``OMNILEDGER_NATS_URL``, so it
 owns neither and a server's death is an outage to it, not its own end.
 
 Both servers arm PR_SET_PDEATHSIG for the *thread* that starts them
-(``ledger.embedded``): starts and stops therefore run on one worker thread
+(``ledger.ops.embedded``): starts and stops therefore run on one worker thread
 that lives as long as the stack, never on a pool thread that might exit.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from ledger.embedded import EmbeddedNats, EmbeddedPostgres, _children, _running
+from ledger.ops.embedded import EmbeddedNats, EmbeddedPostgres, _children, _running
 from tests.integration.system.conftest import (
     Deployment,
     Http,
@@ -134,7 +134,7 @@ class Stack:
                 continue
             words = [a.decode(errors="replace") for a in argv if a]
             for part in out:
-                if part in words and "ledger.cli" in words:
+                if part in words and "ledger.ops.cli" in words:
                     out[part].append(pid)
         return out
 

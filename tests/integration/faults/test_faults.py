@@ -6,7 +6,7 @@ clean, balances equal to ``replay``.
 
 The stack is this module's own (``stack.py``): the machine's PostgreSQL and NATS are
 never signalled. The relay and projection kills rely on ``up`` supervising its children
-(``ledger/supervisor.py``); before it did, both failed here.
+(``ledger/ops/supervisor.py``); before it did, both failed here.
 ``python -m tests.integration.faults`` runs this module and writes its figures into
 RELIABILITY.md.
 """

@@ -32,10 +32,10 @@ import asyncpg
 from aiohttp import web
 
 from gateways.routes import GatewayRoutes
-from ledger.http import create_app, install_admin_key
-from ledger.service import Ledger
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.api.http import create_app, install_admin_key
+from ledger.app.service import Ledger
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 from tests.integration.gateways.conftest import (
     MIDTRANS,
     MIDTRANS_SERVER_KEY,
@@ -88,7 +88,7 @@ async def bench(dsn_admin: str, count: int) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
     assert pool is not None
     try:
-        store = EventStore(pool)
+        store = LedgerStore(pool)
         await store.migrate()
         await install_admin_key(store, ADMIN_KEY)
         ledger = Ledger(store)

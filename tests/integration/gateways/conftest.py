@@ -27,10 +27,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateways.routes import GatewayRoutes
-from ledger.http import create_app, install_admin_key
-from ledger.service import Ledger
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.api.http import create_app, install_admin_key
+from ledger.app.service import Ledger
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 from tests.integration.gateways.midtrans_standin import MidtransStandIn
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "gateways"
@@ -103,8 +103,8 @@ async def gw_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-async def gw_store(gw_pool: asyncpg.Pool) -> EventStore:
-    store = EventStore(gw_pool)
+async def gw_store(gw_pool: asyncpg.Pool) -> LedgerStore:
+    store = LedgerStore(gw_pool)
     await store.migrate()
     await install_admin_key(store, ADMIN_KEY)
     return store
@@ -141,7 +141,7 @@ def gw_settings(pg_dsn: str, gw_midtrans_api: MidtransStandIn) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def gw_ledger(gw_store: EventStore) -> AsyncIterator[Ledger]:
+async def gw_ledger(gw_store: LedgerStore) -> AsyncIterator[Ledger]:
     ledger = Ledger(gw_store)
     ledger.start()
     yield ledger
@@ -150,7 +150,7 @@ async def gw_ledger(gw_store: EventStore) -> AsyncIterator[Ledger]:
 
 @pytest.fixture(scope="session")
 async def gw_client(
-    gw_settings: Settings, gw_ledger: Ledger, gw_store: EventStore
+    gw_settings: Settings, gw_ledger: Ledger, gw_store: LedgerStore
 ) -> AsyncIterator[TestClient]:
     app = create_app(gw_settings, gw_ledger, gw_store, extensions=[GatewayRoutes()])
     async with TestClient(TestServer(app)) as client:
@@ -173,7 +173,7 @@ class Hooks:
     """Posts as the gateways do, and reads back as an operator does."""
 
     def __init__(
-        self, client: TestClient, store: EventStore, midtrans_api: MidtransStandIn
+        self, client: TestClient, store: LedgerStore, midtrans_api: MidtransStandIn
     ) -> None:
         self.client = client
         self.store = store
@@ -315,5 +315,5 @@ class Hooks:
 
 
 @pytest.fixture
-def hooks(gw_client: TestClient, gw_store: EventStore, midtrans_api: MidtransStandIn) -> Hooks:
+def hooks(gw_client: TestClient, gw_store: LedgerStore, midtrans_api: MidtransStandIn) -> Hooks:
     return Hooks(gw_client, gw_store, midtrans_api)

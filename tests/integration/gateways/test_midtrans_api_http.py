@@ -16,8 +16,8 @@ from gateways.midtrans_api import (
     StatusUnavailable,
     client_context,
 )
-from ledger.http import SETTINGS
-from ledger.settings import Settings
+from ledger.api.http import SETTINGS
+from ledger.ops.settings import Settings
 from tests.integration.gateways.conftest import MIDTRANS_SERVER_KEY, fixture
 from tests.integration.gateways.midtrans_standin import MidtransStandIn
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from ledger.app.service import Ledger
 from ledger.domain.commands import parse_command
-from ledger.service import Ledger
 from tests.integration.gateways.conftest import (
     Hooks,
     midtrans_body,

@@ -22,7 +22,7 @@ import asyncpg
 import nats
 import orjson
 
-from ledger.messages import subject_for
+from ledger.contract.messages import subject_for
 from projections import catalog
 from projections.consumer import Consumer
 from tests.unit.projections.log_builder import synthetic_log

@@ -12,7 +12,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from ledger.messages import subject_for
+from ledger.contract.messages import subject_for
 from projections import Consumer
 
 __all__ = ["Stream", "drain", "stored_position", "until"]

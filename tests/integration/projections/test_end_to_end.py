@@ -17,12 +17,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ledger.app.service import Ledger
 from ledger.domain.commands import parse_command
 from ledger.domain.errors import LedgerError
 from ledger.domain.money import parse_amount
-from ledger.relay import Relay, RelayConfig
-from ledger.service import Ledger
-from ledger.store import EventStore
+from ledger.relay.relay import Relay, RelayConfig
+from ledger.store.postgres import LedgerStore
 from projections import catalog, reads, run_projections
 from projections.recaps import fold_seller_recaps, parse, zone
 from tests.integration.projections.harness import Stream, stored_position, until
@@ -30,7 +30,7 @@ from tests.integration.projections.harness import Stream, stored_position, until
 
 @pytest.fixture
 async def ledger(pool: asyncpg.Pool) -> AsyncIterator[Ledger]:
-    store = EventStore(pool)
+    store = LedgerStore(pool)
     await store.migrate()
     service = Ledger(store)
     service.start()
@@ -130,7 +130,7 @@ async def test_projections_fed_by_the_relay_agree_with_the_ledger(
             )
         ),
     ]
-    store = EventStore(pool)
+    store = LedgerStore(pool)
     try:
         head, _ = await store.head()
 

@@ -11,10 +11,10 @@ import asyncpg
 import nats
 import pytest
 
+from ledger.app.service import Ledger
 from ledger.domain.commands import parse_command
-from ledger.relay import RelayConfig
-from ledger.service import Ledger
-from ledger.store import EventStore
+from ledger.relay.relay import RelayConfig
+from ledger.store.postgres import LedgerStore
 from tests.support.servers import fresh_database
 
 
@@ -24,18 +24,19 @@ async def fresh_db(pg_admin_dsn: str) -> AsyncIterator[str]:
     async with fresh_database(pg_admin_dsn, "omniledger_relay") as dsn:
         yield dsn
 
+
 @pytest.fixture
 async def rpool(fresh_db: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(fresh_db, min_size=1, max_size=10)
     assert pool is not None
-    await EventStore(pool).migrate()
+    await LedgerStore(pool).migrate()
     yield pool
     await pool.close()
 
 
 @pytest.fixture
 async def rledger(rpool: asyncpg.Pool) -> AsyncIterator[Ledger]:
-    ledger = Ledger(EventStore(rpool))
+    ledger = Ledger(LedgerStore(rpool))
     ledger.start()
     yield ledger
     await ledger.stop()

@@ -10,8 +10,8 @@ import asyncpg
 import nats
 import orjson
 
-from ledger.relay import RELAY_LOCK_KEY, Relay
-from ledger.store import EventStore
+from ledger.relay.relay import RELAY_LOCK_KEY, Relay
+from ledger.store.postgres import LedgerStore
 from tests.integration.relay.conftest import stream_messages, write_history
 
 
@@ -40,7 +40,7 @@ async def test_every_event_reaches_the_stream_once_in_order(rpool, rledger, rela
         await _wait_until(lambda: _published(relay, total))
     finally:
         await _stop(task)
-    log = await EventStore(rpool).read_log(0, 10_000)
+    log = await LedgerStore(rpool).read_log(0, 10_000)
     msgs = await stream_messages(nats_url, relay_config.stream_name)
     assert [m.seq for m in msgs] == [e["position"] for e in log] == list(range(1, total + 1))
     for m, event in zip(msgs, log, strict=True):
@@ -78,7 +78,7 @@ async def test_killed_between_publish_and_checkpoint_loses_and_doubles_nothing(
     await _wait_until(lambda: _published(relay, total))
     await _stop(task)
     # Simulate the crash window: the stream has everything, the checkpoint lags behind.
-    await EventStore(rpool).set_relay_checkpoint(relay_config.stream_name, 3)
+    await LedgerStore(rpool).set_relay_checkpoint(relay_config.stream_name, 3)
     more = await write_history(rledger, sellers=1, orders=2)
     relay2 = Relay(rpool, relay_config)
     task = await _run(relay2)
@@ -115,7 +115,7 @@ async def test_deleted_stream_is_restored_from_postgresql(rpool, rledger, relay_
     finally:
         await _stop(task)
     msgs = await stream_messages(nats_url, relay_config.stream_name)
-    log = await EventStore(rpool).read_log(0, 10_000)
+    log = await LedgerStore(rpool).read_log(0, 10_000)
     assert [orjson.loads(m.data) for m in msgs] == log
 
 
@@ -162,7 +162,7 @@ async def test_a_stream_whose_messages_aged_out_is_resumed_after_its_last_sequen
     finally:
         await _stop(task)
     msgs = await stream_messages(nats_url, relay_config.stream_name)
-    log = await EventStore(rpool).read_log(total, 10_000)
+    log = await LedgerStore(rpool).read_log(total, 10_000)
     assert [m.seq for m in msgs] == [e["position"] for e in log]
     assert [orjson.loads(m.data) for m in msgs] == log
 

@@ -16,7 +16,7 @@ import signal
 import uuid
 from typing import Any
 
-from ledger.http import HEALTH_LAG_EVENTS_MAX
+from ledger.api.http import HEALTH_LAG_EVENTS_MAX
 from tests.integration.system.conftest import (
     PROJECTIONS,
     CliRunner,
@@ -36,7 +36,7 @@ def child_pids(service: Service) -> dict[str, int]:
     out: dict[str, int] = {}
     for pid, line in command_lines(service.group()).items():
         for part in ("relay", "project"):
-            if line.rstrip().endswith(f"ledger.cli {part}"):
+            if line.rstrip().endswith(f"ledger.ops.cli {part}"):
                 out[part] = pid
     return out
 

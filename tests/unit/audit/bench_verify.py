@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from ledger.chain import iter_jsonl, verify_messages
+from ledger.audit.chain import iter_jsonl, verify_messages
 from tests.unit.audit.history import generated_log
 
 

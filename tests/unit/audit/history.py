@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ledger.messages import GENESIS_HASH, chain_hash, format_instant
+from ledger.contract.messages import GENESIS_HASH, chain_hash, format_instant
 
 
 def message(

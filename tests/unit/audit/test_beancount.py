@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ledger.beancount import seller_account, write_beancount
+from ledger.audit.beancount import seller_account, write_beancount
 from ledger.domain.errors import ValidationError
 from ledger.domain.money import format_minor, parse_amount
 from tests.unit.audit.history import message, seal
@@ -175,14 +175,14 @@ def export(messages: list[dict], path: Path) -> str:
 
 
 def test_bean_check_accepts_the_export(tmp_path: Path) -> None:
-    text = export(history(), tmp_path / "ledger.beancount")
-    result = bean_check(tmp_path / "ledger.beancount")
+    text = export(history(), tmp_path / "ledger.audit.beancount")
+    result = bean_check(tmp_path / "ledger.audit.beancount")
     assert result.returncode == 0, result.stdout + result.stderr + text
 
 
 def test_daily_assertions_are_the_sellers_balances_by_local_day(tmp_path: Path) -> None:
     messages = history()
-    text = export(messages, tmp_path / "ledger.beancount")
+    text = export(messages, tmp_path / "ledger.audit.beancount")
     asserted = {
         (account, date.fromisoformat(day)): amount for day, account, amount in BALANCE.findall(text)
     }
@@ -198,7 +198,7 @@ def test_daily_assertions_are_the_sellers_balances_by_local_day(tmp_path: Path) 
 
 
 def test_dates_are_local_days(tmp_path: Path) -> None:
-    text = export(history(), tmp_path / "ledger.beancount")
+    text = export(history(), tmp_path / "ledger.audit.beancount")
     assert '2026-11-30 * "xendit" "payment.captured qris:o2"' in text
     assert '2026-11-30 * "midtrans" "payment.captured qris:o3"' in text
     assert '2026-12-01 * "midtrans" "payment.captured qris:o4"' in text
@@ -206,7 +206,7 @@ def test_dates_are_local_days(tmp_path: Path) -> None:
 
 
 def test_a_wrong_assertion_fails_bean_check(tmp_path: Path) -> None:
-    text = export(history(), tmp_path / "ledger.beancount")
+    text = export(history(), tmp_path / "ledger.audit.beancount")
     day, account, amount = BALANCE.findall(text)[0]
     wrong = text.replace(
         f"{day} balance {account}  {amount} IDR", f"{day} balance {account}  {amount[:-4]}1.00 IDR"
@@ -276,7 +276,7 @@ def test_transactions_stream_before_the_log_ends() -> None:
 
 def test_every_position_is_accounted_for(tmp_path: Path) -> None:
     messages = history()
-    text = export(messages, tmp_path / "ledger.beancount")
+    text = export(messages, tmp_path / "ledger.audit.beancount")
     for m in messages:
         p = m["position"]
         assert f"position: {p}\n" in text or f"; {p} " in text, p

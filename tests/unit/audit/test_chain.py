@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ledger.chain import ChainReport, MalformedExport, iter_jsonl, verify_messages
-from ledger.messages import GENESIS_HASH
+from ledger.audit.chain import ChainReport, MalformedExport, iter_jsonl, verify_messages
+from ledger.contract.messages import GENESIS_HASH
 from tests.unit.audit.history import generated_log
 
 LOG = generated_log(1000)
@@ -70,7 +70,7 @@ def test_altered_hash_is_found_at_that_position(log: list[dict]) -> None:
 
 
 def test_a_rehashed_message_breaks_the_link_to_the_next(log: list[dict]) -> None:
-    from ledger.messages import chain_hash
+    from ledger.contract.messages import chain_hash
 
     # a careful forger recomputes the altered message's hash: the next link breaks
     log[99]["data"]["amount"] = "1.00"

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from ledger.audit.reconcile import ReportError, format_table, parse_report, reconcile
 from ledger.domain.errors import ValidationError
-from ledger.reconcile import ReportError, format_table, parse_report, reconcile
 from tests.unit.audit.history import message, seal
 
 REPORTS = Path(__file__).parents[2] / "fixtures" / "reports"

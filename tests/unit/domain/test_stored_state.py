@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import orjson
 
+from ledger.app.service import _encode_state, _make_mapper
 from ledger.domain.orders import Order
 from ledger.domain.sellers import Seller
 from ledger.domain.suspense import Reconciliation, SuspenseEntry
-from ledger.service import _encode_state, _make_mapper
 
 
 def _all_events() -> list[object]:

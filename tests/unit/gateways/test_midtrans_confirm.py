@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateways import midtrans
-from ledger.settings import Settings, SettingsError
+from ledger.ops.settings import Settings, SettingsError
 from tests.unit.gateways.samples import load
 
 NOT_FOUND = {"status_code": "404", "status_message": "Transaction doesn't exist.", "id": "x"}

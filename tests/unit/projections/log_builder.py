@@ -1,7 +1,7 @@
 """Builds ledger messages for projection tests: positions in order, a valid hash chain.
 
 Not a test module. ``LogBuilder`` makes message dicts in the shape of
-``ledger/messages.py``; ``synthetic_log`` makes a large plausible history
+``ledger/contract/messages.py``; ``synthetic_log`` makes a large plausible history
 together with the balances a correct projection must end with, computed
 here by plain bookkeeping (independent of ``projections.balances.fold``).
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ledger.contract.messages import GENESIS_HASH, chain_hash
 from ledger.domain.money import format_minor
-from ledger.messages import GENESIS_HASH, chain_hash
 
 __all__ = ["Expected", "LogBuilder", "synthetic_log"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.settings import Settings, SettingsError
+from ledger.ops.settings import Settings, SettingsError
 
 
 def settings(**env: str) -> Settings:

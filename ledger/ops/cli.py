@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from ledger.bootstrap import (
+from ledger.ops.bootstrap import (
     SchemaNotReady,
     admin_key_for,
     connect,
@@ -28,8 +28,8 @@ from ledger.bootstrap import (
     migrated_store,
     readable_store,
 )
-from ledger.embedded import EmbeddedServerError
-from ledger.settings import Settings, SettingsError
+from ledger.ops.embedded import EmbeddedServerError
+from ledger.ops.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -73,9 +73,9 @@ async def _run_service(
     """Runs the chosen parts in this process until SIGINT/SIGTERM; ``extra``: more
     extensions of the HTTP app (``up`` adds its supervisor's health)."""
 
-    from ledger import bootstrap as wiring
-    from ledger.http import create_app, install_admin_key, serve
-    from ledger.service import Ledger
+    from ledger.ops import bootstrap as wiring
+    from ledger.api.http import create_app, install_admin_key, serve
+    from ledger.app.service import Ledger
 
     pool = await connect(settings)
     tasks: list[asyncio.Task[Any]] = []
@@ -145,14 +145,14 @@ async def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         # The relay and the projections run as child processes of their own so
         # that the API's event loop (and its core) serves requests only; they
         # die with this process (PR_SET_PDEATHSIG), even if it is killed, and
-        # are started again when they die without it (ledger.supervisor).
+        # are started again when they die without it (ledger.ops.supervisor).
         pool = await connect(live, pool_size_max=2)
         try:
             await migrated_store(pool)  # before the children, which need the schema
         finally:
             await pool.close()
-        from ledger.bootstrap import supervisor_health
-        from ledger.supervisor import Supervisor
+        from ledger.ops.bootstrap import supervisor_health
+        from ledger.ops.supervisor import Supervisor
 
         supervisor = Supervisor([_part("relay", live), _part("project", live)])
         await supervisor.start()
@@ -167,13 +167,15 @@ async def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _part(command: str, settings: Settings) -> Any:
-    """How ``up`` runs ``omniledger <command>`` as a child (``ledger.supervisor.ChildSpec``)."""
-    from ledger.supervisor import ChildSpec
+    """How ``up`` runs ``omniledger <command>`` as a child (``ledger.ops.supervisor.ChildSpec``)."""
+    from ledger.ops.supervisor import ChildSpec
 
     env = dict(os.environ)
     env["OMNILEDGER_DATABASE_URL"] = settings.database_url or ""
     env["OMNILEDGER_NATS_URL"] = settings.nats_url or ""
-    return ChildSpec(command, [sys.executable, "-m", "ledger.cli", command], env, _die_with_parent)
+    return ChildSpec(
+        command, [sys.executable, "-m", "ledger.ops.cli", command], env, _die_with_parent
+    )
 
 
 def _die_with_parent() -> None:
@@ -230,8 +232,8 @@ def _progress(total: int, label: str) -> Any:
 def _cmd_verify(settings: Settings, args: argparse.Namespace) -> Awaitable[int]:
     if args.file:
         return _verify_file(args.file, window=args.window)
-    # The helper processes are forked here, before the event loop exists (see ledger.verify).
-    from ledger.verify import RANGE_EVENTS_MIN, RangeHelpers
+    # The helper processes are forked here, before the event loop exists (see ledger.audit.verify).
+    from ledger.audit.verify import RANGE_EVENTS_MIN, RangeHelpers
 
     assert settings.database_url is not None
     processes = args.workers or min(os.cpu_count() or 1, _VERIFY_PROCESSES_MAX)
@@ -246,7 +248,7 @@ _VERIFY_PROCESSES_MAX = 8
 
 
 async def _verify_live(settings: Settings, helpers: Any, range_min: int) -> int:
-    from ledger.verify import verify_live
+    from ledger.audit.verify import verify_live
 
     pool = await connect(settings, pool_size_max=2)
     try:
@@ -274,8 +276,8 @@ async def _verify_live(settings: Settings, helpers: Any, range_min: int) -> int:
 async def _verify_file(path: str, *, window: bool) -> int:
     import itertools
 
-    from ledger.chain import MalformedExport, iter_jsonl, verify_messages
-    from ledger.messages import GENESIS_HASH
+    from ledger.audit.chain import MalformedExport, iter_jsonl, verify_messages
+    from ledger.contract.messages import GENESIS_HASH
 
     lines = iter_jsonl(path)
     start_position, start_prev_hash = 1, GENESIS_HASH
@@ -327,7 +329,7 @@ def _verify_outcome(report: Any) -> int:
 
 
 async def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
-    from ledger.audit import export_beancount, export_jsonl
+    from ledger.audit.replay import export_beancount, export_jsonl
 
     pool = await connect(settings, pool_size_max=2)
     try:
@@ -349,7 +351,7 @@ async def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 async def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
-    from ledger.audit import replay_balances
+    from ledger.audit.replay import replay_balances
     from ledger.domain.commands import parse_timestamp
     from ledger.domain.errors import ValidationError
 
@@ -381,10 +383,10 @@ async def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 async def _cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
-    from ledger.audit import reconcile_report
+    from ledger.app.service import Ledger
+    from ledger.audit.reconcile import format_table
+    from ledger.audit.replay import reconcile_report
     from ledger.domain.errors import LedgerError
-    from ledger.reconcile import format_table
-    from ledger.service import Ledger
 
     try:
         report = await asyncio.to_thread(_read_bytes, args.report)
@@ -534,7 +536,7 @@ def _parser() -> argparse.ArgumentParser:
         "to the report's headers",
     )
     p.add_argument("--json", action="store_true", help="JSON even on a terminal")
-    from ledger import bootstrap as wiring
+    from ledger.ops import bootstrap as wiring
 
     wiring.add_commands(sub)
     return parser
@@ -582,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "host", None):
         settings = replace(settings, host=args.host)
     if getattr(args, "models", None):
-        from ledger.settings import _models
+        from ledger.ops.settings import _models
 
         try:
             settings = replace(settings, projection_models=_models(args.models))

@@ -1,7 +1,7 @@
 """The log as a beancount ledger: ``omniledger export --format beancount``.
 
 What lives here: :func:`write_beancount`, a pure writer from recorded
-messages (``ledger/messages.py``) to beancount text; no SQL, no HTTP.
+messages (``ledger/contract/messages.py``) to beancount text; no SQL, no HTTP.
 ``bean-check`` on the output must pass for any consistent log.
 
 Chart of accounts (the books of the ledger's operator, who collects through

@@ -36,6 +36,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ledger.api.openapi import openapi_document
+from ledger.app.service import DB_ERRORS, Ledger
 from ledger.domain.commands import (
     CHANNELS,
     GATEWAYS,
@@ -66,10 +68,8 @@ from ledger.domain.json_input import loads_unique
 from ledger.domain.money import format_minor, parse_currency
 from ledger.domain.orders import Order, order_stream_id
 from ledger.domain.sellers import CERTIFICATION_KINDS, CURATION_STATUSES, seller_stream_id
-from ledger.openapi import openapi_document
-from ledger.service import DB_ERRORS, Ledger
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 
 __all__ = [
     "AS_OF_READER",
@@ -123,7 +123,7 @@ ERROR_STATUS: Final[dict[type[LedgerError], int]] = {
 }
 
 LEDGER: Final = web.AppKey("ledger", Ledger)
-STORE: Final = web.AppKey("store", EventStore)
+STORE: Final = web.AppKey("store", LedgerStore)
 SETTINGS: Final = web.AppKey("settings", Settings)
 _METRICS: Final = web.AppKey("metrics", "Metrics")
 _KEYS: Final = web.AppKey("key_cache", dict)
@@ -676,7 +676,7 @@ class BalanceReader(Protocol):
     async def __call__(self, seller_id: str, currency: str) -> dict[str, Any] | None: ...
 
 
-def write_side_balance(store: EventStore) -> BalanceReader:
+def write_side_balance(store: LedgerStore) -> BalanceReader:
     """The balance from the write side's own account rows (exact as of the last commit)."""
 
     async def read(seller_id: str, currency: str) -> dict[str, Any] | None:
@@ -752,7 +752,7 @@ async def get_balance(request: web.Request) -> web.Response:
     return json_response(balance)
 
 
-async def _require_registered(store: EventStore, seller_id: str) -> None:
+async def _require_registered(store: LedgerStore, seller_id: str) -> None:
     if not await store.stream_exists(seller_stream_id(seller_id)):
         raise NotFound(f"seller {seller_id} is not registered")
 
@@ -854,7 +854,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 def create_app(
     settings: Settings,
     ledger: Ledger,
-    store: EventStore,
+    store: LedgerStore,
     *,
     extensions: Iterable[Extension] = (),
 ) -> web.Application:
@@ -881,7 +881,7 @@ def create_app(
     return app
 
 
-async def install_admin_key(store: EventStore, admin_key: str | None) -> None:
+async def install_admin_key(store: LedgerStore, admin_key: str | None) -> None:
     """The first admin key comes from ``OMNILEDGER_ADMIN_KEY`` at start-up (stored hashed)."""
     if admin_key:
         await store.add_key(hash_key(admin_key), "admin", None)

@@ -62,10 +62,10 @@ from ledger.domain.errors import (
 from ledger.domain.orders import Order, order_stream_id
 from ledger.domain.sellers import Seller, seller_stream_id
 from ledger.domain.suspense import Reconciliation, SuspenseEntry, suspense_stream_id
-from ledger.store import (
+from ledger.store.postgres import (
     AccountDelta,
     Claim,
-    EventStore,
+    LedgerStore,
     NewEvent,
     StoredRow,
     Unit,
@@ -191,7 +191,7 @@ class _Batch:
 class Ledger:
     """The ledger's write side: every fact enters through here."""
 
-    def __init__(self, store: EventStore, *, batch_size_max: int = 2000) -> None:
+    def __init__(self, store: LedgerStore, *, batch_size_max: int = 2000) -> None:
         self.store = store
         self._mapper = _make_mapper()
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()

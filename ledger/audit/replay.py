@@ -4,8 +4,8 @@ Everything here reads the log (``omniledger_events``) and nothing else: a
 balance "as of" a time is folded from the events, never taken from a
 projection, so it holds even if every read model is wrong. The pure part
 is ``BalanceFold`` (money events -> balances); the rest feeds it pages of
-the log. Verifying the hash chain is ``ledger.verify`` (live log) and
-``ledger.chain`` (an export).
+the log. Verifying the hash chain is ``ledger.audit.verify`` (live log) and
+``ledger.audit.chain`` (an export).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Final, TextIO
 import orjson
 
 from ledger.domain.money import format_minor, parse_amount
-from ledger.store import EventStore
+from ledger.store.postgres import LedgerStore
 
 __all__ = [
     "BalanceFold",
@@ -116,7 +116,7 @@ _SELLER_PAGE_EVENTS: Final = 1000
 
 
 async def replay_balances(
-    store: EventStore,
+    store: LedgerStore,
     *,
     as_of: datetime,
     known_at: datetime | None = None,
@@ -154,7 +154,7 @@ async def replay_balances(
 
 
 def sync_log(
-    store: EventStore,
+    store: LedgerStore,
     loop: asyncio.AbstractEventLoop,
     *,
     after: int = 0,
@@ -177,7 +177,7 @@ def sync_log(
 
 
 async def export_jsonl(
-    store: EventStore, out: TextIO, *, after: int = 0, until: int | None = None
+    store: LedgerStore, out: TextIO, *, after: int = 0, until: int | None = None
 ) -> int:
     """Writes the log as JSON Lines (the ``GET /v1/events`` shape); returns the count."""
     count = 0
@@ -189,9 +189,9 @@ async def export_jsonl(
 
 
 async def export_beancount(
-    store: EventStore, out: TextIO, *, timezone: str, after: int = 0, until: int | None = None
+    store: LedgerStore, out: TextIO, *, timezone: str, after: int = 0, until: int | None = None
 ) -> None:
-    from ledger.beancount import write_beancount
+    from ledger.audit.beancount import write_beancount
 
     loop = asyncio.get_running_loop()
     await asyncio.to_thread(
@@ -206,7 +206,7 @@ async def export_beancount(
 
 
 async def reconcile_report(
-    store: EventStore,
+    store: LedgerStore,
     ledger: Any,
     *,
     gateway: str,
@@ -224,8 +224,8 @@ async def reconcile_report(
     from datetime import time, timedelta
     from zoneinfo import ZoneInfo
 
+    from ledger.audit.reconcile import parse_report, reconcile
     from ledger.domain.commands import parse_day
-    from ledger.reconcile import parse_report, reconcile
 
     local_day = parse_day(day)
     rows = parse_report(report, gateway=gateway, columns=columns)

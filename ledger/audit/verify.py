@@ -38,10 +38,10 @@ from typing import Any, Final
 
 import orjson
 
-from ledger.chain import ChainReport
+from ledger.audit.chain import ChainReport
+from ledger.contract.messages import GENESIS_HASH, format_instant, hash_fields
 from ledger.domain.catalog import TYPE_BY_TOPIC
-from ledger.messages import GENESIS_HASH, format_instant, hash_fields
-from ledger.store import EventStore, event_data
+from ledger.store.postgres import LedgerStore, event_data
 
 __all__ = ["RANGE_EVENTS_MIN", "RangeHelpers", "verify_live"]
 
@@ -83,7 +83,7 @@ class _RangeCheck:
         self.reason: str | None = None
 
     def feed(self, rows: Sequence[Sequence[Any]]) -> bool:
-        """Checks ``rows`` (``EventStore.read_stored_rows`` records); False at the first break."""
+        """Checks ``rows`` (``LedgerStore.read_stored_rows`` records); False at the first break."""
         loads = orjson.loads
         running, expected = self.running, self.expected
         if running is None and rows:
@@ -156,7 +156,7 @@ def _unhashed_problem(
 
 
 async def verify_range(
-    store: EventStore, after: int, until: int, on_checked: Callable[[int], None] | None = None
+    store: LedgerStore, after: int, until: int, on_checked: Callable[[int], None] | None = None
 ) -> RangeReport:
     """Verifies positions ``(after, until]`` page by page, fetching the next page
     while the current one is hashed."""
@@ -181,7 +181,7 @@ async def verify_range(
 
 
 async def verify_live(
-    store: EventStore,
+    store: LedgerStore,
     *,
     helpers: RangeHelpers | None = None,
     range_events_min: int = RANGE_EVENTS_MIN,
@@ -356,7 +356,7 @@ def _helper(pipe: Connection, dsn: str, counters: Any, slot: int) -> None:
             def count(n: int) -> None:
                 counters[slot] += n
 
-            return await verify_range(EventStore(pool), after, until, count)
+            return await verify_range(LedgerStore(pool), after, until, count)
         finally:
             await pool.close()
 

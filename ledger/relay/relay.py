@@ -32,8 +32,8 @@ import orjson
 from nats.js import api as js_api
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
-from ledger.messages import subject_for
-from ledger.store import NOTIFY_CHANNEL, EventStore
+from ledger.contract.messages import subject_for
+from ledger.store.postgres import NOTIFY_CHANNEL, LedgerStore
 
 __all__ = ["Relay", "RelayConfig"]
 
@@ -79,7 +79,7 @@ class _Unanswered(Exception):
 class Relay:
     def __init__(self, pool: asyncpg.Pool, config: RelayConfig) -> None:
         self._pool = pool
-        self._store = EventStore(pool)
+        self._store = LedgerStore(pool)
         self._config = config
         self._wake = asyncio.Event()
         self.published_position = 0

@@ -10,10 +10,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ledger.audit import reconcile_report, replay_balances
+from ledger.api.http import AS_OF_READER, LEDGER, SETTINGS, STORE, json_response, require
+from ledger.audit.replay import reconcile_report, replay_balances
 from ledger.domain.errors import BadRequest, TooManyRequests, ValidationError
-from ledger.http import AS_OF_READER, LEDGER, SETTINGS, STORE, json_response, require
-from ledger.store import EventStore
+from ledger.store.postgres import LedgerStore
 
 __all__ = ["AuditRoutes"]
 
@@ -96,7 +96,7 @@ class AsOfLimit:
 
 class AuditRoutes:
     def setup(self, app: web.Application) -> None:
-        store: EventStore = app[STORE]
+        store: LedgerStore = app[STORE]
         settings = app[SETTINGS]
         limit = AsOfLimit(settings.as_of_reads_max, settings.as_of_time_share_pct)
 

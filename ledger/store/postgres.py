@@ -28,15 +28,15 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from ledger.contract.messages import GENESIS_HASH, chain_hash, format_instant
 from ledger.domain.money import format_minor
-from ledger.messages import GENESIS_HASH, chain_hash, format_instant
 
 __all__ = [
     "EVENTS_TABLE",
     "NOTIFY_CHANNEL",
     "AccountDelta",
     "CommitOutcome",
-    "EventStore",
+    "LedgerStore",
     "NewEvent",
     "StoredRow",
     "Unit",
@@ -384,7 +384,7 @@ def _fingerprint_digest(fingerprint: bytes) -> bytes:
     return hashlib.sha256(fingerprint).digest()
 
 
-class EventStore:
+class LedgerStore:
     """Every statement the core sends to PostgreSQL."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:

@@ -1,7 +1,7 @@
 """Verifying the hash chain of recorded events (DESIGN rule 6), and reading exports.
 
 What lives here: the pure check behind ``omniledger verify`` - recompute
-``hash = SHA-256(prev_hash || canonical)`` with :func:`ledger.messages.chain_hash`
+``hash = SHA-256(prev_hash || canonical)`` with :func:`ledger.contract.messages.chain_hash`
 over messages in position order - and :func:`iter_jsonl`, which streams the
 messages of a JSON Lines export one line at a time.
 
@@ -37,8 +37,8 @@ from typing import Any, Final
 
 import orjson
 
+from ledger.contract.messages import GENESIS_HASH, chain_hash
 from ledger.domain.errors import ValidationError
-from ledger.messages import GENESIS_HASH, chain_hash
 
 __all__ = ["ChainReport", "MalformedExport", "iter_jsonl", "verify_messages"]
 

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from ledger.settings import Settings
-from ledger.store import EventStore
+from ledger.ops.settings import Settings
+from ledger.store.postgres import LedgerStore
 
 if TYPE_CHECKING:  # imported where used: `omniledger verify` should not load NATS or HTTP
-    from ledger.relay import RelayConfig
-    from ledger.supervisor import Supervisor
+    from ledger.ops.supervisor import Supervisor
+    from ledger.relay.relay import RelayConfig
 
 log = logging.getLogger("omniledger")
 
@@ -74,7 +74,7 @@ async def embedded_servers(
     settings: Settings, *, need_nats: bool = True
 ) -> AsyncIterator[Settings]:
     """Starts embedded PostgreSQL / NATS under ``data_dir`` where no URL is given."""
-    from ledger.embedded import EmbeddedNats, EmbeddedPostgres
+    from ledger.ops.embedded import EmbeddedNats, EmbeddedPostgres
 
     servers = Servers(settings)
     data_dir = settings.data_dir.resolve()
@@ -126,11 +126,11 @@ class SchemaNotReady(Exception):
     """A read-only command found the schema behind this version: ``omniledger migrate`` first."""
 
 
-async def readable_store(pool: asyncpg.Pool) -> EventStore:
+async def readable_store(pool: asyncpg.Pool) -> LedgerStore:
     """The store for commands that only read (verify, export, replay): the
     schema is checked, never changed, so an auditor's read-only role (or a
     read replica) can run them."""
-    store = EventStore(pool)
+    store = LedgerStore(pool)
     missing = await store.missing_migrations()
     if missing:
         raise SchemaNotReady(
@@ -139,8 +139,8 @@ async def readable_store(pool: asyncpg.Pool) -> EventStore:
     return store
 
 
-async def migrated_store(pool: asyncpg.Pool) -> EventStore:
-    store = EventStore(pool)
+async def migrated_store(pool: asyncpg.Pool) -> LedgerStore:
+    store = LedgerStore(pool)
     applied = await store.migrate()
     if applied:
         log.info("schema migrations applied: %s", applied)
@@ -162,7 +162,7 @@ async def prepare(settings: Settings, pool: asyncpg.Pool) -> None:
 def extensions(settings: Settings, pool: asyncpg.Pool) -> list[Any]:
     """Route sets added to the core's app: gateways, projection reads, audit."""
     from gateways.routes import GatewayRoutes
-    from ledger.audit_http import AuditRoutes
+    from ledger.audit.routes import AuditRoutes
     from projections.routes import ProjectionRoutes
 
     return [GatewayRoutes(), AuditRoutes(), ProjectionRoutes(pool)]
@@ -171,7 +171,7 @@ def extensions(settings: Settings, pool: asyncpg.Pool) -> list[Any]:
 def supervisor_health(supervisor: Supervisor) -> Any:
     """The extension that shows ``up``'s children on ``/healthz`` (``children``) and
     ``/metrics``: a child that is not running makes the service ``degraded``."""
-    from ledger.http import HealthPart, add_health_check
+    from ledger.api.http import HealthPart, add_health_check
 
     async def check(_head: int) -> HealthPart:
         children = supervisor.snapshot()
@@ -198,7 +198,7 @@ def supervisor_health(supervisor: Supervisor) -> Any:
 
 
 def relay_config(settings: Settings) -> RelayConfig:
-    from ledger.relay import RelayConfig
+    from ledger.relay.relay import RelayConfig
 
     assert settings.nats_url is not None, "OMNILEDGER_NATS_URL is not set"
     return RelayConfig(
@@ -214,7 +214,7 @@ def relay_config(settings: Settings) -> RelayConfig:
 
 
 async def run_relay(settings: Settings, pool: asyncpg.Pool) -> None:
-    from ledger.relay import Relay
+    from ledger.relay.relay import Relay
 
     await Relay(pool, relay_config(settings)).run()
 
@@ -235,7 +235,7 @@ async def run_projections(settings: Settings, pool: asyncpg.Pool) -> None:
         timezone=settings.timezone,
         linger_s=settings.projection_linger_ms / 1000,
         # what the stream leaves out (aged out, naked and overtaken) is read from the log
-        read_log=EventStore(pool).read_log,
+        read_log=LedgerStore(pool).read_log,
     )
 
 
@@ -270,7 +270,7 @@ def add_commands(sub: Any) -> None:
     c.set_defaults(run=_cmd_check)
 
 
-def _log_reader(store: EventStore) -> Any:
+def _log_reader(store: LedgerStore) -> Any:
     async def read(after: int, until: int | None) -> Any:
         async for message in store.iter_log(after=after, until=until):
             yield message
@@ -354,9 +354,10 @@ async def _cmd_check(settings: Settings, args: Any) -> int:
     return 0 if clean else 1
 
 
-async def _check_balances_independently(store: EventStore, pool: asyncpg.Pool) -> bool:
-    """Balances once more, by the auditor's own fold (``ledger.audit``), not the projection's."""
-    from ledger.audit import BalanceFold
+async def _check_balances_independently(store: LedgerStore, pool: asyncpg.Pool) -> bool:
+    """Balances once more, by the auditor's own fold (``ledger.audit.replay``), not the
+    projection's."""
+    from ledger.audit.replay import BalanceFold
     from ledger.domain.money import format_minor
 
     async with pool.acquire() as conn, conn.transaction():

@@ -99,7 +99,7 @@ def _obj(**props: Any) -> dict[str, Any]:
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    from ledger.http import ROLES  # the app imports this module: import at first call
+    from ledger.api.http import ROLES  # the app imports this module: import at first call
 
     recorded = _ref("Recorded")
     money = {"type": "string"}

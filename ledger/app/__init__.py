@@ -1,0 +1,1 @@
+"""The write side: commands decided on the aggregates and appended with group commit."""
