@@ -464,6 +464,27 @@ async def insert_baseline(world: World, http: aiohttp.ClientSession) -> dict[str
     }
 
 
+async def batched_insert_baseline(world: World) -> dict[str, Any]:
+    """Raw batched INSERTs of our row shape (``loadtests.baseline_batched_insert``)."""
+    o = world.options
+    dsn = await world.create_database(f"bench_raw_{world.tag}")
+    out = world.log_path("baseline-batched-insert")
+    command = [sys.executable, "-m", "loadtests.baseline_batched_insert", "--dsn", dsn,
+               "--duration", str(o.duration_s), "--batch-size", str(o.batch_size)]  # fmt: skip
+    child = world.children.add(Child("baseline_batched_insert", command, log_path=out, cwd=REPO))
+    child.start()
+    code = await child.wait(o.duration_s + 60)
+    line = next(
+        (x for x in reversed(out.read_text(errors="replace").splitlines()) if x.startswith("{")),
+        None,
+    )
+    if code != 0 or line is None:
+        raise child.failed("failed")
+    result: dict[str, Any] = json.loads(line)
+    result["peak_rss_kb"] = max(child.peak_rss_kb or 0, result.get("peak_rss_kb") or 0) or None
+    return result
+
+
 async def eventsourcing_baseline(world: World) -> dict[str, Any]:
     o = world.options
     dbname = f"bench_es_{world.tag}"
@@ -607,6 +628,10 @@ async def _measure(world: World, http: aiohttp.ClientSession, stream: Stream) ->
     log.info("baseline: eventsourcing Application, %d threads, %d s", o.es_threads, o.duration_s)
     es = await eventsourcing_baseline(world)
     log.info("eventsourcing: %s events/s", es["events_per_s"])
+    log.info("baseline: raw batched INSERT, %d rows per transaction, %d s", o.batch_size,
+             o.duration_s)  # fmt: skip
+    raw = await batched_insert_baseline(world)
+    log.info("raw batched INSERT: %s events/s", raw["events_per_s"])
     service_rss: dict[str, int | None] = {}
     for child in service.processes:
         service_rss[child.name] = child.peak_rss_kb
@@ -642,12 +667,13 @@ async def _measure(world: World, http: aiohttp.ClientSession, stream: Stream) ->
         "machine": machine,
         "single_event": single,
         "batched": batched,
-        "baselines": {"eventsourcing": es, "one_insert": one_insert},
+        "baselines": {"eventsourcing": es, "one_insert": one_insert, "batched_insert": raw},
         "peak_rss_kb": {
             **service_rss,
             "generator (wrk, max over runs)": max(generator) if generator else None,
             "baseline_insert": one_insert["peak_rss_kb"],
             "baseline_eventsourcing": es["peak_rss_kb"],
+            "baseline_batched_insert": raw["peak_rss_kb"],
             "postgres backend (max, single phase)": single["postgres_backends"].get(
                 "peak_rss_kb_max"
             ),

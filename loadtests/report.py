@@ -113,11 +113,13 @@ def ratios(report: dict[str, Any]) -> dict[str, float | None]:
     batched = report["batched"]["events_per_s"]
     es = report["baselines"]["eventsourcing"]["events_per_s"]
     insert = report["baselines"]["one_insert"]["requests_per_s"]
+    raw = report["baselines"].get("batched_insert", {}).get("events_per_s")
     return {
         "single_event_vs_eventsourcing": _ratio(single, es),
         "single_event_vs_one_insert": _ratio(single, insert),
         "batched_vs_single_event": _ratio(batched, single),
         "batched_vs_eventsourcing": _ratio(batched, es),
+        "batched_vs_raw_batched_insert": _ratio(batched, raw),
     }
 
 
@@ -164,8 +166,13 @@ def markdown_section(label: str, report: dict[str, Any]) -> str:
             "baseline: one INSERT latency p50 / p99, ms",
             f"{ins['latency_ms']['p50']} / {ins['latency_ms']['p99']}",
         ),
+        (
+            "baseline: raw batched INSERT (100 rows/transaction, 8 connections), events/s",
+            report["baselines"].get("batched_insert", {}).get("events_per_s", "n/a"),
+        ),
         ("ratio single event / eventsourcing", r["single_event_vs_eventsourcing"]),
         ("ratio single event / one INSERT", r["single_event_vs_one_insert"]),
+        ("ratio batched / raw batched INSERT", r.get("batched_vs_raw_batched_insert")),
     ]
     for name, kb in report["peak_rss_kb"].items():
         rows.append((f"peak RSS {name}, MiB", "n/a" if not kb else round(kb / 1024, 1)))

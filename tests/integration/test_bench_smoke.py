@@ -64,7 +64,9 @@ async def test_bench_smoke_prints_every_figure_and_cleans_up(
         assert {"lag_events_p99", "time_to_zero_lag_s"} <= phase["lag"]["relay"].keys()
     assert "events_per_s" in report["baselines"]["eventsourcing"]
     assert {"requests_per_s", "latency_ms"} <= report["baselines"]["one_insert"].keys()
+    assert report["baselines"]["batched_insert"]["events_per_s"] > 0
     assert set(report["ratios"]) >= {"single_event_vs_eventsourcing", "single_event_vs_one_insert"}
+    assert report["ratios"]["batched_vs_raw_batched_insert"] > 0
     rss = report["peak_rss_kb"]
     assert rss["omniledger up"] and rss["generator (wrk, max over runs)"]
     assert rss["baseline_insert"] and rss["baseline_eventsourcing"]
