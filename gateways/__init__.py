@@ -18,5 +18,19 @@ What an adapter cannot know is left to the ledger: the seller (found from
 the order, or from a Shopee ``shop_id``), the sales ``channel`` when the
 gateway does not name one (Midtrans, Xendit), and the order of a refund that
 names only its payment (``payment_ref`` = the payment's ``gateway_ref``).
-No SQL, no NATS, no HTTP, no asyncio, no environment here.
+No SQL, no NATS, no HTTP, no asyncio, no environment in an adapter.
+
+Around the adapters:
+
+- ``routes`` - the HTTP edge: reads the body, checks the secret is set,
+  verifies, parses, hands the events to ``intake`` and answers; the suspense
+  list routes;
+- ``intake`` - apply or suspend, one event at a time (Midtrans' money facts
+  confirmed first, the status call passed in); no aiohttp;
+- ``suspense`` - the suspense list: open entries, resolving one, applying a
+  suspended fact; no aiohttp;
+- ``_commands`` - every construction and read of a ledger ``Command`` here;
+- ``midtrans_api`` - the one outgoing call (Midtrans' Get Status);
+- ``midtrans_confirm`` - what its answer confirms (pure, re-exported by
+  ``midtrans``); ``_midtrans_note``, ``_xendit_*`` - the adapters' parts.
 """

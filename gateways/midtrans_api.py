@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from gateways.errors import StatusUnavailable
 from ledger.api.http import SETTINGS
 
 __all__ = ["STATUS_CLIENT", "StatusClient", "StatusUnavailable", "client_context"]
@@ -38,10 +39,6 @@ __all__ = ["STATUS_CLIENT", "StatusClient", "StatusUnavailable", "client_context
 BODY_BYTES_MAX: Final[int] = 1024 * 1024
 #: Concurrent status calls; more wait for a connection (inside the timeout).
 CONNECTIONS_MAX: Final[int] = 32
-
-
-class StatusUnavailable(Exception):
-    """No usable answer: unreachable, timed out, not 200, too large or not a JSON object."""
 
 
 class StatusClient:
