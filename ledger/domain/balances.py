@@ -37,8 +37,10 @@ __all__ = [
     "PLACED",
     "REFUNDED",
     "TOTAL_FIELDS",
+    "HasTotals",
     "OrderPending",
     "Totals",
+    "add_to",
     "available_minor",
     "available_sql",
     "balance_json",
@@ -111,6 +113,15 @@ def available_sql(table: str = "") -> str:
     return terms.removeprefix("+ ")
 
 
+def add_to(into: HasTotals, other: HasTotals) -> None:
+    """Adds ``other``'s totals to ``into``'s (a change to a running account)."""
+    into.pending_minor += other.pending_minor
+    into.captured_minor += other.captured_minor
+    into.refunded_minor += other.refunded_minor
+    into.fees_minor += other.fees_minor
+    into.paid_out_minor += other.paid_out_minor
+
+
 @dataclass(slots=True)
 class Totals:
     """The five running totals of one seller and currency, or a change to them."""
@@ -126,11 +137,7 @@ class Totals:
         return available_minor(self)
 
     def add(self, other: HasTotals) -> None:
-        self.pending_minor += other.pending_minor
-        self.captured_minor += other.captured_minor
-        self.refunded_minor += other.refunded_minor
-        self.fees_minor += other.fees_minor
-        self.paid_out_minor += other.paid_out_minor
+        add_to(self, other)
 
     def fields(self) -> dict[str, int]:
         """``{"pending_minor": ..., ...}``: to build an account row or delta from."""
