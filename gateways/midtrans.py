@@ -78,6 +78,7 @@ from typing import Any, Final
 
 from gateways import _payload as p
 from gateways.errors import SignatureInvalid
+from ledger.domain import balances
 from ledger.domain.errors import ValidationError
 from ledger.domain.money import parse_currency
 
@@ -90,7 +91,7 @@ _REFUND_STATUSES: Final = frozenset({"refund", "partial_refund"})
 #: statuses of a transaction that was paid: only a settled payment can be
 #: refunded or charged back (Midtrans' Transaction Status Cycle)
 _PAID_STATUSES: Final = _CAPTURE_STATUSES | _REFUND_STATUSES | {"chargeback", "partial_chargeback"}
-_MONEY_TYPES: Final = frozenset({"payment.captured", "refund.issued"})
+_MONEY_TYPES: Final = frozenset(balances.GATEWAY_MONEY_TYPES)
 #: One notification cannot carry more refunds than one batch of events holds.
 _REFUNDS_MAX: Final[int] = 1000
 _STATUS_LENGTH_MAX: Final[int] = 40
