@@ -487,12 +487,7 @@ class Ledger:
             batch.remember(order, 0)
             unit = self._unit(batch, [order])
             unit.accounts = [
-                self._delta(
-                    batch,
-                    seller.seller_id,
-                    c.currency,
-                    balances.effect(balances.PLACED, amount_minor=c.amount_minor),
-                )
+                self._delta(batch, seller.seller_id, c.currency, c.type, amount=c.amount_minor)
             ]
             unit.order_index = [(c.channel, c.order_id, seller.seller_id)]
             unit.reads = {seller.id}
@@ -518,12 +513,7 @@ class Ledger:
             batch.remember(seller, base)
             unit = self._unit(batch, [seller])
             unit.accounts = [
-                self._delta(
-                    batch,
-                    c.seller_id,
-                    c.currency,
-                    balances.effect(balances.PAID_OUT, amount_minor=c.amount_minor),
-                )
+                self._delta(batch, c.seller_id, c.currency, c.type, amount=c.amount_minor)
             ]
             unit.payout = (c.seller_id, c.currency, c.amount_minor)
             unit.fact_claims = [payout]
@@ -574,12 +564,10 @@ class Ledger:
                     batch,
                     order.seller_id,
                     order.currency,
-                    balances.effect(
-                        balances.CAPTURED,
-                        amount_minor=c.amount_minor,
-                        fee_minor=c.fee_minor,
-                        order=pending_before,
-                    ),
+                    c.type,
+                    amount=c.amount_minor,
+                    fee=c.fee_minor,
+                    order=pending_before,
                 )
             )
             payment_index.append((c.gateway, c.gateway_ref, order.channel, order.order_id))
@@ -603,12 +591,7 @@ class Ledger:
             )
             fact_claims.append(refund)
             unit_accounts.append(
-                self._delta(
-                    batch,
-                    order.seller_id,
-                    order.currency,
-                    balances.effect(balances.REFUNDED, amount_minor=c.amount_minor),
-                )
+                self._delta(batch, order.seller_id, order.currency, c.type, amount=c.amount_minor)
             )
         elif c.type == "payment.failed":
             assert c.gateway and c.gateway_ref
@@ -627,12 +610,7 @@ class Ledger:
                 order.check_currency(c.currency)
             order.cancel(occurred_at=at, idempotency_key=c.idempotency_key, metadata=c.metadata)
             unit_accounts.append(
-                self._delta(
-                    batch,
-                    order.seller_id,
-                    order.currency,
-                    balances.effect(balances.CANCELLED, order=pending_before),
-                )
+                self._delta(batch, order.seller_id, order.currency, c.type, order=pending_before)
             )
         elif c.type == "order.status_noted":
             assert c.status is not None
@@ -669,8 +647,18 @@ class Ledger:
         return available + (pending.available_minor if pending else 0)
 
     def _delta(
-        self, batch: _Batch, seller_id: str, currency: str, change: balances.Totals
+        self,
+        batch: _Batch,
+        seller_id: str,
+        currency: str,
+        event_type: str,
+        *,
+        amount: int = 0,
+        fee: int = 0,
+        order: balances.OrderPending | None = None,
     ) -> AccountDelta:
+        """The account change of an event of ``event_type``: the money rule's."""
+        change = balances.effect(event_type, amount_minor=amount, fee_minor=fee, order=order)
         delta = AccountDelta(seller_id, currency, **change.fields())
         batch.accounts.setdefault((seller_id, currency), AccountDelta(seller_id, currency)).add(
             delta
