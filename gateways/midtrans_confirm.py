@@ -53,6 +53,7 @@ from gateways._midtrans_note import (
     read_refunds,
     refunded,
 )
+from ledger.domain import balances
 from ledger.domain.errors import ValidationError
 
 __all__ = ["Checked", "confirm", "moves_money", "unconfirmed"]
@@ -60,7 +61,7 @@ __all__ = ["Checked", "confirm", "moves_money", "unconfirmed"]
 #: statuses of a transaction that was paid: only a settled payment can be
 #: refunded or charged back (Midtrans' Transaction Status Cycle)
 _PAID_STATUSES: Final = CAPTURE_STATUSES | REFUND_STATUSES | {"chargeback", "partial_chargeback"}
-_MONEY_TYPES: Final = frozenset({"payment.captured", "refund.issued"})
+_MONEY_TYPES: Final = frozenset(balances.GATEWAY_MONEY_TYPES)
 
 
 def moves_money(events: list[dict[str, Any]]) -> bool:

@@ -6,7 +6,11 @@ Per seller and currency (CONTRACT section 4):
   adds the order amount; a capture takes off what it pays, at most what is
   still unpaid; ``order.cancelled`` takes off the remainder and closes it.
 - ``captured``, ``refunded``, ``fees``, ``paid_out``: running totals, and
-  ``available = captured - refunded - fees - paid_out`` (computed on read).
+  ``available`` (computed on read).
+
+What each event does to them is ``ledger.domain.balances`` (the money rule,
+shared with the write side and the auditors' replay); ``check-projections``
+also compares this model with sums computed in SQL straight from the log.
 
 Pending needs each order's amount and what was captured so far, across
 batches, so the projection keeps ``proj_balance_orders`` beside
@@ -25,6 +29,7 @@ from typing import Any, Final, Literal
 
 import asyncpg
 
+from ledger.domain import balances as money_rule
 from projections import envelope
 from projections.projection import Projection
 
@@ -77,16 +82,13 @@ class OrderState:
 
     @property
     def unpaid_minor(self) -> int:
-        return max(0, self.amount_minor - self.captured_minor) if self.open else 0
+        return money_rule.unpaid_minor(self.amount_minor, self.captured_minor, open=self.open)
 
 
 @dataclass(slots=True)
-class BalanceDelta:
-    pending_minor: int = 0
-    captured_minor: int = 0
-    refunded_minor: int = 0
-    fees_minor: int = 0
-    paid_out_minor: int = 0
+class BalanceDelta(money_rule.Totals):
+    """A change to one balance row: the money rule's totals, and the last position."""
+
     last_position: int = 0
 
 
@@ -119,12 +121,14 @@ def parse(message: dict[str, Any]) -> BalanceFact | None:
 
 _KINDS: Final[dict[str, Kind]] = {
     "seller.registered": "registered",
-    "order.placed": "placed",
-    "order.cancelled": "cancelled",
-    "payment.captured": "captured",
-    "refund.issued": "refunded",
-    "payout.sent": "paid_out",
+    money_rule.PLACED: "placed",
+    money_rule.CANCELLED: "cancelled",
+    money_rule.CAPTURED: "captured",
+    money_rule.REFUNDED: "refunded",
+    money_rule.PAID_OUT: "paid_out",
 }
+#: the event type of each money kind, to ask the money rule its effect
+_TYPES: Final[dict[Kind, str]] = {kind: type_ for type_, kind in _KINDS.items()}
 
 
 def order_keys(facts: Iterable[BalanceFact]) -> set[OrderKey]:
@@ -154,6 +158,9 @@ def fold(facts: Iterable[BalanceFact], orders: Mapping[OrderKey, OrderState]) ->
             st = touched[key] = dataclasses.replace(orders[key])
         return st
 
+    # Which total an event moves, and by how much, is the money rule's
+    # (``ledger.domain.balances.effect``); this fold only decides which row and
+    # which order state it applies to, and keeps the first of a doubled order.
     for f in facts:
         if f.kind == "registered":
             delta(f.seller_id, f.currency, f.position)
@@ -161,28 +168,28 @@ def fold(facts: Iterable[BalanceFact], orders: Mapping[OrderKey, OrderState]) ->
             if state(f.order_key) is not None:
                 continue  # placed twice: the ledger refuses it (order_exists); keep the first
             touched[f.order_key] = OrderState(f.seller_id, f.currency, f.amount_minor)
-            delta(f.seller_id, f.currency, f.position).pending_minor += f.amount_minor
+            delta(f.seller_id, f.currency, f.position).add(
+                money_rule.effect(money_rule.PLACED, amount_minor=f.amount_minor)
+            )
         elif f.kind == "cancelled":
             st = state(f.order_key)
             if st is not None and st.open:
-                delta(st.seller_id, st.currency, f.position).pending_minor -= st.unpaid_minor
-                st.open = False
+                change = money_rule.effect(money_rule.CANCELLED, order=st)
+                delta(st.seller_id, st.currency, f.position).add(change)
         elif f.kind == "captured":
-            d = delta(f.seller_id, f.currency, f.position)
-            d.captured_minor += f.amount_minor
-            d.fees_minor += f.fee_minor
             st = state(f.order_key)
-            if st is not None:
-                paid = min(f.amount_minor, st.unpaid_minor)
-                if paid:
-                    delta(st.seller_id, st.currency, f.position).pending_minor -= paid
-                st.captured_minor += f.amount_minor
-                if st.captured_minor >= st.amount_minor:
-                    st.open = False
-        elif f.kind == "refunded":
-            delta(f.seller_id, f.currency, f.position).refunded_minor += f.amount_minor
-        elif f.kind == "paid_out":
-            delta(f.seller_id, f.currency, f.position).paid_out_minor += f.amount_minor
+            change = money_rule.effect(
+                money_rule.CAPTURED, amount_minor=f.amount_minor, fee_minor=f.fee_minor, order=st
+            )
+            # the capture's own row takes the money; the order's row its pending
+            # (the same row unless a log names another seller or currency)
+            pending, change.pending_minor = change.pending_minor, 0
+            delta(f.seller_id, f.currency, f.position).add(change)
+            if st is not None and pending:
+                delta(st.seller_id, st.currency, f.position).pending_minor += pending
+        else:
+            change = money_rule.effect(_TYPES[f.kind], amount_minor=f.amount_minor)
+            delta(f.seller_id, f.currency, f.position).add(change)
     return changes
 
 

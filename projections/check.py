@@ -9,6 +9,12 @@ folded too, and the two sets of tables are compared row for row with
 That comparison stops at the model's own position, so a model that stopped
 would compare clean: ``positions_at_head`` first waits (briefly) for every
 model to reach the log's head, and the command reports how far each is behind.
+
+A replay through the model's own fold finds a missed or doubled event, never a
+wrong rule: both sides apply the same one (for balances, the money rule of
+``ledger.domain.balances``, which the write side shares too). So the command
+also compares the balances with sums computed in SQL straight from the log,
+sharing no code with the fold (``ledger.audit.balance_sums``).
 """
 
 from __future__ import annotations

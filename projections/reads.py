@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from ledger.domain import balances as money_rule
 from ledger.domain.commands import parse_day
 from ledger.domain.errors import ValidationError
 from ledger.domain.money import format_minor
@@ -46,21 +47,10 @@ async def seller_balance(
     )
     if row is None:
         return None
-    cur = row["currency"]
-    available = (
-        row["captured_minor"] - row["refunded_minor"] - row["fees_minor"] - row["paid_out_minor"]
+    totals = money_rule.Totals.of(row)
+    return money_rule.balance_json(
+        row["seller_id"], row["currency"], totals, row["projection_position"]
     )
-    return {
-        "seller_id": row["seller_id"],
-        "currency": cur,
-        "pending": format_minor(row["pending_minor"], cur),
-        "available": format_minor(available, cur),
-        "captured_total": format_minor(row["captured_minor"], cur),
-        "refunded_total": format_minor(row["refunded_minor"], cur),
-        "fees_total": format_minor(row["fees_minor"], cur),
-        "paid_out_total": format_minor(row["paid_out_minor"], cur),
-        "as_of_position": row["projection_position"],
-    }
 
 
 async def seller_recaps(
@@ -196,5 +186,11 @@ def _sums(r: asyncpg.Record) -> dict[str, Any]:
         "refunds": r["refunds"],
         "refunded": format_minor(refunded, cur),
         "fees": format_minor(fees, cur),
-        "net": format_minor(captured - refunded - fees, cur),
+        # the day's money before payouts: ``available``'s rule, on the day's sums
+        "net": format_minor(
+            money_rule.available_minor(
+                money_rule.Totals(captured_minor=captured, refunded_minor=refunded, fees_minor=fees)
+            ),
+            cur,
+        ),
     }

@@ -8,7 +8,8 @@ currency:
 - ``orders`` / ``order_value``: ``order.placed`` count and amounts;
 - ``payments`` / ``captured`` / ``fees``: ``payment.captured`` count, amounts, fees;
 - ``refunds`` / ``refunded``: ``refund.issued`` count and amounts;
-- ``net = captured - refunded - fees`` (computed on read).
+- ``net``: ``available``'s rule of ``ledger.domain.balances`` on the day's sums
+  (captured less refunded less fees; a recap has no payouts), computed on read.
 
 Two read models, each with its own consumer and position:
 
@@ -31,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from ledger.domain import balances as money_rule
 from projections import envelope
 from projections.projection import Projection
 
@@ -109,9 +111,9 @@ class RecapDelta:
 
 
 _FACT_KINDS: Final[dict[str, FactKind]] = {
-    "order.placed": "order",
-    "payment.captured": "payment",
-    "refund.issued": "refund",
+    money_rule.PLACED: "order",
+    money_rule.CAPTURED: "payment",
+    money_rule.REFUNDED: "refund",
 }
 
 

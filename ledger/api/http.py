@@ -38,6 +38,7 @@ from prometheus_client import (
 
 from ledger.api.openapi import openapi_document
 from ledger.app.service import DB_ERRORS, Ledger
+from ledger.domain import balances
 from ledger.domain.commands import (
     CHANNELS,
     GATEWAYS,
@@ -683,40 +684,13 @@ def write_side_balance(store: LedgerStore) -> BalanceReader:
         row = await store.account(seller_id, currency)
         if row is None:
             return None
-        available = (
-            row["captured_minor"]
-            - row["refunded_minor"]
-            - row["fees_minor"]
-            - row["paid_out_minor"]
-        )
-        return {
-            "seller_id": seller_id,
-            "currency": currency,
-            "pending": format_minor(row["pending_minor"], currency),
-            "available": format_minor(available, currency),
-            "captured_total": format_minor(row["captured_minor"], currency),
-            "refunded_total": format_minor(row["refunded_minor"], currency),
-            "fees_total": format_minor(row["fees_minor"], currency),
-            "paid_out_total": format_minor(row["paid_out_minor"], currency),
-            "as_of_position": row["position"],
-        }
+        return balances.balance_json(seller_id, currency, balances.Totals.of(row), row["position"])
 
     return read
 
 
 def zero_balance(seller_id: str, currency: str, position: int) -> dict[str, Any]:
-    zero = format_minor(0, currency)
-    return {
-        "seller_id": seller_id,
-        "currency": currency,
-        "pending": zero,
-        "available": zero,
-        "captured_total": zero,
-        "refunded_total": zero,
-        "fees_total": zero,
-        "paid_out_total": zero,
-        "as_of_position": position,
-    }
+    return balances.balance_json(seller_id, currency, balances.Totals(), position)
 
 
 #: Answers ``?as_of=`` (and ``known_at``) from the log; set by the audit extension.

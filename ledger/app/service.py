@@ -41,6 +41,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic
 
+from ledger.domain import balances
 from ledger.domain.catalog import TYPE_BY_TOPIC
 from ledger.domain.commands import Command
 from ledger.domain.errors import (
@@ -486,7 +487,7 @@ class Ledger:
             batch.remember(order, 0)
             unit = self._unit(batch, [order])
             unit.accounts = [
-                self._delta(batch, seller.seller_id, c.currency, pending=c.amount_minor)
+                self._delta(batch, seller.seller_id, c.currency, c.type, amount=c.amount_minor)
             ]
             unit.order_index = [(c.channel, c.order_id, seller.seller_id)]
             unit.reads = {seller.id}
@@ -511,7 +512,9 @@ class Ledger:
             )
             batch.remember(seller, base)
             unit = self._unit(batch, [seller])
-            unit.accounts = [self._delta(batch, c.seller_id, c.currency, paid_out=c.amount_minor)]
+            unit.accounts = [
+                self._delta(batch, c.seller_id, c.currency, c.type, amount=c.amount_minor)
+            ]
             unit.payout = (c.seller_id, c.currency, c.amount_minor)
             unit.fact_claims = [payout]
             batch.take(payout)
@@ -521,7 +524,10 @@ class Ledger:
         if c.shop_id is not None:
             await self._check_shop(batch, order, c.shop_id)
         base = order.version
-        unpaid_before = order.unpaid_minor
+        # the order's part in pending before this command (the money rule moves it)
+        pending_before = balances.OrderPending(
+            order.amount_minor, order.captured_minor, open=not order.cancelled
+        )
         unit_accounts: list[AccountDelta] = []
         payment_index: list[tuple[str, str, str, str]] = []
         fact_claims: list[Claim] = []
@@ -558,9 +564,10 @@ class Ledger:
                     batch,
                     order.seller_id,
                     order.currency,
-                    pending=order.unpaid_minor - unpaid_before,
-                    captured=c.amount_minor,
-                    fees=c.fee_minor,
+                    c.type,
+                    amount=c.amount_minor,
+                    fee=c.fee_minor,
+                    order=pending_before,
                 )
             )
             payment_index.append((c.gateway, c.gateway_ref, order.channel, order.order_id))
@@ -584,7 +591,7 @@ class Ledger:
             )
             fact_claims.append(refund)
             unit_accounts.append(
-                self._delta(batch, order.seller_id, order.currency, refunded=c.amount_minor)
+                self._delta(batch, order.seller_id, order.currency, c.type, amount=c.amount_minor)
             )
         elif c.type == "payment.failed":
             assert c.gateway and c.gateway_ref
@@ -603,7 +610,7 @@ class Ledger:
                 order.check_currency(c.currency)
             order.cancel(occurred_at=at, idempotency_key=c.idempotency_key, metadata=c.metadata)
             unit_accounts.append(
-                self._delta(batch, order.seller_id, order.currency, pending=-unpaid_before)
+                self._delta(batch, order.seller_id, order.currency, c.type, order=pending_before)
             )
         elif c.type == "order.status_noted":
             assert c.status is not None
@@ -635,16 +642,7 @@ class Ledger:
     async def _available(self, batch: _Batch, seller_id: str, currency: str) -> int:
         """Fresh from the database, plus what this batch already decided."""
         row = await self.store.account(seller_id, currency, self._conn)
-        available = (
-            0
-            if row is None
-            else (
-                row["captured_minor"]
-                - row["refunded_minor"]
-                - row["fees_minor"]
-                - row["paid_out_minor"]
-            )
-        )
+        available = 0 if row is None else balances.available_minor(row)
         pending = batch.accounts.get((seller_id, currency))
         return available + (pending.available_minor if pending else 0)
 
@@ -653,14 +651,15 @@ class Ledger:
         batch: _Batch,
         seller_id: str,
         currency: str,
+        event_type: str,
         *,
-        pending: int = 0,
-        captured: int = 0,
-        refunded: int = 0,
-        fees: int = 0,
-        paid_out: int = 0,
+        amount: int = 0,
+        fee: int = 0,
+        order: balances.OrderPending | None = None,
     ) -> AccountDelta:
-        delta = AccountDelta(seller_id, currency, pending, captured, refunded, fees, paid_out)
+        """The account change of an event of ``event_type``: the money rule's."""
+        change = balances.effect(event_type, amount_minor=amount, fee_minor=fee, order=order)
+        delta = AccountDelta(seller_id, currency, **change.fields())
         batch.accounts.setdefault((seller_id, currency), AccountDelta(seller_id, currency)).add(
             delta
         )

@@ -85,6 +85,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Final, TextIO
 from zoneinfo import ZoneInfo
 
+from ledger.domain import balances
 from ledger.domain.errors import ValidationError
 from ledger.domain.money import format_minor, parse_amount, parse_currency
 
@@ -226,14 +227,17 @@ class _Writer:
         currency = parse_currency(data.get("currency"))
         amount = parse_amount(data["amount"], currency)
         fee = parse_amount(data.get("fee") or "0", currency, field="fee", allow_zero=True)
+        change = balances.effect(balances.CAPTURED, amount_minor=amount, fee_minor=fee)
         gateway = str(data["gateway"])
         seller = seller_account(str(data["seller_id"]))
+        # the seller is credited the capture and charged its fee: together
+        # ``available``'s change under the money rule
         postings = [(gateway_account(GATEWAYS_ROOT, gateway), amount - fee)]
         if fee:
             postings.append((gateway_account(FEE_EXPENSES_ROOT, gateway), fee))
-        postings.append((seller, -amount))
+        postings.append((seller, -change.captured_minor))
         if fee:
-            postings += [(seller, fee), (FEE_INCOME, -fee)]
+            postings += [(seller, change.fees_minor), (FEE_INCOME, -fee)]
         self.transaction(
             self.day_of(message),
             gateway,
@@ -246,6 +250,7 @@ class _Writer:
     def refunded(self, message: dict[str, Any], data: dict[str, Any]) -> None:
         currency = parse_currency(data.get("currency"))
         amount = parse_amount(data["amount"], currency)
+        change = balances.effect(balances.REFUNDED, amount_minor=amount)
         gateway = str(data["gateway"])
         self.transaction(
             self.day_of(message),
@@ -253,7 +258,7 @@ class _Writer:
             f"refund.issued {data.get('channel')}:{data.get('order_id')}",
             _metadata(message, data, "seller_id", "order_id", "channel", "gateway_ref"),
             [
-                (seller_account(str(data["seller_id"])), amount),
+                (seller_account(str(data["seller_id"])), -change.available_minor),
                 (gateway_account(GATEWAYS_ROOT, gateway), -amount),
             ],
             currency,
@@ -262,12 +267,16 @@ class _Writer:
     def paid_out(self, message: dict[str, Any], data: dict[str, Any]) -> None:
         currency = parse_currency(data.get("currency"))
         amount = parse_amount(data["amount"], currency)
+        change = balances.effect(balances.PAID_OUT, amount_minor=amount)
         self.transaction(
             self.day_of(message),
             str(data["seller_id"]),
             "payout.sent",
             _metadata(message, data, "seller_id", "reference"),
-            [(seller_account(str(data["seller_id"])), amount), (BANK_PAYOUTS, -amount)],
+            [
+                (seller_account(str(data["seller_id"])), -change.available_minor),
+                (BANK_PAYOUTS, -amount),
+            ],
             currency,
         )
 
@@ -335,10 +344,13 @@ def _metadata(message: dict[str, Any], data: dict[str, Any], *names: str) -> dic
     return shown
 
 
+#: The money types that reach a seller's ``available`` (``ledger.domain.balances``;
+#: orders and cancellations move only ``pending``, which is no account here),
+#: and the suspense the operator holds for gateways.
 _HANDLERS: Final = {
-    "payment.captured": _Writer.captured,
-    "refund.issued": _Writer.refunded,
-    "payout.sent": _Writer.paid_out,
+    balances.CAPTURED: _Writer.captured,
+    balances.REFUNDED: _Writer.refunded,
+    balances.PAID_OUT: _Writer.paid_out,
     "suspense.recorded": _Writer.suspended,
     "suspense.resolved": _Writer.resolved,
 }

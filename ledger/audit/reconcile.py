@@ -73,6 +73,7 @@ from datetime import datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from ledger.domain import balances
 from ledger.domain.commands import parse_day
 from ledger.domain.errors import ValidationError
 from ledger.domain.money import format_minor, parse_amount, parse_currency
@@ -123,7 +124,7 @@ _FAILED_STATUSES: Final = frozenset(
     {"pending", "expire", "expired", "cancel", "cancelled", "canceled", "deny", "denied",
      "failure", "failed", "voided", "void", "reversed"}
 )  # fmt: skip
-_LEDGER_KINDS: Final = {"payment.captured": "payment", "refund.issued": "refund"}
+_LEDGER_KINDS: Final = balances.GATEWAY_MONEY_TYPES
 _SEPARATORS: Final = re.compile(r"[\s_.\-]+")
 
 

@@ -18,7 +18,8 @@ from typing import Any, Final, TextIO
 
 import orjson
 
-from ledger.domain.money import format_minor, parse_amount
+from ledger.domain import balances
+from ledger.domain.money import parse_amount
 from ledger.store.postgres import LedgerStore
 
 __all__ = [
@@ -33,83 +34,45 @@ _PAGE_EVENTS: Final = 5000
 
 
 @dataclass(slots=True)
-class _Account:
-    pending: int = 0
-    captured: int = 0
-    refunded: int = 0
-    fees: int = 0
-    paid_out: int = 0
+class _Account(balances.Totals):
     position: int = 0
-
-
-@dataclass(slots=True)
-class _OrderState:
-    amount: int
-    captured: int = 0
-    cancelled: bool = False
 
 
 @dataclass
 class BalanceFold:
-    """Folds log messages into seller balances (pure; the same rules as the write side)."""
+    """Folds log messages into seller balances (pure; the money rule of
+    ``ledger.domain.balances``, the same as the write side's)."""
 
     accounts: dict[tuple[str, str], _Account] = field(default_factory=dict)
-    orders: dict[tuple[str, str], _OrderState] = field(default_factory=dict)
+    orders: dict[tuple[str, str], balances.OrderPending] = field(default_factory=dict)
     #: events read from the log to build this fold (what a replay cost)
     events_read: int = 0
 
     def apply(self, message: dict[str, Any]) -> None:
         kind, data = message["type"], message["data"]
         seller = data.get("seller_id")
-        if seller is None or kind not in _MONEY_TYPES:
+        if seller is None or kind not in balances.MONEY_TYPES:
             return
         currency = data.get("currency", "IDR")
         account = self.accounts.setdefault((seller, currency), _Account())
         account.position = max(account.position, message["position"])
         key = (data.get("channel", ""), data.get("order_id", ""))
-        if kind == "order.placed":
-            amount = parse_amount(data["amount"], currency)
-            self.orders[key] = _OrderState(amount)
-            account.pending += amount
-        elif kind == "payment.captured":
-            amount = parse_amount(data["amount"], currency)
+        amount = 0 if kind == balances.CANCELLED else parse_amount(data["amount"], currency)
+        order = self.orders.get(key)
+        if kind == balances.PLACED:
+            order = self.orders[key] = balances.OrderPending(amount)
+        elif kind == balances.CAPTURED:
             fee = parse_amount(data.get("fee", "0"), currency, allow_zero=True)
-            account.captured += amount
-            account.fees += fee
-            order = self.orders.get(key)
-            if order is not None and not order.cancelled:
-                account.pending -= min(amount, max(order.amount - order.captured, 0))
-                order.captured += amount
-        elif kind == "refund.issued":
-            account.refunded += parse_amount(data["amount"], currency)
-        elif kind == "order.cancelled":
-            order = self.orders.get(key)
-            if order is not None and not order.cancelled:
-                account.pending -= max(order.amount - order.captured, 0)
-                order.cancelled = True
-        elif kind == "payout.sent":
-            account.paid_out += parse_amount(data["amount"], currency)
+            account.add(balances.effect(kind, amount_minor=amount, fee_minor=fee, order=order))
+            return
+        account.add(balances.effect(kind, amount_minor=amount, order=order))
 
     def balance(self, seller_id: str, currency: str = "IDR") -> dict[str, Any]:
         a = self.accounts.get((seller_id, currency), _Account())
-        available = a.captured - a.refunded - a.fees - a.paid_out
-        return {
-            "seller_id": seller_id,
-            "currency": currency,
-            "pending": format_minor(a.pending, currency),
-            "available": format_minor(available, currency),
-            "captured_total": format_minor(a.captured, currency),
-            "refunded_total": format_minor(a.refunded, currency),
-            "fees_total": format_minor(a.fees, currency),
-            "paid_out_total": format_minor(a.paid_out, currency),
-            "as_of_position": a.position,
-        }
+        return balances.balance_json(seller_id, currency, a, a.position)
 
 
-_MONEY_TYPES: Final = frozenset(
-    {"order.placed", "payment.captured", "refund.issued", "order.cancelled", "payout.sent"}
-)
-_MONEY_TYPES_LIST: Final = sorted(_MONEY_TYPES)
+_MONEY_TYPES_LIST: Final = sorted(balances.MONEY_TYPES)
 #: one seller's replay runs inside the API process: smaller pages hand the
 #: event loop back to the writers more often while the events are folded
 _SELLER_PAGE_EVENTS: Final = 1000

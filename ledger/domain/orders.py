@@ -14,6 +14,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from ledger.domain.balances import unpaid_minor
 from ledger.domain.errors import (
     CurrencyMismatch,
     OrderClosed,
@@ -81,7 +82,7 @@ class Order(Aggregate):
     @property
     def unpaid_minor(self) -> int:
         """What the buyer still owes while the order is open."""
-        return 0 if self.cancelled else max(self.amount_minor - self.captured_minor, 0)
+        return unpaid_minor(self.amount_minor, self.captured_minor, open=not self.cancelled)
 
     def check_currency(self, currency: str) -> None:
         """Refuses a fact in another currency than the order's."""

@@ -29,6 +29,7 @@ import asyncpg
 import orjson
 
 from ledger.contract.messages import GENESIS_HASH, chain_hash, format_instant
+from ledger.domain import balances
 from ledger.domain.money import format_minor
 
 __all__ = [
@@ -280,6 +281,13 @@ class NewEvent:
     seller_id: str | None = None
 
 
+#: A payout's limit re-read under the head lock: ``available`` in SQL, generated
+#: from the money rule (``ledger.domain.balances``), never written out here.
+_AVAILABLE_UNDER_LOCK: Final = (
+    f"SELECT {balances.available_sql()} FROM seller_accounts WHERE seller_id = $1 AND currency = $2"
+)
+
+
 @dataclass(slots=True)
 class AccountDelta:
     seller_id: str
@@ -292,14 +300,10 @@ class AccountDelta:
 
     @property
     def available_minor(self) -> int:
-        return self.captured_minor - self.refunded_minor - self.fees_minor - self.paid_out_minor
+        return balances.available_minor(self)
 
     def add(self, other: AccountDelta) -> None:
-        self.pending_minor += other.pending_minor
-        self.captured_minor += other.captured_minor
-        self.refunded_minor += other.refunded_minor
-        self.fees_minor += other.fees_minor
-        self.paid_out_minor += other.paid_out_minor
+        balances.add_to(self, other)
 
 
 #: A unique name a fact takes: ``("payment", gateway, gateway_ref)`` (a gateway
@@ -705,8 +709,7 @@ class LedgerStore:
         available: dict[tuple[str, str], int] = {}
         for seller_id, currency in payouts:
             row = await conn.fetchrow(
-                "SELECT captured_minor - refunded_minor - fees_minor - paid_out_minor"
-                " FROM seller_accounts WHERE seller_id = $1 AND currency = $2",
+                _AVAILABLE_UNDER_LOCK,
                 seller_id,
                 currency,
             )
@@ -783,10 +786,10 @@ class LedgerStore:
             f"SELECT notification_id, originator_id, originator_version, type, state, recorded_at,"
             f" hash, prev_hash FROM {EVENTS_TABLE}"
             " WHERE occurred_at >= $1 AND occurred_at < $2"
-            " AND type IN ('payment.captured', 'refund.issued')"
-            " ORDER BY notification_id",
+            " AND type = ANY($3::text[]) ORDER BY notification_id",
             start,
             end,
+            sorted(balances.GATEWAY_MONEY_TYPES),
         )
         return [message_from_row(r) for r in rows]
 

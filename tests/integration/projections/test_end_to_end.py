@@ -13,18 +13,19 @@ import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
 from ledger.app.service import Ledger
+from ledger.audit.balance_sums import balance_sums
 from ledger.domain.commands import parse_command
 from ledger.domain.errors import LedgerError
-from ledger.domain.money import parse_amount
+from ledger.domain.money import format_minor, parse_amount
 from ledger.relay.relay import Relay, RelayConfig
 from ledger.store.postgres import LedgerStore
 from projections import catalog, reads, run_projections
-from projections.recaps import fold_seller_recaps, parse, zone
 from tests.integration.projections.harness import Stream, stored_position, until
 
 
@@ -166,14 +167,49 @@ async def test_projections_fed_by_the_relay_agree_with_the_ledger(
         assert balance["as_of_position"] == head
     accounts = [await store.account(s, "IDR") or {} for s in sellers]
     assert all(a.get("captured_minor") for a in accounts)  # the history moved money
-    log = [m async for m in store.iter_log()]
-    facts = [f for f in (parse(m, zone("Asia/Makassar")) for m in log) if f is not None]
-    expected = fold_seller_recaps(facts)
-    for (seller, day, channel, _), sums in expected.items():
+    # the balances once more, summed in SQL from the log (no fold, no money module)
+    sums_by_seller = await balance_sums(pool, head)
+    for s in sellers:
+        account = await store.account(s, "IDR")
+        assert account is not None
+        log_sums = sums_by_seller[(s, "IDR")]
+        assert {k: log_sums[k] for k in _TOTALS} == {k: account[v] for k, v in _TOTALS.items()}
+    # the recaps against sums kept here by plain counting over the log, not the
+    # projection's fold (issue 11: the expectation computed by the production fold
+    # could not fail on a wrong fold)
+    expected: dict[tuple[str, str, str], list[int]] = {}
+    makassar = ZoneInfo("Asia/Makassar")
+    # per type: the column of its count, and of its amount; the fees in column 6
+    columns = {"order.placed": (0, 3), "payment.captured": (1, 4), "refund.issued": (2, 5)}
+    async for m in store.iter_log():
+        if m["type"] not in columns:
+            continue
+        d = m["data"]
+        day = datetime.fromisoformat(m["occurred_at"]).astimezone(makassar).date().isoformat()
+        sums = expected.setdefault((d["seller_id"], day, d["channel"]), [0] * 7)
+        count, amount = columns[m["type"]]
+        sums[count] += 1
+        sums[amount] += parse_amount(d["amount"], "IDR")
+        if m["type"] == "payment.captured":
+            sums[6] += parse_amount(d.get("fee") or "0", "IDR", allow_zero=True)
+    assert expected
+    for (seller, day, channel), figures in expected.items():
+        orders, payments, refunds, value, captured, refunded, fees = figures
         rows = await reads.seller_recaps(pool, seller, day, day)
         row = next(r for r in rows if r["channel"] == channel)
-        assert (row["orders"], row["payments"], row["refunds"]) == (
-            sums.orders,
-            sums.payments,
-            sums.refunds,
-        )
+        money = {k: format_minor(v, "IDR") for k, v in (
+            ("order_value", value), ("captured", captured), ("refunded", refunded),
+            ("fees", fees), ("net", captured - refunded - fees),
+        )}  # fmt: skip
+        assert row == {"date": day, "channel": channel, "currency": "IDR", "orders": orders,
+                       "payments": payments, "refunds": refunds, **money}  # fmt: skip
+
+
+#: the balance's figures by the write side's column names
+_TOTALS = {
+    "pending": "pending_minor",
+    "captured_total": "captured_minor",
+    "refunded_total": "refunded_minor",
+    "fees_total": "fees_minor",
+    "paid_out_total": "paid_out_minor",
+}
