@@ -80,6 +80,20 @@ from aiohttp import web
 
 from gateways import midtrans, midtrans_api, shopee, xendit
 from ledger.api.http import LEDGER, SETTINGS, STORE, int_param, json_response, read_json, require
+from ledger.api.responses import POSITION_MAX
+from ledger.api.spec import (
+    CHANNEL,
+    ID,
+    MONEY,
+    POSITION,
+    TIME,
+    Param,
+    Reply,
+    nullable,
+    obj,
+    recorded_and,
+    spec,
+)
 from ledger.app.service import Ledger, Recorded
 from ledger.contract.messages import format_instant
 from ledger.domain.commands import CHANNELS, Command, parse_command, parse_identifier
@@ -117,6 +131,67 @@ XENDIT_PATH: Final = "/v1/gateways/xendit/callbacks"
 SHOPEE_PATH: Final = "/v1/gateways/shopee/push"
 
 
+# -- what the routes promise (the OpenAPI document is built from these) ---------------------
+
+_RESULT: Final = obj(
+    {
+        "idempotency_key": nullable({"type": "string"}),
+        "type": nullable({"type": "string"}),
+        "status": {"enum": ["recorded", "duplicate", "suspense", "ignored"]},
+        "position": POSITION,
+        "suspense_id": {"type": "string", "format": "uuid"},
+        "reason": {"type": "string", "description": "suspense or ignored: why"},
+        "conflict": {"const": True, "description": "the key holds another body; kept the first"},
+        "duplicate": {"const": True, "description": "suspense: the entry existed already"},
+    },
+    optional=("idempotency_key", "type", "position", "suspense_id", "reason", "conflict",
+              "duplicate"),
+)  # fmt: skip
+_ACK: Final = Reply(
+    obj(
+        {
+            "status": {"const": "ok"},
+            "gateway": {"type": "string"},
+            "results": {"type": "array", "items": _RESULT, "minItems": 1},
+        }
+    ),
+    "read: one result per canonical fact (recorded, duplicate, suspense or ignored)",
+)
+_WEBHOOK_ERRORS: Final = (401, 422, 503)
+
+
+def _webhook(summary: str) -> Any:
+    return spec(
+        summary,
+        {200: _ACK},
+        errors=_WEBHOOK_ERRORS,
+        body={"type": "object", "description": "the gateway's own notification body"},
+        description="Public: authenticated by the gateway's signature or token, not a key."
+        " 401 gateway_not_configured while the gateway's secret is not set.",
+    )
+
+
+_SUSPENSE_ENTRY: Final = obj(
+    {
+        "id": {"type": "string", "format": "uuid"},
+        "gateway": {"type": "string"},
+        "reason": {"type": "string"},
+        "event": {"type": "object", "description": "the canonical fact, as the gateway said it"},
+        "amount": MONEY,
+        "currency": {"type": "string"},
+        "position": POSITION,
+        "recorded_at": TIME,
+    }
+)
+_RESOLVED_ONTO: Final = {"suspense_id": {"type": "string"}, "channel": CHANNEL, "order_id": ID}
+_RESOLVED: Final = {
+    "anyOf": [
+        recorded_and(_RESOLVED_ONTO),
+        obj({"status": {"const": "duplicate"}, **_RESOLVED_ONTO}),
+    ]
+}
+
+
 class GatewayNotConfigured(Unauthorized):
     """The gateway's secret is not set on this server: 401, nothing read or recorded.
 
@@ -143,6 +218,7 @@ class GatewayRoutes:
 # -- webhooks ------------------------------------------------------------------------------
 
 
+@_webhook("Midtrans HTTP notification (signature_key in the body)")
 async def midtrans_notification(request: web.Request) -> web.Response:
     raw = await _read_body(request)
     server_key = request.app[SETTINGS].midtrans_server_key
@@ -186,6 +262,7 @@ async def _apply_checked(
     return await _hold(ledger, store, midtrans.GATEWAY, check.event, UNCONFIRMED)
 
 
+@_webhook("Xendit callback (x-callback-token header)")
 async def xendit_callback(request: web.Request) -> web.Response:
     raw = await _read_body(request)
     token = request.app[SETTINGS].xendit_callback_token
@@ -196,6 +273,7 @@ async def xendit_callback(request: web.Request) -> web.Response:
     return await _apply(request, xendit.GATEWAY, events)
 
 
+@_webhook("Shopee Open Platform push (Authorization HMAC)")
 async def shopee_push(request: web.Request) -> web.Response:
     raw = await _read_body(request)
     settings = request.app[SETTINGS]
@@ -491,15 +569,51 @@ def _entry_id(request: web.Request) -> UUID:
         raise NotFound("no such suspense entry") from None
 
 
+@spec(
+    "Gateway money that could not be applied (open entries, in log order)",
+    {
+        200: obj(
+            {
+                "suspense": {"type": "array", "items": _SUSPENSE_ENTRY},
+                "next_after": nullable(POSITION),
+            }
+        )
+    },
+    errors=(422,),
+    params=(
+        Param("after", {"type": "integer", "minimum": 0, "maximum": POSITION_MAX, "default": 0}),
+        Param(
+            "limit",
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": SUSPENSE_PAGE_MAX,
+                "default": SUSPENSE_PAGE_MAX,
+            },
+        ),
+    ),
+)
 @require("admin", "auditor")
 async def list_suspense(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", SUSPENSE_PAGE_MAX, low=1, high=SUSPENSE_PAGE_MAX)
-    after = int_param(request, "after", 0, low=0, high=2**62)
+    after = int_param(request, "after", 0, low=0, high=POSITION_MAX)
     rows = await request.app[STORE].open_suspense(limit, after)
     next_after = rows[-1]["position"] if len(rows) == limit else None
     return json_response({"suspense": [_entry_json(row) for row in rows], "next_after": next_after})
 
 
+@spec(
+    "Apply a suspense entry to an order",
+    {
+        201: Reply(_RESOLVED, "applied; the entry is closed"),
+        200: Reply(_RESOLVED, "already resolved onto this order (safe to retry)"),
+    },
+    errors=(404, 409, 422),
+    params=(Param("suspense_id", {"type": "string", "format": "uuid"}, "path", True),),
+    body=obj({"channel": CHANNEL, "order_id": ID}),
+    description="422 suspense_closed when it was resolved onto another order; 422 for a"
+    " rule the fact breaks on that order (the entry stays open).",
+)
 @require("admin")
 async def resolve_suspense(request: web.Request) -> web.Response:
     entry_id = _entry_id(request)
