@@ -40,13 +40,12 @@ from uuid import UUID
 from aiohttp import web
 
 from gateways import intake, midtrans, midtrans_api, shopee, suspense, xendit
+from gateways.route_specs import LIST_SUSPENSE, RESOLVE_SUSPENSE, SUSPENSE_PAGE_MAX, webhook
 from ledger.api.http import LEDGER, SETTINGS, STORE, int_param, json_response, read_json, require
+from ledger.api.responses import POSITION_MAX
 from ledger.domain.errors import NotFound, PayloadTooLarge, Unauthorized
 
 __all__ = ["GatewayNotConfigured", "GatewayRoutes"]
-
-#: ``GET /v1/suspense`` answers at most this many open entries (oldest first).
-SUSPENSE_PAGE_MAX: Final[int] = 1000
 
 MIDTRANS_PATH: Final = "/v1/gateways/midtrans/notifications"
 XENDIT_PATH: Final = "/v1/gateways/xendit/callbacks"
@@ -79,6 +78,7 @@ class GatewayRoutes:
 # -- webhooks ------------------------------------------------------------------------------
 
 
+@webhook("Midtrans HTTP notification (signature_key in the body)")
 async def midtrans_notification(request: web.Request) -> web.Response:
     raw = await _read_body(request)
     server_key = request.app[SETTINGS].midtrans_server_key
@@ -97,6 +97,7 @@ async def midtrans_notification(request: web.Request) -> web.Response:
     return _answer(midtrans.GATEWAY, results)
 
 
+@webhook("Xendit callback (x-callback-token header)")
 async def xendit_callback(request: web.Request) -> web.Response:
     raw = await _read_body(request)
     token = request.app[SETTINGS].xendit_callback_token
@@ -107,6 +108,7 @@ async def xendit_callback(request: web.Request) -> web.Response:
     return await _apply(request, xendit.GATEWAY, events)
 
 
+@webhook("Shopee Open Platform push (Authorization HMAC)")
 async def shopee_push(request: web.Request) -> web.Response:
     raw = await _read_body(request)
     settings = request.app[SETTINGS]
@@ -150,13 +152,15 @@ def _entry_id(request: web.Request) -> UUID:
         raise NotFound("no such suspense entry") from None
 
 
+@LIST_SUSPENSE
 @require("admin", "auditor")
 async def list_suspense(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", SUSPENSE_PAGE_MAX, low=1, high=SUSPENSE_PAGE_MAX)
-    after = int_param(request, "after", 0, low=0, high=2**62)
+    after = int_param(request, "after", 0, low=0, high=POSITION_MAX)
     return json_response(await suspense.open_entries(request.app[STORE], limit, after))
 
 
+@RESOLVE_SUSPENSE
 @require("admin")
 async def resolve_suspense(request: web.Request) -> web.Response:
     entry_id = _entry_id(request)

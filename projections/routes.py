@@ -6,7 +6,7 @@ knows nothing of the read tables.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 from aiohttp import web
@@ -21,7 +21,8 @@ from ledger.api.http import (
     principal,
     require,
 )
-from ledger.domain.commands import parse_day, parse_identifier
+from ledger.api.spec import DAY, ID, MONEY, POSITION, Param, nullable, obj, spec
+from ledger.domain.commands import CHANNELS, parse_day, parse_identifier
 from ledger.domain.errors import Forbidden, NotFound, ValidationError
 from projections import reads
 
@@ -29,7 +30,45 @@ __all__ = ["ProjectionRoutes"]
 
 _POOL = web.AppKey("projection_pool", asyncpg.Pool)
 
+# -- what the routes promise (the OpenAPI document is built from these) ---------------------
 
+_COUNT: Final = {"type": "integer", "minimum": 0}
+#: ``projections.reads._sums``: one currency's counts and sums
+_SUMS: Final = {
+    "currency": {"type": "string"},
+    "orders": _COUNT,
+    "order_value": MONEY,
+    "payments": _COUNT,
+    "captured": MONEY,
+    "refunds": _COUNT,
+    "refunded": MONEY,
+    "fees": MONEY,
+    "net": {**MONEY, "description": "captured - refunded - fees"},
+}
+# the channel a row is about: a known channel, or whatever an older log named
+_CHANNEL_NAME: Final = {"type": "string", "examples": sorted(CHANNELS)}
+
+
+@spec(
+    "A seller's daily recaps per local day and channel",
+    {
+        200: obj(
+            {
+                "seller_id": ID,
+                "recaps": {
+                    "type": "array",
+                    "items": obj({"date": DAY, "channel": _CHANNEL_NAME, **_SUMS}),
+                },
+            }
+        )
+    },
+    errors=(404, 422),
+    params=(
+        Param("seller_id", ID, "path", True),
+        Param("from", DAY, required=True),
+        Param("to", DAY, required=True, description=f"at most {reads.RECAP_DAYS_MAX} days"),
+    ),
+)
 @require("admin", "auditor", "seller")
 async def get_seller_recaps(request: web.Request) -> web.Response:
     seller_id = parse_identifier(request.match_info["seller_id"], "seller_id")
@@ -46,6 +85,33 @@ async def get_seller_recaps(request: web.Request) -> web.Response:
     return json_response({"seller_id": seller_id, "recaps": rows})
 
 
+@spec(
+    "The city recap of one local day",
+    {
+        200: obj(
+            {
+                "date": DAY,
+                "active_sellers": _COUNT,
+                "channels": {
+                    "type": "array",
+                    "items": obj({"channel": _CHANNEL_NAME, **_SUMS}),
+                },
+                "districts": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "district": nullable({"type": "string"}),
+                            "active_sellers": _COUNT,
+                            **_SUMS,
+                        }
+                    ),
+                },
+            }
+        )
+    },
+    errors=(422,),
+    params=(Param("date", DAY, required=True),),
+)
 @require("admin", "auditor")
 async def get_city_recap(request: web.Request) -> web.Response:
     day = request.query.get("date")
@@ -54,6 +120,28 @@ async def get_city_recap(request: web.Request) -> web.Response:
     return json_response(await reads.city_recap(request.app[_POOL], day))
 
 
+@spec(
+    "Projection positions and lag",
+    {
+        200: obj(
+            {
+                "head_position": POSITION,
+                "projections": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "name": {"type": "string"},
+                            "position": POSITION,
+                            "lag_events": _COUNT,
+                            "lag_seconds": nullable({"type": "number", "minimum": 0}),
+                        }
+                    ),
+                },
+            }
+        )
+    },
+    errors=(422,),  # documented so since issue 10; kept so the document only grows
+)
 @require("admin", "auditor")
 async def get_projections(request: web.Request) -> web.Response:
     store = request.app[STORE]

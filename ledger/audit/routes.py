@@ -11,6 +11,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from ledger.api.http import AS_OF_READER, LEDGER, SETTINGS, STORE, json_response, require
+from ledger.api.spec import DAY, Param, Reply, obj, ref, spec
+from ledger.audit.reconcile import _LISTS as _FINDING_KINDS
 from ledger.audit.replay import reconcile_report, replay_balances
 from ledger.domain.errors import BadRequest, TooManyRequests, ValidationError
 from ledger.store.postgres import LedgerStore
@@ -21,6 +23,36 @@ _GATEWAYS: Final = frozenset({"midtrans", "xendit"})
 _REPORT_BYTES_MAX: Final = 1024 * 1024
 
 
+@spec(
+    "Reconcile a gateway settlement report (CSV body)",
+    {
+        200: Reply(
+            obj(
+                {
+                    "gateway": {"enum": sorted(_GATEWAYS)},
+                    "date": DAY,
+                    "timezone": {"type": "string"},
+                    "summary": {"type": "object"},
+                    "findings": obj(
+                        {
+                            kind: {"type": "array", "items": {"type": "object"}}
+                            for kind in _FINDING_KINDS
+                        }
+                    ),
+                    "recorded": ref("Recorded"),
+                }
+            ),
+            "the findings, recorded in the log as reconciliation.recorded",
+        )
+    },
+    errors=(422,),
+    params=(
+        Param("gateway", {"enum": sorted(_GATEWAYS)}, required=True),
+        Param("date", DAY, required=True, description="the report's local day"),
+    ),
+    body={"type": "string", "description": "the gateway's settlement report, at most 1 MiB"},
+    body_media="text/csv",
+)
 @require("admin")
 async def post_reconciliation(request: web.Request) -> web.Response:
     gateway = request.query.get("gateway")

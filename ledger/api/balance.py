@@ -1,0 +1,85 @@
+"""``GET /v1/sellers/{seller_id}/balance``: now (write side or projection), or as of a time."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from ledger.api.auth import principal, require
+from ledger.api.context import AS_OF_READER, BALANCE_READER, STORE
+from ledger.api.responses import json_response
+from ledger.api.spec import ID, TIME, Param, ref, spec
+from ledger.domain import balances
+from ledger.domain.commands import parse_identifier, parse_timestamp
+from ledger.domain.errors import Forbidden, NotFound
+from ledger.domain.money import parse_currency
+from ledger.domain.sellers import seller_stream_id
+from ledger.store.postgres import LedgerStore
+
+__all__ = ["BalanceReader", "get_balance", "write_side_balance", "zero_balance"]
+
+
+class BalanceReader(Protocol):
+    async def __call__(self, seller_id: str, currency: str) -> dict[str, Any] | None: ...
+
+
+def write_side_balance(store: LedgerStore) -> BalanceReader:
+    """The balance from the write side's own account rows (exact as of the last commit)."""
+
+    async def read(seller_id: str, currency: str) -> dict[str, Any] | None:
+        row = await store.account(seller_id, currency)
+        if row is None:
+            return None
+        return balances.balance_json(seller_id, currency, balances.Totals.of(row), row["position"])
+
+    return read
+
+
+def zero_balance(seller_id: str, currency: str, position: int) -> dict[str, Any]:
+    return balances.balance_json(seller_id, currency, balances.Totals(), position)
+
+
+@spec(
+    "A seller's balance (now, or as of a time from the log)",
+    {200: ref("Balance")},
+    errors=(404, 422, 429),
+    params=(
+        Param("seller_id", ID, "path", True),
+        Param("currency", {"type": "string", "default": "IDR"}, description="ISO 4217"),
+        Param("as_of", TIME, description="the balance at this time, replayed from the log"),
+        Param("known_at", TIME, description="with as_of: only what was recorded by then"),
+    ),
+)
+@require("admin", "auditor", "seller")
+async def get_balance(request: web.Request) -> web.Response:
+    seller_id = parse_identifier(request.match_info["seller_id"], "seller_id")
+    if not principal(request).may_see_seller(seller_id):
+        raise Forbidden("a seller key reads only its own seller")
+    currency = parse_currency(request.query.get("currency"))
+    store = request.app[STORE]
+    if "as_of" in request.query or "known_at" in request.query:
+        as_of = parse_timestamp(request.query.get("as_of"), "as_of")
+        known_at = (
+            parse_timestamp(request.query["known_at"], "known_at")
+            if "known_at" in request.query
+            else None
+        )
+        reader = request.app.get(AS_OF_READER)
+        if reader is None:
+            raise NotFound("time travel is not enabled on this server")
+        await _require_registered(store, seller_id)
+        return json_response(await reader(seller_id, currency, as_of, known_at))  # type: ignore[operator]
+    reader = request.app[BALANCE_READER]
+    balance = await reader(seller_id, currency)  # type: ignore[operator]
+    if balance is None:
+        # Only then ask whether the seller exists at all: the common read is one query.
+        await _require_registered(store, seller_id)
+        head, _ = await store.head()
+        balance = zero_balance(seller_id, currency, head)
+    return json_response(balance)
+
+
+async def _require_registered(store: LedgerStore, seller_id: str) -> None:
+    if not await store.stream_exists(seller_stream_id(seller_id)):
+        raise NotFound(f"seller {seller_id} is not registered")

@@ -1,0 +1,143 @@
+"""``/healthz`` and ``/metrics``: each part's health, and the Prometheus scrape (both public)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ledger.api.context import HEALTH_CHECKS as _HEALTH_CHECKS
+from ledger.api.context import LEDGER, SETTINGS, STORE, Metrics
+from ledger.api.context import METRICS as _METRICS
+from ledger.api.responses import json_response
+from ledger.api.spec import POSITION, Reply, obj, spec
+from ledger.app.service import DB_ERRORS
+
+__all__ = ["HEALTH_LAG_EVENTS_MAX", "HealthCheck", "HealthPart", "add_health_check"]
+
+#: Past this many events behind the log, the relay or a read model makes
+#: ``/healthz`` say ``degraded``: about 3 s of the one-box peak write rate, far
+#: more than a running part falls behind under load, far less than a stalled
+#: one reaches (issue 10: 30,000 events, unnoticed).
+HEALTH_LAG_EVENTS_MAX: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPart:
+    """What one part beyond the core adds to ``/healthz`` and ``/metrics``."""
+
+    #: merged into the ``/healthz`` body
+    fields: dict[str, Any]
+    #: one short line each; any problem makes ``status`` ``degraded``
+    problems: tuple[str, ...] = ()
+    #: ``(metric name, labels as {k="v"} or "", value)``, gauges on ``/metrics``
+    gauges: tuple[tuple[str, str, float], ...] = ()
+
+
+#: ``async (log head position) -> HealthPart``, added by extensions (``add_health_check``)
+HealthCheck = Callable[[int], Awaitable[HealthPart]]
+
+
+def add_health_check(app: web.Application, check: HealthCheck) -> None:
+    app.setdefault(_HEALTH_CHECKS, []).append(check)
+
+
+async def _health(app: web.Application) -> tuple[dict[str, Any], list[str], list[Any]]:
+    """The body of ``/healthz`` without its status, the problems, the gauges.
+    Raises the database's errors: the caller answers those."""
+    store = app[STORE]
+    head, _ = await store.head()
+    relayed = await store.relay_checkpoint(app[SETTINGS].stream_name)
+    relay_lag = max(head - relayed, 0)
+    body: dict[str, Any] = {
+        "database": "ok",
+        "head_position": head,
+        "relay_position": relayed,
+        "relay_lag_events": relay_lag,
+    }
+    problems = []
+    if relay_lag > HEALTH_LAG_EVENTS_MAX:
+        problems.append(f"relay: {relay_lag} events behind the log")
+    gauges: list[Any] = [("omniledger_relay_lag_events", "", relay_lag)]
+    for check in app.get(_HEALTH_CHECKS, ()):
+        part: HealthPart = await check(head)
+        body.update(part.fields)
+        problems.extend(part.problems)
+        gauges.extend(part.gauges)
+    return body, problems, gauges
+
+
+_LAG: Final = {"type": "integer", "minimum": 0}
+_HEALTHY: Final = obj(
+    {
+        "status": {"enum": ["ok", "degraded"]},
+        "problems": {"type": "array", "items": {"type": "string"}},
+        "database": {"const": "ok"},
+        "head_position": POSITION,
+        "relay_position": POSITION,
+        "relay_lag_events": _LAG,
+        "projections": {
+            "type": "object",
+            "description": "each read model's position and lag (when served with projections)",
+            "additionalProperties": obj({"position": POSITION, "lag_events": _LAG}),
+        },
+        "children": {
+            "type": "object",
+            "description": "omniledger up: each child process's state, pid, restarts, last exit",
+            "additionalProperties": {"type": "object"},
+        },
+    },
+    optional=("projections", "children"),
+)
+
+
+@spec(
+    "Each part's health: the database, the relay's and the read models' lag",
+    {
+        200: Reply(_HEALTHY, "ok, or degraded (writes work; problems says what is behind)"),
+        503: Reply(
+            obj({"status": {"const": "unavailable"}, "database": {"const": "unreachable"}}),
+            "the database cannot be reached; Retry-After",
+        ),
+    },
+    description=f"degraded past {HEALTH_LAG_EVENTS_MAX} events of lag (HEALTH_LAG_EVENTS_MAX)",
+)
+async def healthz(request: web.Request) -> web.Response:
+    """Each part's health. ``status``: ``ok``; ``degraded`` (still 200: writes
+    work) when a part is down or far behind, each named in ``problems``;
+    ``unavailable`` (503) only when the database cannot be reached. Writes
+    succeed while NATS or a child is away, but nothing reaches the read
+    models, and a monitor should see that here: ``relay_lag_events``,
+    ``projections`` (each read model's position and lag), and under ``up``
+    ``children`` (each child process's state, pid, restarts and last exit)."""
+    try:
+        body, problems, _ = await _health(request.app)
+    except (*DB_ERRORS, asyncpg.PostgresError):
+        return json_response(
+            {"status": "unavailable", "database": "unreachable"}, 503, {"Retry-After": "1"}
+        )
+    return json_response({"status": "degraded" if problems else "ok", "problems": problems, **body})
+
+
+@spec("Prometheus metrics", {200: Reply(None, "Prometheus text", "text/plain")})
+async def metrics(request: web.Request) -> web.Response:
+    m: Metrics = request.app[_METRICS]
+    ledger = request.app[LEDGER]
+    lines = [generate_latest(m.registry).decode()]
+    for name, value in ledger.stats.items():
+        lines.append(f"# TYPE omniledger_writer_{name} gauge\nomniledger_writer_{name} {value}\n")
+    try:
+        _, _, gauges = await _health(request.app)
+    except (*DB_ERRORS, asyncpg.PostgresError):
+        gauges = []  # the lags need the database; the rest is still worth scraping
+    typed: set[str] = set()
+    for name, labels, value in gauges:
+        if name not in typed:
+            typed.add(name)
+            lines.append(f"# TYPE {name} gauge\n")
+        lines.append(f"{name}{labels} {value}\n")
+    return web.Response(body="".join(lines).encode(), headers={"Content-Type": CONTENT_TYPE_LATEST})
