@@ -99,7 +99,7 @@ from ledger.domain.errors import (
 )
 from ledger.domain.money import format_minor, parse_amount, parse_currency
 from ledger.domain.suspense import suspense_stream_id
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = ["GatewayNotConfigured", "GatewayRoutes"]
 

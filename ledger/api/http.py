@@ -69,7 +69,7 @@ from ledger.domain.money import format_minor, parse_currency
 from ledger.domain.orders import Order, order_stream_id
 from ledger.domain.sellers import CERTIFICATION_KINDS, CURATION_STATUSES, seller_stream_id
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = [
     "AS_OF_READER",

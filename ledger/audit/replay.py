@@ -19,7 +19,7 @@ from typing import Any, Final, TextIO
 import orjson
 
 from ledger.domain.money import format_minor, parse_amount
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = [
     "BalanceFold",

@@ -13,7 +13,7 @@ from aiohttp import web
 from ledger.api.http import AS_OF_READER, LEDGER, SETTINGS, STORE, json_response, require
 from ledger.audit.replay import reconcile_report, replay_balances
 from ledger.domain.errors import BadRequest, TooManyRequests, ValidationError
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = ["AuditRoutes"]
 

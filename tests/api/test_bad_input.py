@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 AT = "2026-11-30T10:00:00+08:00"
 POSTS = ["/v1/events", "/v1/sellers", "/v1/sellers/{seller}/curation", "/v1/keys"]
@@ -69,8 +69,8 @@ async def full(settings, ledger, store, pool) -> Any:
     """The app as ``omniledger serve`` wires it: core routes plus gateways, reads, audit."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from ledger.ops import bootstrap
     from ledger.api.http import create_app
+    from ledger.ops import bootstrap
 
     await bootstrap.prepare(settings, pool)
     app = create_app(settings, ledger, store, extensions=bootstrap.extensions(settings, pool))

@@ -14,12 +14,12 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ledger.ops import bootstrap
 from ledger.api.http import create_app
 from ledger.api.openapi import openapi_document
 from ledger.app.service import Ledger
+from ledger.ops import bootstrap
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 #: Documented routes the full app does not serve. Empty: the gateways,
 #: suspense, reconciliation and projection routes are all served now.
