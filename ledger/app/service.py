@@ -64,9 +64,9 @@ from ledger.domain.orders import Order, order_stream_id
 from ledger.domain.sellers import Seller, seller_stream_id
 from ledger.domain.suspense import Reconciliation, SuspenseEntry, suspense_stream_id
 from ledger.store import LedgerStore
-from ledger.store.append import AccountDelta, NewEvent, Unit
 from ledger.store.keys import Claim
 from ledger.store.log import StoredRow
+from ledger.store.units import AccountDelta, NewEvent, Unit
 
 __all__ = ["Ledger", "Recorded"]
 

@@ -3,8 +3,9 @@
 The parts, one module each:
 
 - ``schema``: the tables and their numbered migrations;
-- ``append``: the group-committed append under the head lock (what a command
-  writes: :class:`~ledger.store.append.Unit`), with the race re-checks;
+- ``units``: what a command writes (:class:`~ledger.store.units.Unit`);
+- ``append``: the group-committed append of units under the head lock, with
+  the race re-checks;
 - ``log``: reading the log, one stream, one seller, the rows as stored;
 - ``keys``: idempotency keys, unique claims, the write path's indexes, API keys;
 - ``suspense``: the suspense list.

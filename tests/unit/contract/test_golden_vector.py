@@ -30,8 +30,9 @@ from ledger.contract.messages import (
     hash_fields,
     hashed_message,
 )
-from ledger.store.append import NewEvent, _Batch
+from ledger.store.append import _Batch
 from ledger.store.log import message_from_row
+from ledger.store.units import NewEvent
 
 RECORDED_AT = "2026-11-30T09:30:01.123456Z"
 STREAM = "6f1c2d3e-4b5a-5c6d-8e7f-0a1b2c3d4e5f"
