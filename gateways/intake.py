@@ -73,7 +73,7 @@ from ledger.domain.errors import (
     ValidationError,
 )
 from ledger.domain.suspense import suspense_stream_id
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = ["UNCONFIRMED", "StatusCall", "apply_events", "apply_midtrans"]
 

@@ -33,7 +33,7 @@ from ledger.contract.messages import format_instant
 from ledger.domain.commands import CHANNELS, Command, parse_identifier
 from ledger.domain.errors import BadRequest, NotFound, SuspenseClosed, ValidationError
 from ledger.domain.money import format_minor
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = ["apply_suspended", "open_entries", "resolve", "stored_event"]
 

@@ -127,7 +127,7 @@ async def projection_status(
     """``[{name, position, lag_events, lag_seconds}]`` for every read model.
 
     ``lag_events`` is the head position minus the projection's (positions
-    have no gaps, ``ledger/store/postgres.py``). ``lag_seconds`` is how much older the
+    have no gaps, ``ledger/store/append.py``). ``lag_seconds`` is how much older the
     last applied event is than the head, by ``recorded_at``: ``0`` when caught
     up, ``None`` when nothing was applied yet or the head's time is unknown.
     """

@@ -30,7 +30,7 @@ from ledger.api.middleware import answer_errors, read_body_in_time
 from ledger.api.openapi import OPENAPI_DOCUMENT, get_openapi, spec_problems
 from ledger.app.service import Ledger
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = ["CORE_ROUTES", "Extension", "create_app"]
 

@@ -13,7 +13,7 @@ from ledger.api.context import KEY_CACHE as _KEYS
 from ledger.api.context import STORE
 from ledger.domain.commands import Command
 from ledger.domain.errors import Forbidden, Unauthorized
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = [
     "PRINCIPAL",

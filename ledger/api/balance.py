@@ -15,7 +15,7 @@ from ledger.domain.commands import parse_identifier, parse_timestamp
 from ledger.domain.errors import Forbidden, NotFound
 from ledger.domain.money import parse_currency
 from ledger.domain.sellers import seller_stream_id
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = ["BalanceReader", "get_balance", "write_side_balance", "zero_balance"]
 

@@ -41,6 +41,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic
 
+from ledger.contract.messages import event_data
 from ledger.domain import balances
 from ledger.domain.catalog import TYPE_BY_TOPIC
 from ledger.domain.commands import Command
@@ -63,15 +64,10 @@ from ledger.domain.errors import (
 from ledger.domain.orders import Order, order_stream_id
 from ledger.domain.sellers import Seller, seller_stream_id
 from ledger.domain.suspense import Reconciliation, SuspenseEntry, suspense_stream_id
-from ledger.store.postgres import (
-    AccountDelta,
-    Claim,
-    LedgerStore,
-    NewEvent,
-    StoredRow,
-    Unit,
-    event_data,
-)
+from ledger.store import LedgerStore
+from ledger.store.keys import Claim
+from ledger.store.log import StoredRow
+from ledger.store.units import AccountDelta, NewEvent, Unit
 
 __all__ = ["Ledger", "Recorded"]
 

@@ -33,7 +33,7 @@ import asyncpg
 
 from ledger.domain import balances as money_rule
 from ledger.domain.money import format_minor
-from ledger.store.postgres import EVENTS_TABLE
+from ledger.store.schema import EVENTS_TABLE
 
 __all__ = ["FIELDS", "balance_sums", "differences"]
 

@@ -6,7 +6,7 @@ over messages in position order - and :func:`iter_jsonl`, which streams the
 messages of a JSON Lines export one line at a time.
 
 What must not: SQL, HTTP, asyncio. The caller feeds messages from the live
-log (``store.py``) or from a file; either way the check runs in constant
+log (``ledger.store``) or from a file; either way the check runs in constant
 memory and stops at the first break, because everything after a break is
 unverifiable by construction (each hash covers the one before).
 

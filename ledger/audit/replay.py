@@ -20,7 +20,7 @@ import orjson
 
 from ledger.domain import balances
 from ledger.domain.money import parse_amount
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = [
     "BalanceFold",

@@ -15,7 +15,7 @@ from ledger.api.spec import DAY, Param, Reply, obj, ref, spec
 from ledger.audit.reconcile import _LISTS as _FINDING_KINDS
 from ledger.audit.replay import reconcile_report, replay_balances
 from ledger.domain.errors import BadRequest, TooManyRequests, ValidationError
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 __all__ = ["AuditRoutes"]
 

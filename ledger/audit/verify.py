@@ -4,7 +4,8 @@ What it checks (DESIGN rule 6, CONTRACT section 7): for each row in position
 order, that positions have no gap, that ``prev_hash`` is the hash of the row
 before, and that ``hash`` equals ``SHA-256(prev_hash || canonical)`` recomputed
 from what is *stored* - the state bytes decoded and mapped to the contract's
-message exactly as every reader of the log maps them (``store.event_data``).
+message exactly as every reader of the log maps them (``contract.messages.event_data``,
+``hashed_message``).
 A change to any byte a reader uses therefore breaks the hash at that row.
 Besides the hash it checks the columns the hash does not cover but readers
 rely on: the library ``topic`` must name the event's type, the state's
@@ -39,9 +40,15 @@ from typing import Any, Final
 import orjson
 
 from ledger.audit.chain import ChainReport
-from ledger.contract.messages import GENESIS_HASH, format_instant, hash_fields
+from ledger.contract.messages import (
+    GENESIS_HASH,
+    event_data,
+    format_instant,
+    hash_fields,
+    hashed_message,
+)
 from ledger.domain.catalog import TYPE_BY_TOPIC
-from ledger.store.postgres import LedgerStore, event_data
+from ledger.store import LedgerStore
 
 __all__ = ["RANGE_EVENTS_MIN", "RangeHelpers", "verify_live"]
 
@@ -101,15 +108,10 @@ class _RangeCheck:
                 try:
                     state = loads(state_bytes)
                     occurred_at = state["occurred_at"]
-                    hashed = {
-                        "data": event_data(state),
-                        "occurred_at": occurred_at,
-                        "position": position,
-                        "recorded_at": format_instant(recorded_at),
-                        "stream_id": stream_id,
-                        "type": kind,
-                        "version": version,
-                    }
+                    hashed = hashed_message(
+                        position, stream_id, version, kind, event_data(state),
+                        occurred_at, format_instant(recorded_at),
+                    )  # fmt: skip
                     recomputed = hash_fields(running, hashed)
                 except Exception as e:  # any undecodable or foreign state is a changed row
                     problem = f"the stored state is not an event ({e!r})"

@@ -32,8 +32,18 @@ The same object is returned by ``GET /v1/events``, published on the stream
 Every type may also carry ``idempotency_key`` and ``metadata``.
 
 The hash chain (DESIGN rule 6): ``hash = SHA-256(prev_hash || canonical)``
-where ``canonical`` is the sorted-key compact JSON of the object above without
-``hash`` and ``prev_hash``; the first event's ``prev_hash`` is 64 zeros.
+where ``prev_hash`` is taken as its 32 bytes (the hex decoded), and
+``canonical`` is the object above without ``hash`` and ``prev_hash`` (the
+seven fields of :func:`hashed_message`) as compact JSON in UTF-8: keys sorted
+at every level, no spaces (separators ``,`` and ``:``), non-ASCII text written
+as itself, not escaped. With the standard library that is::
+
+    canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False).encode("utf-8")
+    hash = hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+The first event's ``prev_hash`` is 64 zeros. ``tests/unit/contract/test_golden_vector.py``
+pins this with fixed messages and their hashes.
 """
 
 from __future__ import annotations
@@ -45,28 +55,22 @@ from typing import Any, Final
 
 import orjson
 
+from ledger.domain.money import format_minor
+
 __all__ = [
     "GENESIS_HASH",
     "SUBJECT_PREFIX",
     "canonical_bytes",
     "chain_hash",
+    "event_data",
     "format_instant",
     "hash_fields",
+    "hashed_message",
     "subject_for",
 ]
 
 GENESIS_HASH: Final[str] = "0" * 64
 SUBJECT_PREFIX: Final[str] = "ledger"
-
-_HASHED_FIELDS: Final = (
-    "position",
-    "stream_id",
-    "version",
-    "type",
-    "data",
-    "occurred_at",
-    "recorded_at",
-)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -79,21 +83,60 @@ def format_instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def hashed_message(
+    position: int,
+    stream_id: str,
+    version: int,
+    event_type: str,
+    data: dict[str, Any],
+    occurred_at: str,
+    recorded_at: str,
+) -> dict[str, Any]:
+    """What is hashed of an event: the one place that builds it.
+
+    The append hashes what it writes with it, the verifier what it reads back
+    from each stored row, and every reader of the log builds the published
+    message from it (adding ``hash`` and ``prev_hash``), so the three cannot
+    differ in a field. Positional arguments: the verifier calls this for every
+    row of the log.
+    """
+    return {
+        "position": position,
+        "stream_id": stream_id,
+        "version": version,
+        "type": event_type,
+        "data": data,
+        "occurred_at": occurred_at,
+        "recorded_at": recorded_at,
+    }
+
+
+def _hashed_of(message: dict[str, Any]) -> dict[str, Any]:
+    """The hashed part of a published message (``KeyError`` if a field is missing)."""
+    return hashed_message(
+        message["position"],
+        message["stream_id"],
+        message["version"],
+        message["type"],
+        message["data"],
+        message["occurred_at"],
+        message["recorded_at"],
+    )
+
+
 def canonical_bytes(message: dict[str, Any]) -> bytes:
     """The bytes that are hashed: every field but the two hashes, keys sorted."""
-    return orjson.dumps(
-        {name: message[name] for name in _HASHED_FIELDS}, option=orjson.OPT_SORT_KEYS
-    )
+    return orjson.dumps(_hashed_of(message), option=orjson.OPT_SORT_KEYS)
 
 
 def chain_hash(prev_hash: str, message: dict[str, Any]) -> str:
     """SHA-256 over the previous hash's bytes followed by the canonical bytes, as hex."""
-    return hash_fields(prev_hash, {name: message[name] for name in _HASHED_FIELDS})
+    return hash_fields(prev_hash, _hashed_of(message))
 
 
 def hash_fields(prev_hash: str, hashed: dict[str, Any]) -> str:
-    """:func:`chain_hash` for a message already cut down to its hashed fields
-    (the verifier builds exactly those from each stored row)."""
+    """:func:`chain_hash` of a :func:`hashed_message` (orjson's compact output with
+    sorted keys is exactly the canonical JSON of the module's docstring)."""
     digest = hashlib.sha256(bytes.fromhex(prev_hash))
     digest.update(orjson.dumps(hashed, option=orjson.OPT_SORT_KEYS))
     return digest.hexdigest()
@@ -106,3 +149,29 @@ def subject_for(event_type: str, prefix: str = SUBJECT_PREFIX) -> str:
     subjects on a shared NATS server (JetStream refuses overlapping streams).
     """
     return f"{prefix}.{event_type}"
+
+
+_NOT_DATA: Final = frozenset({"timestamp", "originator_topic", "occurred_at"})
+#: "amount_minor" -> "amount"; filled as field names are first seen (hot path of every reader)
+_MINOR_FIELDS: dict[str, str | None] = {}
+
+
+def event_data(state: dict[str, Any]) -> dict[str, Any]:
+    """The contract's ``data`` of an event from its stored state.
+
+    Amounts are held as ``*_minor`` integers and published as strings with
+    the currency's digits; the library's bookkeeping fields are left out.
+    """
+    currency = state.get("currency", "IDR")
+    data: dict[str, Any] = {}
+    for name, value in state.items():
+        if value is None or name in _NOT_DATA:
+            continue
+        short = _MINOR_FIELDS.get(name, "")
+        if short == "":
+            short = _MINOR_FIELDS[name] = name[:-6] if name.endswith("_minor") else None
+        if short is not None and type(value) is int:
+            data[short] = format_minor(value, currency)
+        else:
+            data[name] = value
+    return data

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 if TYPE_CHECKING:  # imported where used: `omniledger verify` should not load NATS or HTTP
     from ledger.ops.supervisor import Supervisor

@@ -33,7 +33,8 @@ from nats.js import api as js_api
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from ledger.contract.messages import subject_for
-from ledger.store.postgres import NOTIFY_CHANNEL, LedgerStore
+from ledger.store import LedgerStore
+from ledger.store.schema import NOTIFY_CHANNEL
 
 __all__ = ["Relay", "RelayConfig"]
 

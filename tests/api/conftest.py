@@ -24,7 +24,7 @@ from ledger.api.http import create_app, install_admin_key
 from ledger.api.openapi import openapi_document
 from ledger.app.service import Ledger
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 ADMIN_KEY = "test-admin-key"
 

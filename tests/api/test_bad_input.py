@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 AT = "2026-11-30T10:00:00+08:00"
 POSTS = ["/v1/events", "/v1/sellers", "/v1/sellers/{seller}/curation", "/v1/keys"]

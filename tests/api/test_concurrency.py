@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from ledger.api.http import create_app
 from ledger.app.service import Ledger
 from ledger.contract.messages import GENESIS_HASH, chain_hash
-from ledger.store.postgres import EVENTS_TABLE, LedgerStore
+from ledger.store import LedgerStore
+from ledger.store.schema import EVENTS_TABLE
 from tests.api.conftest import Api
 
 

@@ -22,7 +22,7 @@ import pytest
 from ledger.api.http import create_app, serve
 from ledger.app.service import Ledger
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from tests.api.conftest import ADMIN_KEY
 
 HOST = "127.0.0.1"

@@ -12,7 +12,7 @@ from ledger.api.http import create_app
 from ledger.app.service import Ledger
 from ledger.ops import bootstrap
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 PATHS = (
     "/v1/gateways/midtrans/notifications",

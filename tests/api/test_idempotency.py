@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from ledger.store.postgres import EVENTS_TABLE
+from ledger.store.schema import EVENTS_TABLE
 
 RECORDED_FIELDS = {"status", "position", "stream_id", "version", "idempotency_key"}
 

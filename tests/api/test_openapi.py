@@ -29,7 +29,7 @@ from ledger.api.openapi import served
 from ledger.app.service import Ledger
 from ledger.ops import bootstrap
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from tests.api.conftest import Api, Contract, answer, contract_of
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

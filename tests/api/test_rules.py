@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 
 async def refused(

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ledger.api.http import create_app, install_admin_key
 from ledger.app.service import Ledger
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 KEY = "unavailable-admin"
 AUTH = {"Authorization": f"Bearer {KEY}"}

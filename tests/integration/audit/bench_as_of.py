@@ -37,7 +37,7 @@ from ledger.app.service import Ledger
 from ledger.audit.routes import AuditRoutes
 from ledger.domain.commands import parse_command
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from tests.integration.audit.bench_audit import create, drop, fill
 
 ADMIN = "bench-as-of-admin"

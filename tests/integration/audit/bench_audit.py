@@ -31,7 +31,7 @@ import asyncpg
 
 from ledger.app.service import Ledger
 from ledger.domain.commands import parse_command
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from tests.support.servers import with_database
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -27,7 +27,7 @@ from ledger.app.service import Ledger, Recorded
 from ledger.audit.routes import AuditRoutes
 from ledger.domain.commands import parse_command
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from tests.support.servers import fresh_database
 
 ADMIN_KEY = "audit-test-admin-key"

@@ -27,7 +27,7 @@ from ledger.audit.replay import replay_balances
 from ledger.audit.routes import AsOfLimit, AuditRoutes
 from ledger.domain.errors import TooManyRequests
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 
 from .conftest import ADMIN_KEY, CliRunner, History, Http
 from .test_time_travel import END_OF_D, FAR, money, query, scripted

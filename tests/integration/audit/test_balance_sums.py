@@ -16,7 +16,7 @@ import pytest
 
 from ledger.audit.balance_sums import balance_sums, differences
 from ledger.domain import balances as money_rule
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from projections.balances import fold, parse
 
 from .conftest import History

@@ -20,7 +20,7 @@ import pytest
 
 from ledger.contract.messages import chain_hash
 from ledger.domain.catalog import TYPE_BY_TOPIC
-from ledger.store.postgres import message_from_row
+from ledger.store.log import message_from_row
 
 from .conftest import CliRunner, History, head, run_cli
 

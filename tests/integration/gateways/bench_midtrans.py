@@ -35,7 +35,7 @@ from gateways.routes import GatewayRoutes
 from ledger.api.http import create_app, install_admin_key
 from ledger.app.service import Ledger
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from tests.integration.gateways.conftest import (
     MIDTRANS,
     MIDTRANS_SERVER_KEY,

@@ -30,7 +30,7 @@ from gateways.routes import GatewayRoutes
 from ledger.api.http import create_app, install_admin_key
 from ledger.app.service import Ledger
 from ledger.ops.settings import Settings
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from tests.integration.gateways.midtrans_standin import MidtransStandIn
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "gateways"

@@ -24,7 +24,7 @@ from ledger.domain.commands import parse_command
 from ledger.domain.errors import LedgerError
 from ledger.domain.money import format_minor, parse_amount
 from ledger.relay.relay import Relay, RelayConfig
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from projections import catalog, reads, run_projections
 from tests.integration.projections.harness import Stream, stored_position, until
 

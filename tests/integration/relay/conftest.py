@@ -14,7 +14,7 @@ import pytest
 from ledger.app.service import Ledger
 from ledger.domain.commands import parse_command
 from ledger.relay.relay import RelayConfig
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from tests.support.servers import fresh_database
 
 

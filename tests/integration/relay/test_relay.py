@@ -11,7 +11,7 @@ import nats
 import orjson
 
 from ledger.relay.relay import RELAY_LOCK_KEY, Relay
-from ledger.store.postgres import LedgerStore
+from ledger.store import LedgerStore
 from tests.integration.relay.conftest import stream_messages, write_history
 
 

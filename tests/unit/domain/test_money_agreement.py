@@ -32,8 +32,8 @@ from ledger.audit.replay import BalanceFold
 from ledger.domain import balances
 from ledger.domain.money import format_minor
 from ledger.domain.orders import Order
-from ledger.store import postgres
-from ledger.store.postgres import AccountDelta
+from ledger.store import append as store_append
+from ledger.store.units import AccountDelta
 from projections.balances import OrderKey, OrderState
 from projections.balances import fold as projection_fold
 from projections.balances import parse as projection_parse
@@ -183,7 +183,7 @@ def _minor(data: dict[str, Any], name: str, currency: str) -> int:
 
 def _sql_available(row: dict[str, int]) -> int:
     """Evaluates the store's own SQL (the payout re-check under the head lock)."""
-    sql = postgres._AVAILABLE_UNDER_LOCK
+    sql = store_append._AVAILABLE_UNDER_LOCK
     expression = sql.removeprefix("SELECT ").split(" FROM ", 1)[0]
     assert re.fullmatch(r"[a-z_]+( [-+] [a-z_]+)*", expression), expression
     total, sign = 0, 1
