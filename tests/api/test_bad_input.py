@@ -69,8 +69,8 @@ async def full(settings, ledger, store, pool) -> Any:
     """The app as ``omniledger serve`` wires it: core routes plus gateways, reads, audit."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from ledger.ops import bootstrap
     from ledger.api.http import create_app
+    from ledger.ops import bootstrap
 
     await bootstrap.prepare(settings, pool)
     app = create_app(settings, ledger, store, extensions=bootstrap.extensions(settings, pool))
