@@ -384,7 +384,7 @@ async def _cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
     from ledger.app.service import Ledger
-    from ledger.audit.reconcile import format_table
+    from ledger.audit.findings import format_table
     from ledger.audit.replay import reconcile_report
     from ledger.domain.errors import LedgerError
 
