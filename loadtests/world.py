@@ -178,7 +178,7 @@ async def postgres_server(world: World) -> AsyncIterator[None]:
         world.pg_admin_dsn = DEFAULT_PG_ADMIN_DSN
         yield
         return
-    from ledger.ops.embedded import EmbeddedPostgres
+    from ledger.ops.embedded_postgres import EmbeddedPostgres
 
     pg = EmbeddedPostgres(world.workdir / "pg")
     log.info("starting embedded PostgreSQL under %s", pg.data_dir)
@@ -201,7 +201,7 @@ async def nats_server(world: World) -> AsyncIterator[None]:
         world.nats_url = DEFAULT_NATS_URL
         yield
         return
-    from ledger.ops.embedded import EmbeddedNats
+    from ledger.ops.embedded_nats import EmbeddedNats
 
     server = EmbeddedNats(world.workdir / "nats")
     log.info("starting embedded NATS under %s", world.workdir / "nats")

@@ -8,6 +8,8 @@ duplicated message changes nothing (DESIGN rule 7). Any model can be rebuilt
 from the log and swapped in while its consumer keeps running.
 
 - ``consumer.py``  the one pull loop (fetch -> apply + position -> ack / nak / term)
+                   with ``puller.py`` (its pull requests), ``cursor.py`` (the durable's
+                   alignment) and ``batch.py`` (a batch's items, gaps filled from the log)
 - ``balances.py``  per seller and currency: pending, available and totals
 - ``recaps.py``    per seller, day and channel; the city per channel and district
 - ``reads.py``     the queries behind ``GET /v1/sellers/.../balance``, ``.../recaps``,

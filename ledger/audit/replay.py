@@ -187,7 +187,8 @@ async def reconcile_report(
     from datetime import time, timedelta
     from zoneinfo import ZoneInfo
 
-    from ledger.audit.reconcile import parse_report, reconcile
+    from ledger.audit.reconcile import reconcile
+    from ledger.audit.settlement_report import parse_report
     from ledger.domain.commands import parse_day
 
     local_day = parse_day(day)

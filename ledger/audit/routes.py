@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ledger.api.http import AS_OF_READER, LEDGER, SETTINGS, STORE, json_response, require
 from ledger.api.spec import DAY, Param, Reply, obj, ref, spec
-from ledger.audit.reconcile import _LISTS as _FINDING_KINDS
+from ledger.audit.findings import FINDING_LISTS as _FINDING_KINDS
 from ledger.audit.replay import reconcile_report, replay_balances
 from ledger.domain.errors import BadRequest, TooManyRequests, ValidationError
 from ledger.store import LedgerStore

@@ -74,7 +74,8 @@ async def embedded_servers(
     settings: Settings, *, need_nats: bool = True
 ) -> AsyncIterator[Settings]:
     """Starts embedded PostgreSQL / NATS under ``data_dir`` where no URL is given."""
-    from ledger.ops.embedded import EmbeddedNats, EmbeddedPostgres
+    from ledger.ops.embedded_nats import EmbeddedNats
+    from ledger.ops.embedded_postgres import EmbeddedPostgres
 
     servers = Servers(settings)
     data_dir = settings.data_dir.resolve()

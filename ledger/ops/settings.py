@@ -81,51 +81,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-
-        def text(name: str) -> str | None:
-            value = env.get(f"OMNILEDGER_{name}")
-            return value if value not in (None, "") else None
-
-        def number(name: str, default: int, *, low: int, high: int) -> int:
-            raw = text(name)
-            if raw is None:
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise SettingsError(f"OMNILEDGER_{name} must be an integer, not {raw!r}") from None
-            if not low <= value <= high:
-                raise SettingsError(f"OMNILEDGER_{name} must be between {low} and {high}")
-            return value
-
-        def seconds(name: str, default: float, *, low: float, high: float) -> float:
-            raw = text(name)
-            if raw is None:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SettingsError(
-                    f"OMNILEDGER_{name} must be a number of seconds, not {raw[:40]!r}"
-                ) from None
-            if not low <= value <= high:  # also refuses nan
-                raise SettingsError(f"OMNILEDGER_{name} must be between {low} and {high}")
-            return value
-
-        timezone = text("TIMEZONE") or "Asia/Makassar"
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise SettingsError(f"OMNILEDGER_TIMEZONE: unknown time zone {timezone!r}") from None
-        stream = text("STREAM") or "LEDGER"
-        if not stream.replace("_", "").replace("-", "").isalnum():
-            raise SettingsError("OMNILEDGER_STREAM must be letters, digits, _ or -")
-        log_level = (text("LOG_LEVEL") or "INFO").upper()
-        if log_level not in _LOG_LEVELS:
-            raise SettingsError(
-                f"OMNILEDGER_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, not {log_level!r}"
-            )
+        var = _Variables(os.environ if env is None else env)
+        text, number, seconds = var.text, var.number, var.seconds
+        timezone = _timezone(text("TIMEZONE") or "Asia/Makassar")
+        stream = _stream(text("STREAM") or "LEDGER")
+        log_level = _log_level(text("LOG_LEVEL") or "INFO")
         return cls(
             database_url=_url("DATABASE_URL", text("DATABASE_URL"), ("postgresql", "postgres")),
             nats_url=_url("NATS_URL", text("NATS_URL"), ("nats", "tls")),
@@ -163,6 +123,66 @@ class Settings:
 
 
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _Variables:
+    """Reads ``OMNILEDGER_<name>`` from one mapping; an empty value counts as unset."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, name: str) -> str | None:
+        value = self._env.get(f"OMNILEDGER_{name}")
+        return value if value not in (None, "") else None
+
+    def number(self, name: str, default: int, *, low: int, high: int) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"OMNILEDGER_{name} must be an integer, not {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"OMNILEDGER_{name} must be between {low} and {high}")
+        return value
+
+    def seconds(self, name: str, default: float, *, low: float, high: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(
+                f"OMNILEDGER_{name} must be a number of seconds, not {raw[:40]!r}"
+            ) from None
+        if not low <= value <= high:  # also refuses nan
+            raise SettingsError(f"OMNILEDGER_{name} must be between {low} and {high}")
+        return value
+
+
+def _timezone(timezone: str) -> str:
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"OMNILEDGER_TIMEZONE: unknown time zone {timezone!r}") from None
+    return timezone
+
+
+def _stream(stream: str) -> str:
+    if not stream.replace("_", "").replace("-", "").isalnum():
+        raise SettingsError("OMNILEDGER_STREAM must be letters, digits, _ or -")
+    return stream
+
+
+def _log_level(raw: str) -> str:
+    log_level = raw.upper()
+    if log_level not in _LOG_LEVELS:
+        raise SettingsError(
+            f"OMNILEDGER_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, not {log_level!r}"
+        )
+    return log_level
 
 
 def _url(name: str, raw: str | None, schemes: tuple[str, ...]) -> str | None:

@@ -478,18 +478,25 @@ async def test_totals_past_64_bits_are_a_4xx_and_sink_no_batch_mate(api, client,
     assert (await api.balance(seller))["pending"] == largest
 
 
-async def test_timestamps_at_the_edge_of_the_calendar_are_a_4xx_or_recorded(
+async def test_timestamps_past_the_calendar_edge_are_refused_as_input(
     api, client, admin, store, seller, uid
 ):
-    """Year 1 at +14:00 is year 0 in UTC; year 9999 at -14:00 is year 10000. Either
-    may be refused or recorded, but never answered 503: a retry cannot succeed."""
+    """Timestamps must lie between 2000-01-01 and 2999-12-31 as instants (CHANGELOG
+    0.1.0): year 1 at +14:00 (year 0 in UTC) and year 9999 at -14:00 (year 10000)
+    are refused as input, 422 naming ``occurred_at``, never a 503 that a retry
+    could not fix, and nothing is recorded."""
+    head = await store.head()
     for at in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
                "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):  # fmt: skip
         body = {"idempotency_key": uuid.uuid4().hex, "type": "order.placed", "occurred_at": at,
                 "seller_id": seller, "order_id": uid("o") + uuid.uuid4().hex[:6],
                 "channel": "qris", "amount": "1"}  # fmt: skip
         status, out = await answer(client, "POST", "/v1/events", json=body, headers=admin)
-        assert status in (201, 422), (at, out)
+        assert status == 422, (at, out)
+        assert (out["error"]["code"], out["error"].get("field")) == (
+            "validation_error", "occurred_at"
+        ), (at, out)  # fmt: skip
+    assert await store.head() == head
 
 
 async def test_an_edge_timestamp_does_not_sink_its_batch_mates(api, client, admin, seller, uid):
@@ -509,7 +516,8 @@ async def test_an_edge_timestamp_does_not_sink_its_batch_mates(api, client, admi
     )
     assert status == 200, out
     assert out["results"][0]["status"] == "recorded", out["results"]
-    assert out["results"][1].get("error", {}).get("code") != "unavailable", out["results"]
+    assert out["results"][1]["status"] == "rejected", out["results"]
+    assert out["results"][1]["error"]["code"] == "validation_error", out["results"]
 
 
 async def test_a_chunked_body_over_one_mib_is_413_json(client, admin, store):

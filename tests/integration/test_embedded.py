@@ -15,7 +15,9 @@ import asyncpg
 import nats
 import pytest
 
-from ledger.ops.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError
+from ledger.ops.embedded import EmbeddedServerError
+from ledger.ops.embedded_nats import EmbeddedNats
+from ledger.ops.embedded_postgres import EmbeddedPostgres
 from tests.support import servers
 
 
@@ -222,7 +224,8 @@ async def test_servers_die_with_the_process_that_started_them(tmp_path: Path) ->
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from ledger.ops.embedded import EmbeddedNats, EmbeddedPostgres\n"
+        "from ledger.ops.embedded_nats import EmbeddedNats\n"
+        "from ledger.ops.embedded_postgres import EmbeddedPostgres\n"
         "root = Path(sys.argv[1])\n"
         "nats, pg = EmbeddedNats(root / 'nats'), EmbeddedPostgres(root / 'pg')\n"
         "nats.start(); pg.start()\n"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import asyncpg
 
-from ledger.ops.embedded import EmbeddedNats, EmbeddedPostgres
+from ledger.ops.embedded_nats import EmbeddedNats
+from ledger.ops.embedded_postgres import EmbeddedPostgres
 
 __all__ = ["embedded_nats", "embedded_postgres", "with_database"]
 

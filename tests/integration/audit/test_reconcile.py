@@ -1,7 +1,7 @@
 """Settlement-report reconciliation: ``omniledger reconcile`` and ``POST /v1/reconciliations``.
 
 The Midtrans report is built here with the default headers documented in
-``ledger/audit/reconcile.py`` (Date & Time, Order ID, Transaction Type, Status,
+``ledger/audit/settlement_report.py`` (Date & Time, Order ID, Transaction Type, Status,
 Amount, Fee, Transaction ID; times in WIB without an offset). Against a
 ledger day it holds matching lines plus exactly one line missing from the
 ledger, one ledger capture missing from the report and one amount mismatch.

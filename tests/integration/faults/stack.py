@@ -30,7 +30,9 @@ from typing import Any
 
 import aiohttp
 
-from ledger.ops.embedded import EmbeddedNats, EmbeddedPostgres, _children, _running
+from ledger.ops.embedded import _children, _running
+from ledger.ops.embedded_nats import EmbeddedNats
+from ledger.ops.embedded_postgres import EmbeddedPostgres
 from tests.integration.system.conftest import (
     Deployment,
     Http,

@@ -9,7 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ledger.audit.reconcile import ReportError, format_table, parse_report, reconcile
+from ledger.audit.findings import format_table
+from ledger.audit.reconcile import reconcile
+from ledger.audit.settlement_report import ReportError, parse_report
 from ledger.domain.errors import ValidationError
 from tests.unit.audit.history import message, seal
 

@@ -6,7 +6,8 @@ import orjson
 import pytest
 from nats.aio.msg import Msg
 
-from projections.consumer import _position_of, _stream_seq
+from projections.cursor import position_of
+from projections.puller import stream_seq
 
 
 @pytest.mark.parametrize(
@@ -23,7 +24,7 @@ from projections.consumer import _position_of, _stream_seq
 def test_position_of_a_stored_message(
     headers: dict[str, str] | None, data: bytes | None, position: int | None
 ) -> None:
-    assert _position_of(headers, data) == position
+    assert position_of(headers, data) == position
 
 
 @pytest.mark.parametrize(
@@ -38,6 +39,6 @@ def test_position_of_a_stored_message(
 )
 def test_stream_seq_from_the_ack_subject(reply: str, seq: int) -> None:
     msg = Msg(None, subject="ledger.order.placed", reply=reply, data=b"")  # type: ignore[arg-type]
-    assert _stream_seq(msg) == seq
+    assert stream_seq(msg) == seq
     if seq:
         assert msg.metadata.sequence.stream == seq  # what nats-py reads from it too

@@ -43,17 +43,19 @@ def test_a_bad_value_is_named(name: str, value: str, says: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("name", "value", "attribute", "parsed"),
     [
-        ("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-        ("DATABASE_URL", "postgres:///omniledger?host=/tmp"),
-        ("NATS_URL", "nats://127.0.0.1:4222"),
-        ("NATS_URL", "tls://nats.example:4443"),
-        ("LOG_LEVEL", "debug"),
+        ("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test", "database_url",
+         "postgresql://postgres@127.0.0.1:5432/test"),
+        ("DATABASE_URL", "postgres:///omniledger?host=/tmp", "database_url",
+         "postgres:///omniledger?host=/tmp"),
+        ("NATS_URL", "nats://127.0.0.1:4222", "nats_url", "nats://127.0.0.1:4222"),
+        ("NATS_URL", "tls://nats.example:4443", "nats_url", "tls://nats.example:4443"),
+        ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
     ],
-)
-def test_good_values_pass(name: str, value: str) -> None:
-    settings(**{name: value})
+)  # fmt: skip
+def test_good_values_pass(name: str, value: str, attribute: str, parsed: object) -> None:
+    assert getattr(settings(**{name: value}), attribute) == parsed
 
 
 def test_the_http_limits_have_defaults_and_take_fractions() -> None:

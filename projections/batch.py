@@ -1,0 +1,113 @@
+"""One fetched batch of :class:`projections.consumer.Consumer`: its items, the
+run of them without a gap (filled from the log), and the rows of its poison.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from nats.aio.msg import Msg
+
+from projections import envelope
+from projections.envelope import PoisonMessage
+from projections.puller import stream_seq
+
+__all__ = ["FILL_MAX", "Item", "ReadLog", "poison_row", "recorded_at", "run_from", "without_gaps"]
+
+# the log lines keep the name they had when this was part of projections/consumer.py
+log = logging.getLogger("projections.consumer")
+
+#: At most this many positions the stream left out are read from the log per batch.
+FILL_MAX: Final = 5000
+
+#: ``read_log(after, limit)``: up to ``limit`` messages of the log after ``after``, in order.
+ReadLog = Callable[[int, int], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass(slots=True)
+class Item:
+    msg: Msg | None  # None: read from the log to fill a gap the stream left
+    position: int | None  # trusted only when the envelope decoded (hash checked)
+    message: dict[str, Any] | None
+    fact: Any
+    error: str | None
+
+
+async def without_gaps(
+    stored: int,
+    fresh: dict[int, Item],
+    *,
+    read_log: ReadLog | None,
+    parse: Callable[[dict[str, Any]], Any],
+    name: str,
+) -> tuple[list[Item], int | None]:
+    """The fresh items from ``stored + 1`` on, in order, with no position missing.
+
+    The log has no gaps, so a gap here is a message the stream did not hand
+    over (naked after a failed batch while newer ones came, aged out or
+    purged, unreadable): applying past it would lose it for good, since
+    everything at or below the stored position is skipped. The missing
+    positions are read from the log itself (the truth); without a log
+    reader, only the items before the first gap are applied and the
+    cursor is re-aligned after them. Returns the run and, when it stops
+    short of a gap, the position the cursor must be re-aligned after.
+    """
+    if not fresh:
+        return [], None
+    last = max(fresh)
+    if last - stored == len(fresh):
+        return [fresh[p] for p in range(stored + 1, last + 1)], None
+    if read_log is None:
+        ordered = run_from(fresh, stored + 1, last)
+        return ordered, stored + len(ordered)
+    through = min(last, stored + FILL_MAX)
+    log.warning(
+        "projection %s: the stream did not deliver every position in %d-%d; "
+        "reading the missing ones from the log",
+        name,
+        stored + 1,
+        through,
+    )
+    for message in await read_log(stored, through - stored):
+        position = message["position"]
+        if position not in fresh:
+            try:
+                fresh[position] = Item(None, position, message, parse(message), None)
+            except PoisonMessage as e:
+                fresh[position] = Item(None, position, message, None, str(e))
+    ordered = run_from(fresh, stored + 1, through)
+    if len(ordered) != through - stored:  # the log itself is short: never skip ahead
+        return ordered, stored + len(ordered)
+    return ordered, None
+
+
+def run_from(items: dict[int, Item], first: int, last: int) -> list[Item]:
+    """``items[first]``, ``items[first + 1]``, ... up to ``last`` or the first one missing."""
+    run = []
+    for position in range(first, last + 1):
+        item = items.get(position)
+        if item is None:
+            break
+        run.append(item)
+    return run
+
+
+def poison_row(name: str, item: Item) -> tuple[Any, ...]:
+    error = (item.error or "")[:2000]
+    if item.msg is None:  # read from the log, not the stream
+        assert item.message is not None
+        body = orjson.dumps(item.message)
+        return (name, 0, f"log:{item.message.get('type')}"[:200], item.position, body, error)
+    return (name, stream_seq(item.msg), item.msg.subject, item.position, item.msg.data, error)
+
+
+def recorded_at(message: dict[str, Any]) -> datetime | None:
+    try:
+        return envelope.recorded_at(message)
+    except PoisonMessage:
+        return None
