@@ -80,9 +80,17 @@ from aiohttp import web
 
 from gateways import midtrans, midtrans_api, shopee, xendit
 from ledger.api.http import LEDGER, SETTINGS, STORE, int_param, json_response, read_json, require
-from ledger.app.service import Ledger, Recorded
+from ledger.app.ledger import Ledger, Recorded
 from ledger.contract.messages import format_instant
-from ledger.domain.commands import CHANNELS, Command, parse_command, parse_identifier
+from ledger.domain.commands import (
+    CHANNELS,
+    CancelOrder,
+    Command,
+    NoteOrderStatus,
+    UnreadableFact,
+    parse_command,
+    parse_identifier,
+)
 from ledger.domain.errors import (
     BadRequest,
     IdempotencyConflict,
@@ -297,8 +305,8 @@ async def _match(ledger: Ledger, store: LedgerStore, command: Command | None) ->
 
 async def _require_shop(store: LedgerStore, command: Command) -> None:
     """A Shopee fact names a shop: its seller must have registered that shop id."""
-    if command.shop_id is None:
-        return
+    if not isinstance(command, CancelOrder | NoteOrderStatus) or command.shop_id is None:
+        return  # only these types name a shop
     channel = command.channel or "shopee"
     if await store.seller_for_channel_account(channel, command.shop_id) is None:
         raise UnknownSeller(f"no seller registered {channel} shop {command.shop_id}")
@@ -366,8 +374,7 @@ def _fallback_command(raw: dict[str, Any], cause: ValidationError) -> Command:
     try:
         currency = parse_currency(raw.get("currency"))
         amount = raw.get("amount")
-        return Command(
-            type=str(raw.get("type")),
+        return UnreadableFact(
             idempotency_key=str(raw["idempotency_key"]),
             occurred_at=parse_timestamp(raw.get("occurred_at")),
             amount_minor=None if amount is None else parse_amount(amount, currency),

@@ -37,11 +37,14 @@ from prometheus_client import (
 )
 
 from ledger.api.openapi import openapi_document
-from ledger.app.service import DB_ERRORS, Ledger
+from ledger.app.ledger import DB_ERRORS, Ledger
 from ledger.domain.commands import (
     CHANNELS,
     GATEWAYS,
     Command,
+    OrderFact,
+    PlaceOrder,
+    SendPayout,
     parse_command,
     parse_day,
     parse_identifier,
@@ -156,18 +159,20 @@ class Principal:
         """
         if self.role == "admin":
             return command
-        if command.type == "payout.sent":
+        if isinstance(command, SendPayout):
             if self.role != "payouts":
                 raise Forbidden("payouts need an admin or payouts key", field="type")
         elif self.role == "payouts":
             raise Forbidden("a payouts key posts only payout.sent", field="type")
-        if self.gateway is not None and command.gateway != self.gateway:
+        gateway = command.gateway if isinstance(command, OrderFact) else None
+        if self.gateway is not None and gateway != self.gateway:
             raise Forbidden(
                 f"this key posts only {self.gateway}'s facts (with gateway {self.gateway})",
                 field="gateway",
             )
         if self.seller_id is not None:
-            if command.seller_id not in (None, self.seller_id):
+            seller_id = command.seller_id if isinstance(command, PlaceOrder | SendPayout) else None
+            if seller_id not in (None, self.seller_id):
                 raise Forbidden(f"this key posts only seller {self.seller_id}'s facts",
                                 field="seller_id")  # fmt: skip
             return replace(command, seller_scope=self.seller_id)

@@ -75,7 +75,7 @@ async def _run_service(
 
     from ledger.ops import bootstrap as wiring
     from ledger.api.http import create_app, install_admin_key, serve
-    from ledger.app.service import Ledger
+    from ledger.app.ledger import Ledger
 
     pool = await connect(settings)
     tasks: list[asyncio.Task[Any]] = []
@@ -383,7 +383,7 @@ async def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 async def _cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
-    from ledger.app.service import Ledger
+    from ledger.app.ledger import Ledger
     from ledger.audit.reconcile import format_table
     from ledger.audit.replay import reconcile_report
     from ledger.domain.errors import LedgerError

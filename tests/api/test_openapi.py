@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ledger.ops import bootstrap
 from ledger.api.http import create_app
 from ledger.api.openapi import openapi_document
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.ops.settings import Settings
 from ledger.store.postgres import LedgerStore
 

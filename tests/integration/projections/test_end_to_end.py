@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.domain.commands import parse_command
 from ledger.domain.errors import LedgerError
 from ledger.domain.money import parse_amount

@@ -209,7 +209,7 @@ def test_parsed_values_are_typed_and_in_minor_units() -> None:
     refund = parse_command(body("refund.issued"))
     assert refund.amount_minor == 5_000_000
     failed = parse_command(body("payment.failed"))
-    assert failed.amount_minor is None
+    assert not hasattr(failed, "amount_minor")  # a failed payment moves no money
     payout = parse_command(body("payout.sent", currency="USD"))
     assert (payout.amount_minor, payout.currency, payout.reference) == (1_000_000, "USD", "trf-1")
 
