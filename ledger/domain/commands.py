@@ -355,6 +355,9 @@ def _parse_refund(raw: dict[str, Any], common: dict[str, Any], relaxed: bool) ->
 
 
 def _parse_payout(raw: dict[str, Any], common: dict[str, Any], relaxed: bool) -> Command:
+    # a gateway's form is checked for a well-formed payment_ref, as on every
+    # other fact; a payout has no use for one
+    _payment_ref(raw, "payout.sent", relaxed)
     seller_id = parse_identifier(raw.get("seller_id"), "seller_id")
     amount = parse_amount(_present(raw, "amount"), common["currency"])
     reference = read_text(raw, "reference", GATEWAY_REF, required=True)
