@@ -73,9 +73,9 @@ async def _run_service(
     """Runs the chosen parts in this process until SIGINT/SIGTERM; ``extra``: more
     extensions of the HTTP app (``up`` adds its supervisor's health)."""
 
-    from ledger.ops import bootstrap as wiring
     from ledger.api.http import create_app, install_admin_key, serve
     from ledger.app.ledger import Ledger
+    from ledger.ops import bootstrap as wiring
 
     pool = await connect(settings)
     tasks: list[asyncio.Task[Any]] = []

@@ -8,9 +8,9 @@ import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateways.routes import GatewayRoutes
-from ledger.ops import bootstrap
 from ledger.api.http import create_app
 from ledger.app.ledger import Ledger
+from ledger.ops import bootstrap
 from ledger.ops.settings import Settings
 from ledger.store.postgres import LedgerStore
 

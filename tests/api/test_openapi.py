@@ -14,10 +14,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ledger.ops import bootstrap
 from ledger.api.http import create_app
 from ledger.api.openapi import openapi_document
 from ledger.app.ledger import Ledger
+from ledger.ops import bootstrap
 from ledger.ops.settings import Settings
 from ledger.store.postgres import LedgerStore
 
