@@ -12,7 +12,13 @@ from typing import Any
 
 import orjson
 
-from ledger.domain.commands import Command, parse_command
+from ledger.domain.commands import (
+    CancelOrder,
+    Command,
+    NoteOrderStatus,
+    UnreadableFact,
+    parse_command,
+)
 from ledger.domain.errors import ValidationError
 from ledger.domain.money import parse_amount, parse_currency
 
@@ -42,8 +48,7 @@ def fallback_command(raw: dict[str, Any], cause: ValidationError) -> Command:
     try:
         currency = parse_currency(raw.get("currency"))
         amount = raw.get("amount")
-        return Command(
-            type=str(raw.get("type")),
+        return UnreadableFact(
             idempotency_key=str(raw["idempotency_key"]),
             occurred_at=parse_timestamp(raw.get("occurred_at")),
             amount_minor=None if amount is None else parse_amount(amount, currency),
@@ -70,8 +75,8 @@ def command_onto(stored: dict[str, Any], channel: str, order_id: str) -> Command
 
 def shop_of(command: Command) -> tuple[str, str] | None:
     """``(channel, shop_id)`` of a fact that names a marketplace shop (Shopee's ``shop_id``)."""
-    if command.shop_id is None:
-        return None
+    if not isinstance(command, CancelOrder | NoteOrderStatus) or command.shop_id is None:
+        return None  # only these types name a shop
     return command.channel or "shopee", command.shop_id
 
 

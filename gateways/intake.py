@@ -60,7 +60,7 @@ from gateways._commands import (
     shop_of,
 )
 from gateways.errors import StatusUnavailable
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.domain.commands import Command
 from ledger.domain.errors import (
     IdempotencyConflict,

@@ -28,7 +28,7 @@ from uuid import UUID
 import orjson
 
 from gateways._commands import command_onto
-from ledger.app.service import Ledger, Recorded
+from ledger.app.ledger import Ledger, Recorded
 from ledger.contract.messages import format_instant
 from ledger.domain.commands import CHANNELS, Command, parse_identifier
 from ledger.domain.errors import BadRequest, NotFound, SuspenseClosed, ValidationError

@@ -28,7 +28,7 @@ from ledger.api.context import (
 )
 from ledger.api.middleware import answer_errors, read_body_in_time
 from ledger.api.openapi import OPENAPI_DOCUMENT, get_openapi, spec_problems
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.ops.settings import Settings
 from ledger.store import LedgerStore
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ledger.api.context import KEY_CACHE as _KEYS
 from ledger.api.context import STORE
-from ledger.domain.commands import Command
+from ledger.domain.commands import Command, OrderFact, PlaceOrder, SendPayout
 from ledger.domain.errors import Forbidden, Unauthorized
 from ledger.store import LedgerStore
 
@@ -56,18 +56,20 @@ class Principal:
         """
         if self.role == "admin":
             return command
-        if command.type == "payout.sent":
+        if isinstance(command, SendPayout):
             if self.role != "payouts":
                 raise Forbidden("payouts need an admin or payouts key", field="type")
         elif self.role == "payouts":
             raise Forbidden("a payouts key posts only payout.sent", field="type")
-        if self.gateway is not None and command.gateway != self.gateway:
+        gateway = command.gateway if isinstance(command, OrderFact) else None
+        if self.gateway is not None and gateway != self.gateway:
             raise Forbidden(
                 f"this key posts only {self.gateway}'s facts (with gateway {self.gateway})",
                 field="gateway",
             )
         if self.seller_id is not None:
-            if command.seller_id not in (None, self.seller_id):
+            seller_id = command.seller_id if isinstance(command, PlaceOrder | SendPayout) else None
+            if seller_id not in (None, self.seller_id):
                 raise Forbidden(f"this key posts only seller {self.seller_id}'s facts",
                                 field="seller_id")  # fmt: skip
             return replace(command, seller_scope=self.seller_id)

@@ -14,7 +14,7 @@ from ledger.api.context import LEDGER, STORE
 from ledger.api.context import METRICS as _METRICS
 from ledger.api.responses import POSITION_MAX, bounded_error, int_param, json_response, read_json
 from ledger.api.spec import POSITION, Param, Reply, nullable, obj, ref, spec
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.domain.commands import parse_command
 from ledger.domain.errors import BadRequest, LedgerError, ValidationError
 

@@ -15,7 +15,7 @@ from ledger.api.context import LEDGER, SETTINGS, STORE, Metrics
 from ledger.api.context import METRICS as _METRICS
 from ledger.api.responses import json_response
 from ledger.api.spec import POSITION, Reply, obj, spec
-from ledger.app.service import DB_ERRORS
+from ledger.app.ledger import DB_ERRORS
 
 __all__ = ["HEALTH_LAG_EVENTS_MAX", "HealthCheck", "HealthPart", "add_health_check"]
 

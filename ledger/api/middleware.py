@@ -19,7 +19,7 @@ from aiohttp import web
 from ledger.api.context import METRICS as _METRICS
 from ledger.api.context import SETTINGS, Metrics
 from ledger.api.responses import error_response, json_response
-from ledger.app.service import DB_ERRORS
+from ledger.app.ledger import DB_ERRORS
 from ledger.domain.errors import LedgerError, PayloadTooLarge, Unavailable
 
 __all__ = ["CLIENT_CLOSED", "answer_errors", "read_body_in_time"]

@@ -21,17 +21,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
-# The domain keeps these private; the document quotes the very objects the
-# parsers match with, so a change to a rule changes the document too.
+# The document quotes the very objects the parsers match with, so a change
+# to a rule changes the document too.
 from ledger.domain.commands import (
-    _IDEMPOTENCY_KEY_CHARS_MAX,
-    _IDENTIFIER,
-    _METADATA_BYTES_MAX,
     CHANNELS,
     EVENT_TYPES,
     GATEWAYS,
+    IDEMPOTENCY_KEY_CHARS_MAX,
 )
-from ledger.domain.money import _DECIMAL, AMOUNT_MINOR_MAX
+from ledger.domain.fields import IDENTIFIER, METADATA_BYTES_MAX
+from ledger.domain.money import AMOUNT_MINOR_MAX, DECIMAL
 
 __all__ = [
     "AMOUNT",
@@ -87,7 +86,7 @@ def obj(props: Mapping[str, Schema], *, optional: Iterable[str] = (), **extra: A
     }
 
 
-ID: Final[Schema] = {"type": "string", "pattern": json_pattern(_IDENTIFIER)}
+ID: Final[Schema] = {"type": "string", "pattern": json_pattern(IDENTIFIER)}
 TIME: Final[Schema] = {
     "type": "string",
     "format": "date-time",
@@ -101,7 +100,7 @@ MONEY: Final[Schema] = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
 #: An amount as a client may send it (``ledger.domain.money.parse_amount``).
 AMOUNT: Final[Schema] = {
     "oneOf": [
-        {"type": "string", "pattern": json_pattern(_DECIMAL)},
+        {"type": "string", "pattern": json_pattern(DECIMAL)},
         {"type": "integer", "minimum": 0},
     ],
     "description": "Currency units as a decimal string or a JSON integer; never a fraction. "
@@ -141,7 +140,7 @@ _EVENT: Final[Schema] = obj(
         "idempotency_key": {
             "type": "string",
             "minLength": 1,
-            "maxLength": _IDEMPOTENCY_KEY_CHARS_MAX,
+            "maxLength": IDEMPOTENCY_KEY_CHARS_MAX,
         },
         "type": {"enum": sorted(EVENT_TYPES)},
         "occurred_at": TIME,
@@ -160,7 +159,7 @@ _EVENT: Final[Schema] = obj(
         },
         "reference": {"type": "string"},
         "status": {"type": "string"},
-        "metadata": {"type": "object", "description": f"at most {_METADATA_BYTES_MAX} bytes"},
+        "metadata": {"type": "object", "description": f"at most {METADATA_BYTES_MAX} bytes"},
     },
     optional=(
         "seller_id",

@@ -7,42 +7,52 @@ a ``ValidationError`` naming the field. Nothing here touches the database, so
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from typing import Any, Final
+from datetime import datetime
+from typing import Any, ClassVar, Final
 
 import orjson
 
 from ledger.domain.errors import ValidationError
+from ledger.domain.fields import (
+    CHANNELS,
+    GATEWAY_REF,
+    GATEWAYS,
+    IDENTIFIER,
+    STATUS,
+    parse_day,
+    parse_identifier,
+    parse_timestamp,
+    read_channel,
+    read_gateway,
+    read_metadata,
+    read_text,
+    reject_nul,
+)
 from ledger.domain.money import parse_amount, parse_currency
 
 __all__ = [
     "CHANNELS",
     "EVENT_TYPES",
     "GATEWAYS",
+    "CancelOrder",
+    "CapturePayment",
     "Command",
+    "FailPayment",
+    "IssueRefund",
+    "NoteOrderStatus",
+    "OrderFact",
+    "PlaceOrder",
+    "SendPayout",
+    "UnreadableFact",
+    "amount_of",
     "parse_command",
     "parse_day",
     "parse_identifier",
     "parse_timestamp",
     "reject_nul",
 ]
-
-CHANNELS: Final[frozenset[str]] = frozenset(
-    {
-        "qris",
-        "shopee",
-        "tokopedia",
-        "lazada",
-        "tiktok",
-        "whatsapp",
-        "instagram",
-        "website",
-        "pos",
-        "other",
-    }
-)
 
 #: Types a client may post. Internal types (seller.*, suspense.*, ...) are
 #: recorded by their own endpoints, never through ``POST /v1/events``.
@@ -58,69 +68,24 @@ EVENT_TYPES: Final[frozenset[str]] = frozenset(
     }
 )
 
-#: The gateway names a fact may carry: one closed, lower-case list, so that a
-#: payment's uniqueness (``payment_exists``) cannot be dodged by spelling its
-#: gateway ``Midtrans``. ``cash`` and ``bank_transfer`` are the seller's own.
-GATEWAYS: Final[frozenset[str]] = frozenset(
-    {
-        "midtrans",
-        "xendit",
-        "doku",
-        "duitku",
-        "ipaymu",
-        "faspay",
-        "shopee",
-        "tokopedia",
-        "lazada",
-        "tiktok",
-        "blibli",
-        "bukalapak",
-        "gopay",
-        "ovo",
-        "dana",
-        "shopeepay",
-        "linkaja",
-        "bank_transfer",
-        "cash",
-    }
-)
-
-_IDENTIFIER = re.compile(r"\A[A-Za-z0-9._:-]{1,64}\Z")
-_GATEWAY_REF = re.compile(r"\A[\x21-\x7e]{1,200}\Z")
-_STATUS = re.compile(r"\A[A-Za-z0-9._ :-]{1,64}\Z")
-_METADATA_BYTES_MAX: Final = 4096
-_IDEMPOTENCY_KEY_CHARS_MAX: Final = 200
+IDEMPOTENCY_KEY_CHARS_MAX: Final = 200
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Command:
-    """One validated canonical event, ready for the aggregates to decide on.
+    """What every validated canonical event carries; one subclass per ``type``.
 
-    ``channel`` may be ``None`` for gateway facts that name only an order id;
-    the service then matches the order by id alone. ``payment_ref`` lets a
-    refund name the payment it refunds instead of the order.
+    ``type`` is the subclass's, never a field: a ``PlaceOrder`` cannot claim
+    to be a payout, and each type has only the fields it may hold.
     """
 
-    type: str
+    type: ClassVar[str]
     idempotency_key: str
     occurred_at: datetime
-    seller_id: str | None = None
-    order_id: str | None = None
-    channel: str | None = None
-    amount_minor: int | None = None
-    fee_minor: int = 0
     currency: str = "IDR"
     #: whether the body named a currency (a cancel or failed payment need not,
     #: but one that does must name its order's)
     currency_stated: bool = False
-    gateway: str | None = None
-    gateway_ref: str | None = None
-    payment_ref: str | None = None
-    reference: str | None = None
-    status: str | None = None
-    source: str | None = None
-    reason: str | None = None
-    shop_id: str | None = None
     metadata: dict[str, Any] | None = None
     #: canonical bytes of the request, for "same key, same body?" decisions
     fingerprint: bytes = field(default=b"", compare=False)
@@ -129,158 +94,106 @@ class Command:
     seller_scope: str | None = field(default=None, compare=False)
 
 
-def parse_identifier(value: object, field_name: str) -> str:
-    """CONTRACT section 1: 1-64 characters of ``A-Za-z0-9._:-``, and not ``.`` or
-    ``..``: an id becomes a URL path segment, where those two mean "here" and
-    "up" and would not name the record."""
-    if not isinstance(value, str) or not _IDENTIFIER.match(value) or value in (".", ".."):
-        raise ValidationError(
-            f"{field_name} must be 1-64 characters of A-Z a-z 0-9 . _ : -, not . or ..",
-            field=field_name,
-        )
-    return value
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaceOrder(Command):
+    type: ClassVar[str] = "order.placed"
+    seller_id: str
+    order_id: str
+    channel: str
+    amount_minor: int
 
 
-_RFC3339 = re.compile(
-    r"\A(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})\Z"
-)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendPayout(Command):
+    type: ClassVar[str] = "payout.sent"
+    seller_id: str
+    amount_minor: int
+    reference: str
 
 
-_EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
-_LATEST: Final = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderFact(Command):
+    """A fact about an order already placed.
 
-
-_DAY: Final = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
-
-
-def parse_day(value: object, field_name: str = "date") -> date:
-    """A calendar day as ``YYYY-MM-DD`` only (Python would also take ``20261130``
-    and week dates), within the years timestamps may have."""
-    if not isinstance(value, str) or not _DAY.match(value):
-        raise ValidationError(f"{field_name} must be a YYYY-MM-DD date", field=field_name)
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        # value is 10 characters here (checked above): echoing it is bounded
-        raise ValidationError(
-            f"{field_name} {value!r} is not a calendar day", field=field_name
-        ) from None
-    if not _EARLIEST.date() <= day <= _LATEST.date():
-        raise ValidationError(
-            f"{field_name} must lie between 2000-01-01 and 2999-12-31", field=field_name
-        )
-    return day
-
-
-def parse_timestamp(value: object, field_name: str = "occurred_at") -> datetime:
-    """RFC 3339 with an offset; a naive timestamp is refused, never guessed.
-
-    Only RFC 3339's own form: other ISO 8601 spellings that Python would
-    accept (week dates, ``+0800``, no seconds) are refused so that every
-    client means the same instant by the same text.
+    ``channel`` may be ``None`` for gateway facts that name only an order id,
+    and ``order_id`` too when the fact names the payment it concerns
+    (``payment_ref``): ``Ledger.resolve_order`` fills them in before the
+    fact is decided.
     """
-    if not isinstance(value, str):
-        raise ValidationError(f"{field_name} must be an RFC 3339 timestamp", field=field_name)
-    match = _RFC3339.match(value)
-    if match is None:
-        if isinstance(value, str) and re.match(r"\A\d{4}-\d{2}-\d{2}[Tt ][\d:.]+\Z", value):
-            raise ValidationError(f"{field_name} must carry a UTC offset", field=field_name)
-        raise ValidationError(
-            f"{field_name} must be an RFC 3339 timestamp with an offset", field=field_name
-        )
-    day, clock, fraction, offset = match.groups()
-    offset = "+00:00" if offset in ("Z", "z") else offset
-    micro = f".{fraction[:6]}" if fraction else ""
-    try:
-        moment = datetime.fromisoformat(f"{day}T{clock}{micro}{offset}")
-    except ValueError:
-        raise ValidationError(
-            f"{field_name} is not a valid date and time", field=field_name
-        ) from None
-    if not _EARLIEST <= moment <= _LATEST:
-        raise ValidationError(
-            f"{field_name} must lie between 2000-01-01 and 2999-12-31", field=field_name
-        )
-    return moment
+
+    order_id: str | None
+    channel: str | None
+    payment_ref: str | None = None
+    gateway: str | None = None
+    gateway_ref: str | None = None
 
 
-def _text(
-    raw: dict[str, Any], name: str, pattern: re.Pattern[str], *, required: bool
-) -> str | None:
-    value = raw.get(name)
-    if value is None:
-        if required:
-            raise ValidationError(f"{name} is required", field=name)
-        return None
-    if not isinstance(value, str) or not pattern.match(value):
-        raise ValidationError(f"{name} is malformed", field=name)
-    return value
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelOrder(OrderFact):
+    type: ClassVar[str] = "order.cancelled"
+    shop_id: str | None = None
 
 
-def _channel(raw: dict[str, Any], *, required: bool) -> str | None:
-    value = raw.get("channel")
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or value not in CHANNELS:
-        raise ValidationError(
-            f"channel must be one of {', '.join(sorted(CHANNELS))}", field="channel"
-        )
-    return str(value)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoteOrderStatus(OrderFact):
+    type: ClassVar[str] = "order.status_noted"
+    status: str
+    source: str | None = None
+    shop_id: str | None = None
 
 
-def _gateway(raw: dict[str, Any], *, required: bool) -> str | None:
-    value = raw.get("gateway")
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or value not in GATEWAYS:
-        raise ValidationError(
-            f"gateway must be one of {', '.join(sorted(GATEWAYS))} (lower case)", field="gateway"
-        )
-    return value
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapturePayment(OrderFact):
+    type: ClassVar[str] = "payment.captured"
+    amount_minor: int
+    fee_minor: int = 0
+    gateway: str
+    gateway_ref: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailPayment(OrderFact):
+    type: ClassVar[str] = "payment.failed"
+    gateway: str
+    gateway_ref: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssueRefund(OrderFact):
+    type: ClassVar[str] = "refund.issued"
+    amount_minor: int
+    gateway: str
+    gateway_ref: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnreadableFact(Command):
+    """What is kept of an authenticated gateway fact that ``parse_command``
+    refused (an order id over 64 characters): enough to hold it in suspense
+    for an operator, never decided."""
+
+    type: ClassVar[str] = "unreadable"
+    amount_minor: int | None = None
+
+
+def amount_of(command: Command) -> int | None:
+    """The amount a command names, if its type has one (a suspense entry shows it)."""
+    if isinstance(command, PlaceOrder | SendPayout | CapturePayment | IssueRefund | UnreadableFact):
+        return command.amount_minor
+    return None
 
 
 def _require_order(raw: dict[str, Any], *, channel_required: bool = True) -> tuple[str, str | None]:
     if "order_id" not in raw:
         raise ValidationError("order_id is required", field="order_id")
-    return parse_identifier(raw["order_id"], "order_id"), _channel(raw, required=channel_required)
-
-
-def _metadata(raw: dict[str, Any]) -> dict[str, Any] | None:
-    value = raw.get("metadata")
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ValidationError("metadata must be an object", field="metadata")
-    try:
-        size = len(orjson.dumps(value))
-    except (TypeError, orjson.JSONEncodeError):
-        raise ValidationError("metadata is not plain JSON", field="metadata") from None
-    if size > _METADATA_BYTES_MAX:
-        raise ValidationError("metadata is larger than 4 KiB", field="metadata")
-    return value
-
-
-def reject_nul(value: object, field_name: str | None = None, *, depth: int = 0) -> None:
-    """PostgreSQL text cannot hold U+0000: refuse it anywhere in a body, up front.
-
-    Deeply nested values are refused too (a bound on everything we accept).
-    """
-    if depth > 32:
-        raise ValidationError("the body is nested too deeply", field=field_name)
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValidationError("text must not contain NUL characters", field=field_name)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            reject_nul(key, field_name or key, depth=depth + 1)
-            reject_nul(item, field_name or key, depth=depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            reject_nul(item, field_name, depth=depth + 1)
+    return parse_identifier(raw["order_id"], "order_id"), read_channel(
+        raw, required=channel_required
+    )
 
 
 def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
-    """Validates one canonical event object.
+    """Validates one canonical event object into the command of its type.
 
     ``gateway_facts`` admits the forms only gateway adapters produce: an
     order matched by id alone (no channel) and a refund matched by its payment.
@@ -295,7 +208,7 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
         # orjson writes U+0000 as this escape: only then walk the object to name the field
         reject_nul(raw)
     key = raw.get("idempotency_key")
-    if not isinstance(key, str) or not 1 <= len(key) <= _IDEMPOTENCY_KEY_CHARS_MAX:
+    if not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_CHARS_MAX:
         raise ValidationError("idempotency_key must be 1-200 characters", field="idempotency_key")
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
@@ -305,86 +218,163 @@ def parse_command(raw: object, *, gateway_facts: bool = False) -> Command:
     occurred_at = parse_timestamp(raw["occurred_at"])
     currency = parse_currency(raw.get("currency"))
     common: dict[str, Any] = {
-        "type": kind,
         "idempotency_key": key,
         "occurred_at": occurred_at,
         "currency": currency,
         "currency_stated": raw.get("currency") is not None,
-        "metadata": _metadata(raw),
+        "metadata": read_metadata(raw),
         "fingerprint": fingerprint,
     }
-    relaxed = gateway_facts
-    order_id: str | None
-    amount: int | None
-    if kind == "order.placed":
-        order_id, channel = _require_order(raw)
-        return Command(
-            **common,
-            seller_id=parse_identifier(raw.get("seller_id"), "seller_id"),
-            order_id=order_id,
-            channel=channel,
-            amount_minor=parse_amount(_present(raw, "amount"), currency),
-        )
-    # a refund may name the payment it returns (CONTRACT 2); a gateway's fact
-    # may also be matched by it alone, without an order id
-    payment_ref = (
-        _text(raw, "payment_ref", _GATEWAY_REF, required=False)
-        if relaxed or kind == "refund.issued"
-        else None
-    )
-    if kind in ("order.cancelled", "order.status_noted"):
-        if payment_ref is not None and "order_id" not in raw:
-            order_id, channel = None, _channel(raw, required=False)
-        else:
-            order_id, channel = _require_order(raw, channel_required=not relaxed)
-        status: str | None = None
-        source: str | None = None
-        if kind == "order.status_noted":
-            status = _text(raw, "status", _STATUS, required=True)
-            source = _text(raw, "source", _STATUS, required=False)
-        return Command(
-            **common,
-            order_id=order_id,
-            channel=channel,
-            status=status,
-            source=source,
-            shop_id=_text(raw, "shop_id", _IDENTIFIER, required=False),
-            payment_ref=payment_ref,
-            gateway=_gateway(raw, required=False),
-            gateway_ref=_text(raw, "gateway_ref", _GATEWAY_REF, required=False),
-        )
-    if kind in ("payment.captured", "payment.failed", "refund.issued"):
-        by_payment = kind == "refund.issued" and payment_ref is not None
-        if relaxed and by_payment and "order_id" not in raw:
-            order_id, channel = None, _channel(raw, required=False)
-        else:
-            order_id, channel = _require_order(raw, channel_required=not relaxed)
-        amount = None
-        fee = 0
-        if kind != "payment.failed":
-            amount = parse_amount(_present(raw, "amount"), currency)
-        if kind == "payment.captured" and raw.get("fee") is not None:
-            fee = parse_amount(raw["fee"], currency, field="fee", allow_zero=True)
-            if amount is not None and fee > amount:
-                raise ValidationError("fee must not exceed the amount", field="fee")
-        return Command(
-            **common,
-            order_id=order_id,
-            channel=channel,
-            amount_minor=amount,
-            fee_minor=fee,
-            gateway=_gateway(raw, required=True),
-            gateway_ref=_text(raw, "gateway_ref", _GATEWAY_REF, required=True),
-            payment_ref=payment_ref,
-            reason=_text(raw, "reason", _STATUS, required=False),
-        )
-    # payout.sent
-    return Command(
+    return _PARSERS[kind](raw, common, gateway_facts)
+
+
+# Each parser reads the fields of its type in a fixed order: with several
+# bad fields, the first one named in the answer stays the same.
+
+
+def _parse_place_order(raw: dict[str, Any], common: dict[str, Any], relaxed: bool) -> Command:
+    order_id, channel = _require_order(raw)
+    assert channel is not None  # required above
+    return PlaceOrder(
         **common,
         seller_id=parse_identifier(raw.get("seller_id"), "seller_id"),
-        amount_minor=parse_amount(_present(raw, "amount"), currency),
-        reference=_text(raw, "reference", _GATEWAY_REF, required=True),
+        order_id=order_id,
+        channel=channel,
+        amount_minor=parse_amount(_present(raw, "amount"), common["currency"]),
     )
+
+
+def _payment_ref(raw: dict[str, Any], kind: str, relaxed: bool) -> str | None:
+    """A refund may name the payment it returns (CONTRACT 2); a gateway's fact
+    may also be matched by it alone, without an order id."""
+    if relaxed or kind == "refund.issued":
+        return read_text(raw, "payment_ref", GATEWAY_REF, required=False)
+    return None
+
+
+def _order_or_payment(
+    raw: dict[str, Any], payment_ref: str | None, relaxed: bool
+) -> tuple[str | None, str | None]:
+    """``(order_id, channel)``, or ``(None, channel)`` for a fact found by its payment."""
+    if payment_ref is not None and "order_id" not in raw:
+        return None, read_channel(raw, required=False)
+    return _require_order(raw, channel_required=not relaxed)
+
+
+def _parse_cancel(raw: dict[str, Any], common: dict[str, Any], relaxed: bool) -> Command:
+    payment_ref = _payment_ref(raw, "order.cancelled", relaxed)
+    order_id, channel = _order_or_payment(raw, payment_ref, relaxed)
+    return CancelOrder(
+        **common,
+        order_id=order_id,
+        channel=channel,
+        shop_id=read_text(raw, "shop_id", IDENTIFIER, required=False),
+        payment_ref=payment_ref,
+        gateway=read_gateway(raw, required=False),
+        gateway_ref=read_text(raw, "gateway_ref", GATEWAY_REF, required=False),
+    )
+
+
+def _parse_status_note(raw: dict[str, Any], common: dict[str, Any], relaxed: bool) -> Command:
+    payment_ref = _payment_ref(raw, "order.status_noted", relaxed)
+    order_id, channel = _order_or_payment(raw, payment_ref, relaxed)
+    status = read_text(raw, "status", STATUS, required=True)
+    assert status is not None  # required above
+    source = read_text(raw, "source", STATUS, required=False)
+    return NoteOrderStatus(
+        **common,
+        order_id=order_id,
+        channel=channel,
+        status=status,
+        source=source,
+        shop_id=read_text(raw, "shop_id", IDENTIFIER, required=False),
+        payment_ref=payment_ref,
+        gateway=read_gateway(raw, required=False),
+        gateway_ref=read_text(raw, "gateway_ref", GATEWAY_REF, required=False),
+    )
+
+
+def _gateway_fact(raw: dict[str, Any]) -> dict[str, Any]:
+    """The gateway and its reference, both required, and a well-formed ``reason``
+    (checked on every payment fact; kept by a failed payment only)."""
+    gateway = read_gateway(raw, required=True)
+    gateway_ref = read_text(raw, "gateway_ref", GATEWAY_REF, required=True)
+    reason = read_text(raw, "reason", STATUS, required=False)
+    return {"gateway": gateway, "gateway_ref": gateway_ref, "reason": reason}
+
+
+def _parse_capture(raw: dict[str, Any], common: dict[str, Any], relaxed: bool) -> Command:
+    payment_ref = _payment_ref(raw, "payment.captured", relaxed)
+    order_id, channel = _require_order(raw, channel_required=not relaxed)
+    currency = common["currency"]
+    amount = parse_amount(_present(raw, "amount"), currency)
+    fee = 0
+    if raw.get("fee") is not None:
+        fee = parse_amount(raw["fee"], currency, field="fee", allow_zero=True)
+        if fee > amount:
+            raise ValidationError("fee must not exceed the amount", field="fee")
+    fact = _gateway_fact(raw)
+    return CapturePayment(
+        **common,
+        order_id=order_id,
+        channel=channel,
+        amount_minor=amount,
+        fee_minor=fee,
+        gateway=fact["gateway"],
+        gateway_ref=fact["gateway_ref"],
+        payment_ref=payment_ref,
+    )
+
+
+def _parse_failure(raw: dict[str, Any], common: dict[str, Any], relaxed: bool) -> Command:
+    payment_ref = _payment_ref(raw, "payment.failed", relaxed)
+    order_id, channel = _require_order(raw, channel_required=not relaxed)
+    fact = _gateway_fact(raw)
+    return FailPayment(
+        **common, order_id=order_id, channel=channel, payment_ref=payment_ref, **fact
+    )
+
+
+def _parse_refund(raw: dict[str, Any], common: dict[str, Any], relaxed: bool) -> Command:
+    payment_ref = _payment_ref(raw, "refund.issued", relaxed)
+    if relaxed and payment_ref is not None and "order_id" not in raw:
+        order_id, channel = None, read_channel(raw, required=False)
+    else:
+        order_id, channel = _require_order(raw, channel_required=not relaxed)
+    amount = parse_amount(_present(raw, "amount"), common["currency"])
+    fact = _gateway_fact(raw)
+    return IssueRefund(
+        **common,
+        order_id=order_id,
+        channel=channel,
+        amount_minor=amount,
+        gateway=fact["gateway"],
+        gateway_ref=fact["gateway_ref"],
+        payment_ref=payment_ref,
+    )
+
+
+def _parse_payout(raw: dict[str, Any], common: dict[str, Any], relaxed: bool) -> Command:
+    # a gateway's form is checked for a well-formed payment_ref, as on every
+    # other fact; a payout has no use for one
+    _payment_ref(raw, "payout.sent", relaxed)
+    seller_id = parse_identifier(raw.get("seller_id"), "seller_id")
+    amount = parse_amount(_present(raw, "amount"), common["currency"])
+    reference = read_text(raw, "reference", GATEWAY_REF, required=True)
+    assert reference is not None  # required above
+    return SendPayout(**common, seller_id=seller_id, amount_minor=amount, reference=reference)
+
+
+_PARSERS: Final[dict[str, Callable[[dict[str, Any], dict[str, Any], bool], Command]]] = {
+    "order.placed": _parse_place_order,
+    "order.cancelled": _parse_cancel,
+    "order.status_noted": _parse_status_note,
+    "payment.captured": _parse_capture,
+    "payment.failed": _parse_failure,
+    "refund.issued": _parse_refund,
+    "payout.sent": _parse_payout,
+}
+assert set(_PARSERS) == EVENT_TYPES
 
 
 def _present(raw: dict[str, Any], name: str) -> object:

@@ -43,7 +43,7 @@ CURRENCY_DIGITS: Final[dict[str, int]] = dict.fromkeys(_TWO_DIGITS.split(), 2) |
 #: Largest amount in minor units: a signed 64-bit column holds it.
 AMOUNT_MINOR_MAX: Final[int] = 2**63 - 1
 
-_DECIMAL = re.compile(r"\A(0|[1-9][0-9]{0,20})(?:\.([0-9]{1,6}))?\Z")
+DECIMAL = re.compile(r"\A(0|[1-9][0-9]{0,20})(?:\.([0-9]{1,6}))?\Z")
 
 
 def parse_currency(value: object, *, field: str = "currency") -> str:
@@ -71,7 +71,7 @@ def parse_amount(
         if value < 0:
             raise ValidationError("amount must not be negative", field=field)
     elif isinstance(value, str):
-        match = _DECIMAL.match(value)
+        match = DECIMAL.match(value)
         if match is None:
             raise ValidationError(
                 f"amount {value[:40]!r} is not a plain non-negative decimal", field=field

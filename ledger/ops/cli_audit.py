@@ -187,7 +187,7 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
 
-    from ledger.app.service import Ledger
+    from ledger.app.ledger import Ledger
     from ledger.audit.findings import format_table
     from ledger.audit.replay import reconcile_report
     from ledger.domain.errors import LedgerError

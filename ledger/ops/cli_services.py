@@ -65,7 +65,7 @@ async def _run_service(
     extensions of the HTTP app (``up`` adds its supervisor's health)."""
 
     from ledger.api.http import create_app, install_admin_key, serve
-    from ledger.app.service import Ledger
+    from ledger.app.ledger import Ledger
     from ledger.ops import bootstrap as wiring
 
     pool = await connect(settings)

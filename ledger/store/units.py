@@ -2,7 +2,7 @@
 running totals they move (``AccountDelta``), the index rows and claims they
 take, all in one ``Unit``; and what became of each unit (``CommitOutcome``).
 
-The service builds these (``ledger.app.service``); ``ledger.store.append``
+The service builds these (``ledger.app.ledger``); ``ledger.store.append``
 writes them.
 """
 

@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 
 from ledger.api.http import create_app, install_admin_key
 from ledger.api.openapi import openapi_document
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.ops.settings import Settings
 from ledger.store import LedgerStore
 

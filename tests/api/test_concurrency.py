@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from ledger.api.http import create_app
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.contract.messages import GENESIS_HASH, chain_hash
 from ledger.store import LedgerStore
 from ledger.store.schema import EVENTS_TABLE

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from ledger.api.http import create_app, serve
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.ops.settings import Settings
 from ledger.store import LedgerStore
 from tests.api.conftest import ADMIN_KEY

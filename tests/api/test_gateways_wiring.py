@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateways.routes import GatewayRoutes
 from ledger.api.http import create_app
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.ops import bootstrap
 from ledger.ops.settings import Settings
 from ledger.store import LedgerStore

@@ -26,7 +26,7 @@ from openapi_spec_validator import validate
 
 from ledger.api.http import create_app
 from ledger.api.openapi import served
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.ops import bootstrap
 from ledger.ops.settings import Settings
 from ledger.store import LedgerStore

@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ledger.api.http import create_app, install_admin_key
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.ops.settings import Settings
 from ledger.store import LedgerStore
 

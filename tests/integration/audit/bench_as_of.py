@@ -33,7 +33,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from ledger.api.http import create_app, install_admin_key
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.audit.routes import AuditRoutes
 from ledger.domain.commands import parse_command
 from ledger.ops.settings import Settings

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import asyncpg
 
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.domain.commands import parse_command
 from ledger.store import LedgerStore
 from tests.support.servers import with_database

@@ -23,7 +23,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ledger.api.http import create_app, install_admin_key
-from ledger.app.service import Ledger, Recorded
+from ledger.app.ledger import Ledger, Recorded
 from ledger.audit.routes import AuditRoutes
 from ledger.domain.commands import parse_command
 from ledger.ops.settings import Settings

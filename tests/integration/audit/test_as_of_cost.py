@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ledger.api.http import create_app
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.audit.replay import replay_balances
 from ledger.audit.routes import AsOfLimit, AuditRoutes
 from ledger.domain.errors import TooManyRequests

@@ -15,7 +15,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.audit.beancount import seller_account
 from ledger.domain.commands import parse_command
 

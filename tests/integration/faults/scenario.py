@@ -253,7 +253,7 @@ async def _check_log(
         head = await conn.fetchval("SELECT position FROM ledger_head")
     finally:
         await conn.close()
-    # stored as "c:<client key>" ("i:<the ledger's own key>" for its own facts, service.py)
+    # stored as "c:<client key>" ("i:<the ledger's own key>" for its own facts, app/writer.py)
     ours = {k.split(":", 1)[1]: p for k, p in keys.items() if k.startswith("c:")}
     lost = [w for w in load.acked if ours.get(w.key) != w.position]
     positions = Counter(keys.values())

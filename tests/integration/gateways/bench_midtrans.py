@@ -33,7 +33,7 @@ from aiohttp import web
 
 from gateways.routes import GatewayRoutes
 from ledger.api.http import create_app, install_admin_key
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.ops.settings import Settings
 from ledger.store import LedgerStore
 from tests.integration.gateways.conftest import (

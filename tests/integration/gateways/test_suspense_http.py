@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.domain.commands import parse_command
 from tests.integration.gateways.conftest import (
     Hooks,

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.audit.balance_sums import balance_sums
 from ledger.domain.commands import parse_command
 from ledger.domain.errors import LedgerError

@@ -11,7 +11,7 @@ import asyncpg
 import nats
 import pytest
 
-from ledger.app.service import Ledger
+from ledger.app.ledger import Ledger
 from ledger.domain.commands import parse_command
 from ledger.relay.relay import RelayConfig
 from ledger.store import LedgerStore

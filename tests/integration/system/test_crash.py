@@ -263,7 +263,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_the_restart_converges(
     pool = await asyncpg.create_pool(deployment.dsn, min_size=1, max_size=2)
     assert pool is not None
     try:
-        # Stored as "c:<client key>" (or "i:<the ledger's own key>", service.py).
+        # Stored as "c:<client key>" (or "i:<the ledger's own key>", ledger/app/writer.py).
         keys = {
             r["key"].split(":", 1)[1]: r["position"]
             for r in await pool.fetch("SELECT key, position FROM idempotency_keys")

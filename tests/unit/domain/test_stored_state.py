@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from ledger.app.service import _encode_state, _make_mapper
+from ledger.app.repository import _encode_state, _make_mapper
 from ledger.domain.orders import Order
 from ledger.domain.sellers import Seller
 from ledger.domain.suspense import Reconciliation, SuspenseEntry

@@ -1,0 +1,176 @@
+"""The aggregate repository: load, prefetch, cache, replay, and new events as rows.
+
+Like the eventsourcing library's ``Repository``, an aggregate is rebuilt by
+replaying its stored events through the library's own ``Mapper``, so what we
+write is what the library reads (``tests/api/test_library_reads.py``). Writing
+goes the other way at orjson's speed: ``_encode_state`` is held byte-equal to
+the library's transcoder by ``tests/unit/domain/test_stored_state.py``.
+
+Aggregates are cached between batches. With several ``serve`` processes a
+cached aggregate can be stale; the store then drops the unit under its lock
+and the writer evicts it and decides again on fresh state.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any, Final
+from uuid import UUID
+
+import asyncpg
+import orjson
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Mapper,
+    StoredEvent,
+    UUIDAsHex,
+)
+from eventsourcing.utils import get_topic
+
+from ledger.contract.messages import event_data
+from ledger.domain.catalog import TYPE_BY_TOPIC
+from ledger.store import LedgerStore
+from ledger.store.log import StoredRow
+from ledger.store.units import NewEvent, Unit
+
+__all__ = ["Repository", "new_events", "unit_of"]
+
+#: Aggregates kept between batches. Orders are hot for minutes (placed, paid,
+#: maybe refunded) then cold; a miss costs one batched read. Bounded so that a
+#: long run keeps a flat memory profile (loadtests/soak.sh).
+_CACHE_AGGREGATES_MAX: Final = 10_000
+
+
+def _make_mapper() -> Mapper[UUID]:
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DatetimeAsISO(), DecimalAsStr()):
+        transcoder.register(transcoding)
+    return Mapper(transcoder=transcoder)
+
+
+class Repository:
+    """The writer's aggregates: cached, or replayed from the log on a miss."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+        self._mapper = _make_mapper()
+        self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
+
+    async def load(self, stream_id: UUID, conn: asyncpg.Connection | None) -> Aggregate | None:
+        cached = self._cache.get(stream_id)
+        if cached is not None:
+            self._cache.move_to_end(stream_id)
+            return cached
+        streams = await self.store.load_streams([stream_id], conn)
+        aggregate = self.replay(streams.get(stream_id, []))
+        if aggregate is not None:
+            self.put(aggregate)
+        return aggregate
+
+    async def prefetch(self, stream_ids: set[UUID], conn: asyncpg.Connection | None) -> set[UUID]:
+        """Loads every stream a batch will need in one query, not one per command;
+        returns those that do not exist."""
+        absent: set[UUID] = set()
+        missing = [s for s in stream_ids if s not in self._cache]
+        if not missing:
+            return absent
+        streams = await self.store.load_streams(missing, conn)
+        for stream_id in missing:
+            aggregate = self.replay(streams.get(stream_id, []))
+            if aggregate is None:
+                absent.add(stream_id)
+            else:
+                self.put(aggregate)
+        return absent
+
+    def replay(self, rows: list[StoredRow]) -> Aggregate | None:
+        aggregate: Aggregate | None = None
+        for row in rows:
+            domain_event = self._mapper.to_domain_event(
+                StoredEvent(
+                    originator_id=row.stream_id,
+                    originator_version=row.version,
+                    topic=row.topic,
+                    state=bytes(row.state),
+                )
+            )
+            aggregate = domain_event.mutate(aggregate)  # type: ignore[attr-defined]
+        return aggregate
+
+    async def read_stream(self, stream_id: UUID) -> tuple[Aggregate | None, list[dict[str, Any]]]:
+        """A fresh replay from the database and the stream's messages, in one query:
+        for readers, never the writer's cache, which may hold a decision whose
+        transaction has not committed yet."""
+        rows = await self.store.stream_rows(stream_id)
+        return self.replay([row for _, row in rows]), [message for message, _ in rows]
+
+    def put(self, aggregate: Aggregate) -> None:
+        self._cache[aggregate.id] = aggregate
+        self._cache.move_to_end(aggregate.id)
+        while len(self._cache) > _CACHE_AGGREGATES_MAX:
+            self._cache.popitem(last=False)
+
+    def evict(self, stream_ids: Iterable[UUID]) -> None:
+        for stream_id in stream_ids:
+            self._cache.pop(stream_id, None)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+@functools.cache
+def _topic_of(cls: type) -> str:
+    return get_topic(cls)
+
+
+def _encode_state(state: dict[str, Any]) -> bytes:
+    """The library's stored state, byte for byte what its ``JSONTranscoder``
+    writes for our events, at orjson's speed.
+
+    Our events hold only JSON-native values besides the library's own
+    ``timestamp``, which its ``DatetimeAsISO`` transcoding wraps as below.
+    ``tests/unit/domain/test_stored_state.py`` holds the two encoders equal.
+    """
+    timestamp = state["timestamp"]
+    encoded = dict(state, timestamp={"_type_": "datetime_iso", "_data_": timestamp.isoformat()})
+    return orjson.dumps(encoded)
+
+
+def new_events(aggregates: list[Aggregate]) -> list[NewEvent]:
+    """The aggregates' pending events, collected, as rows to append."""
+    out: list[NewEvent] = []
+    for aggregate in aggregates:
+        for domain_event in aggregate.collect_events():
+            state = dict(vars(domain_event))
+            stream_id = state.pop("originator_id")
+            version = state.pop("originator_version")
+            topic = _topic_of(type(domain_event))
+            out.append(
+                NewEvent(
+                    stream_id=stream_id,
+                    version=version,
+                    topic=topic,
+                    state=_encode_state(state),
+                    type=TYPE_BY_TOPIC[topic],
+                    data=event_data(state),
+                    occurred_at=state["occurred_at"],
+                    seller_id=state.get("seller_id"),
+                )
+            )
+    return out
+
+
+def unit_of(aggregates: list[Aggregate]) -> Unit:
+    """One decision's events, and the stream versions it was decided on."""
+    events = new_events(aggregates)
+    # The version each stream had before *this* unit: what the database
+    # must still hold if the unit is committed on its own.
+    base_versions = {a.id: a.version for a in aggregates}
+    for ev in events:
+        base_versions[ev.stream_id] = min(base_versions[ev.stream_id], ev.version - 1)
+    return Unit(events=events, base_versions=base_versions)
