@@ -1,6 +1,6 @@
 # `make test` is the README's test command and what .ci/run calls: it does all
 # the set-up a fresh machine needs (virtualenv, packages, wrk for the
-# benchmark smoke test), then runs the whole suite.
+# benchmark smoke test), runs the checks (`make check`), then the whole suite.
 .PHONY: install test check bench
 
 .venv/.installed: pyproject.toml
@@ -12,7 +12,9 @@ install: .venv/.installed
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
 	  || echo "wrk not installed: the benchmark smoke test will fail" >&2
 
-test: install
+# the checks first (ruff, ruff format, mypy --strict over ledger/, projections/,
+# gateways/): CI runs this target, and a type error fails it like a test
+test: install check
 	.venv/bin/python -m pytest
 
 check: install

@@ -6,7 +6,8 @@ stay thin; the limits are the same constants the handlers check.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 from ledger.api.responses import POSITION_MAX
 from ledger.api.spec import (
@@ -22,6 +23,8 @@ from ledger.api.spec import (
     recorded_and,
     spec,
 )
+
+H = TypeVar("H")
 
 __all__ = ["LIST_SUSPENSE", "RESOLVE_SUSPENSE", "SUSPENSE_PAGE_MAX", "webhook"]
 
@@ -55,7 +58,7 @@ _ACK: Final = Reply(
 _WEBHOOK_ERRORS: Final = (401, 422, 503)
 
 
-def webhook(summary: str) -> Any:
+def webhook(summary: str) -> Callable[[H], H]:
     return spec(
         summary,
         {200: _ACK},

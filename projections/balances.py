@@ -27,9 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-import asyncpg
-
 from ledger.domain import balances as money_rule
+from ledger.store.connection import Connection
 from projections import envelope
 from projections.projection import Projection
 
@@ -265,7 +264,7 @@ class BalancesProjection(Projection):
     def parse(self, message: dict[str, Any]) -> BalanceFact | None:
         return parse(message)
 
-    async def apply(self, conn: asyncpg.Connection, facts: Sequence[BalanceFact]) -> None:
+    async def apply(self, conn: Connection, facts: Sequence[BalanceFact]) -> None:
         keys = sorted(order_keys(facts))
         before: dict[OrderKey, OrderState] = {}
         if keys:

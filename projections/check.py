@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.store.connection import Connection
 from projections import catalog, schema
 from projections.projection import REBUILD_SUFFIX
 from projections.rebuild import RebuildBusy, _drop_tables, _fold_all
@@ -101,7 +102,7 @@ async def positions_at_head(
         await asyncio.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0)))
 
 
-async def _position(conn: asyncpg.Connection, name: str) -> int:
+async def _position(conn: Connection, name: str) -> int:
     return int(
         await conn.fetchval(
             "SELECT coalesce(max(position), 0) FROM projection_positions WHERE name = $1", name
@@ -109,7 +110,7 @@ async def _position(conn: asyncpg.Connection, name: str) -> int:
     )
 
 
-async def _compare(conn: asyncpg.Connection, live: str, shadow: str) -> list[str]:
+async def _compare(conn: Connection, live: str, shadow: str) -> list[str]:
     out: list[str] = []
     for label, left, right in (("only in the projection", live, shadow),
                                ("only in the replay", shadow, live)):  # fmt: skip

@@ -287,6 +287,7 @@ class Consumer(DurableCursor):
         """After the commit: ack what was applied or skipped, term the poison; returns its count."""
         poison = 0
         for item in items:
+            assert item.msg is not None, "only stream messages are settled (log fills have none)"
             if item.error is not None:
                 poison += 1
                 log.warning(

@@ -22,7 +22,7 @@ import abc
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import asyncpg
+from ledger.store.connection import Connection
 
 __all__ = ["REBUILD_SUFFIX", "Projection"]
 
@@ -52,7 +52,7 @@ class Projection(abc.ABC):
         """The facts of one decoded message, ``None`` when this model ignores its type."""
 
     @abc.abstractmethod
-    async def apply(self, conn: asyncpg.Connection, facts: Sequence[Any]) -> None:
+    async def apply(self, conn: Connection, facts: Sequence[Any]) -> None:
         """Folds ``facts`` (in position order) into the tables, inside the caller's transaction."""
 
     def constraint_names(self) -> dict[str, list[str]]:

@@ -47,7 +47,7 @@ async def seller_balance(
     )
     if row is None:
         return None
-    totals = money_rule.Totals.of(row)
+    totals = money_rule.Totals.of(dict(row))
     return money_rule.balance_json(
         row["seller_id"], row["currency"], totals, row["projection_position"]
     )

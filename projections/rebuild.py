@@ -39,6 +39,7 @@ from typing import Any, Final
 import asyncpg
 import orjson
 
+from ledger.store.connection import Connection
 from projections import catalog, envelope, schema
 from projections.envelope import PoisonMessage
 from projections.projection import REBUILD_SUFFIX, Projection
@@ -121,7 +122,7 @@ class _Folded:
 
 
 async def _fold_all(
-    conn: asyncpg.Connection,
+    conn: Connection,
     shadow: Projection,
     messages: AsyncIterable[dict[str, Any]],
     on_progress: ProgressCallback | None,
@@ -190,13 +191,13 @@ def _poison_row(name: str, raw: Any, position: int | None, error: str) -> tuple[
     return (name, subject[:200], position, body, error[:2000])
 
 
-async def _drop_tables(conn: asyncpg.Connection, projection: Projection) -> None:
+async def _drop_tables(conn: Connection, projection: Projection) -> None:
     for base in projection.tables:
         await conn.execute(f"DROP TABLE IF EXISTS {projection.table(base)}")
 
 
 async def _swap(
-    conn: asyncpg.Connection,
+    conn: Connection,
     live: Projection,
     shadow: Projection,
     folded: _Folded,
@@ -213,7 +214,7 @@ async def _swap(
 
 
 async def _swap_once(
-    conn: asyncpg.Connection,
+    conn: Connection,
     live: Projection,
     shadow: Projection,
     folded: _Folded,

@@ -30,9 +30,8 @@ from datetime import date, tzinfo
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import asyncpg
-
 from ledger.domain import balances as money_rule
+from ledger.store.connection import Connection
 from projections import envelope
 from projections.projection import Projection
 
@@ -293,7 +292,7 @@ class SellerRecapsProjection(Projection):
         fact = parse(message, self.zone)
         return fact if isinstance(fact, RecapFact) else None
 
-    async def apply(self, conn: asyncpg.Connection, facts: Sequence[RecapFact]) -> None:
+    async def apply(self, conn: Connection, facts: Sequence[RecapFact]) -> None:
         rows = fold_seller_recaps(facts)
         if rows:
             await conn.execute(self._upsert, *_sum_args(rows))
@@ -373,9 +372,7 @@ class CityRecapProjection(Projection):
     def parse(self, message: dict[str, Any]) -> RecapFact | SellerRegistered | None:
         return parse(message, self.zone)
 
-    async def apply(
-        self, conn: asyncpg.Connection, facts: Sequence[RecapFact | SellerRegistered]
-    ) -> None:
+    async def apply(self, conn: Connection, facts: Sequence[RecapFact | SellerRegistered]) -> None:
         wanted = sorted({f.seller_id for f in facts if isinstance(f, RecapFact)})
         districts: dict[str, str] = {}
         if wanted:

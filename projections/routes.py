@@ -34,7 +34,7 @@ _POOL = web.AppKey("projection_pool", asyncpg.Pool)
 
 _COUNT: Final = {"type": "integer", "minimum": 0}
 #: ``projections.reads._sums``: one currency's counts and sums
-_SUMS: Final = {
+_SUMS: Final[dict[str, Any]] = {
     "currency": {"type": "string"},
     "orders": _COUNT,
     "order_value": MONEY,

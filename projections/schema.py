@@ -18,6 +18,7 @@ from typing import Final
 
 import asyncpg
 
+from ledger.store.connection import Connection
 from projections.projection import Projection
 
 __all__ = ["POISON_DDL", "POSITIONS_DDL", "ensure_schema"]
@@ -53,9 +54,7 @@ _POISON_ONCE_DDL: Final = """
 _SCHEMA_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtext('omniledger.projections.schema'))"
 
 
-async def ensure_schema(
-    db: asyncpg.Pool | asyncpg.Connection, projections: Iterable[Projection]
-) -> None:
+async def ensure_schema(db: asyncpg.Pool | Connection, projections: Iterable[Projection]) -> None:
     """Creates what is missing, and a position row (at 0) per live projection."""
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
@@ -64,7 +63,7 @@ async def ensure_schema(
         await _ensure(db, list(projections))
 
 
-async def _ensure(conn: asyncpg.Connection, projections: list[Projection]) -> None:
+async def _ensure(conn: Connection, projections: list[Projection]) -> None:
     async with conn.transaction():
         await conn.execute(_SCHEMA_LOCK)
         for statement in (POSITIONS_DDL, POISON_DDL, _POISON_ONCE_DDL):

@@ -65,7 +65,7 @@ ERROR_STATUS: Final[dict[type[LedgerError], int]] = {
 def status_for(error: LedgerError) -> int:
     for cls in type(error).__mro__:
         if cls in ERROR_STATUS:
-            return ERROR_STATUS[cls]  # type: ignore[index]
+            return ERROR_STATUS[cls]
     return 400
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from uuid import UUID
 
-import asyncpg
 from eventsourcing.domain import Aggregate
 
 from ledger.app.repository import Repository
 from ledger.store import LedgerStore
+from ledger.store.connection import Connection
 from ledger.store.keys import Claim
 from ledger.store.units import AccountDelta
 
@@ -25,9 +25,7 @@ __all__ = ["AlreadyRecorded", "Batch"]
 class Batch:
     """The aggregates one batch decides on: the cache plus what it created."""
 
-    def __init__(
-        self, store: LedgerStore, repository: Repository, conn: asyncpg.Connection | None
-    ) -> None:
+    def __init__(self, store: LedgerStore, repository: Repository, conn: Connection | None) -> None:
         self.store = store
         self.conn = conn
         self._repository = repository

@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from typing import Any, Final
 from uuid import UUID
 
-import asyncpg
 import orjson
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
@@ -35,6 +34,7 @@ from eventsourcing.utils import get_topic
 from ledger.contract.messages import event_data
 from ledger.domain.catalog import TYPE_BY_TOPIC
 from ledger.store import LedgerStore
+from ledger.store.connection import Connection
 from ledger.store.log import StoredRow
 from ledger.store.units import NewEvent, Unit
 
@@ -61,7 +61,7 @@ class Repository:
         self._mapper = _make_mapper()
         self._cache: OrderedDict[UUID, Aggregate] = OrderedDict()
 
-    async def load(self, stream_id: UUID, conn: asyncpg.Connection | None) -> Aggregate | None:
+    async def load(self, stream_id: UUID, conn: Connection | None) -> Aggregate | None:
         cached = self._cache.get(stream_id)
         if cached is not None:
             self._cache.move_to_end(stream_id)
@@ -72,7 +72,7 @@ class Repository:
             self.put(aggregate)
         return aggregate
 
-    async def prefetch(self, stream_ids: set[UUID], conn: asyncpg.Connection | None) -> set[UUID]:
+    async def prefetch(self, stream_ids: set[UUID], conn: Connection | None) -> set[UUID]:
         """Loads every stream a batch will need in one query, not one per command;
         returns those that do not exist."""
         absent: set[UUID] = set()
@@ -124,7 +124,7 @@ class Repository:
 
 
 @functools.cache
-def _topic_of(cls: type) -> str:
+def _topic_of(cls: Any) -> str:
     return get_topic(cls)
 
 
@@ -149,7 +149,8 @@ def new_events(aggregates: list[Aggregate]) -> list[NewEvent]:
             state = dict(vars(domain_event))
             stream_id = state.pop("originator_id")
             version = state.pop("originator_version")
-            topic = _topic_of(type(domain_event))
+            # the library types events as a protocol without __hash__; classes hash
+            topic = _topic_of(type(domain_event))  # type: ignore[arg-type]
             out.append(
                 NewEvent(
                     stream_id=stream_id,

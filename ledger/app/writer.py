@@ -19,6 +19,7 @@ state (bounded retries), and re-checks refusals that may rest on stale state.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ from ledger.domain.errors import (
     ValidationError,
 )
 from ledger.store import LedgerStore
+from ledger.store.connection import Connection
 from ledger.store.keys import Claim
 from ledger.store.units import Unit
 
@@ -93,7 +95,7 @@ class Writer:
         self._in_flight: dict[str, _Pending] = {}
         self._batch_size_max = batch_size_max
         self._task: asyncio.Task[None] | None = None
-        self._conn: asyncpg.Connection | None = None
+        self._conn: Connection | None = None
         self.stats = {"batches": 0, "events": 0, "batch_size_max_seen": 0, "retries": 0}
 
     # -- lifecycle -----------------------------------------------------------------
@@ -111,11 +113,15 @@ class Writer:
             self._task = None
         await self._drop_connection()
 
+    def _forget(self, key: str, _done: object) -> None:
+        """A key's first copy is answered: later copies are decided on their own."""
+        self._in_flight.pop(key, None)
+
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await self.store.pool.release(conn)
+                await self.store.pool.release(conn)  # type: ignore[arg-type]  # a pool's own
             except Exception:  # a broken connection: the pool replaces it
                 conn.terminate()
 
@@ -169,7 +175,7 @@ class Writer:
         )
         if key is not None:
             self._in_flight[key] = pending
-            pending.future.add_done_callback(lambda _f, k=key: self._in_flight.pop(k, None))
+            pending.future.add_done_callback(functools.partial(self._forget, key))
         self._queue.put_nowait(pending)
         return await asyncio.shield(pending.future)
 

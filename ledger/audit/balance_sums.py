@@ -33,6 +33,7 @@ import asyncpg
 
 from ledger.domain import balances as money_rule
 from ledger.domain.money import format_minor
+from ledger.store.connection import Connection
 from ledger.store.schema import EVENTS_TABLE
 
 __all__ = ["FIELDS", "balance_sums", "differences"]
@@ -98,7 +99,7 @@ FROM moved FULL JOIN pending USING (seller_id, currency)
 
 
 async def balance_sums(
-    conn: asyncpg.Connection | asyncpg.Pool, until: int
+    conn: Connection | asyncpg.Pool, until: int
 ) -> dict[tuple[str, str], dict[str, int]]:
     """``{(seller_id, currency): {field: minor units}}`` of the log up to ``until``."""
     rows = await conn.fetch(_SUMS, until)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -49,6 +49,9 @@ from ledger.contract.messages import (
 )
 from ledger.domain.catalog import TYPE_BY_TOPIC
 from ledger.store import LedgerStore
+
+if TYPE_CHECKING:
+    import asyncpg
 
 __all__ = ["RANGE_EVENTS_MIN", "RangeHelpers", "verify_live"]
 
@@ -89,7 +92,7 @@ class _RangeCheck:
         self.bad_position: int | None = None
         self.reason: str | None = None
 
-    def feed(self, rows: Sequence[Sequence[Any]]) -> bool:
+    def feed(self, rows: Sequence[Sequence[Any]] | Sequence[asyncpg.Record]) -> bool:
         """Checks ``rows`` (``LedgerStore.read_stored_rows`` records); False at the first break."""
         loads = orjson.loads
         running, expected = self.running, self.expected
@@ -112,6 +115,7 @@ class _RangeCheck:
                         position, stream_id, version, kind, event_data(state),
                         occurred_at, format_instant(recorded_at),
                     )  # fmt: skip
+                    assert running is not None  # set from the first row above
                     recomputed = hash_fields(running, hashed)
                 except Exception as e:  # any undecodable or foreign state is a changed row
                     problem = f"the stored state is not an event ({e!r})"

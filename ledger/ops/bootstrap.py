@@ -378,7 +378,7 @@ async def _check_balances_independently(store: LedgerStore, pool: asyncpg.Pool) 
     except (asyncpg.PostgresError, ValueError) as e:
         print(f"balances: the log could not be summed ({e}); run omniledger verify")
         return False
-    found = differences(rows, sums)
+    found = differences([dict(r) for r in rows], sums)
     for line in found:
         print(f"balances: {line}")
     clean = not found

@@ -34,6 +34,7 @@ from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from ledger.contract.messages import subject_for
 from ledger.store import LedgerStore
+from ledger.store.connection import Connection
 from ledger.store.schema import NOTIFY_CHANNEL
 
 __all__ = ["Relay", "RelayConfig"]
@@ -121,7 +122,7 @@ class Relay:
                 await asyncio.sleep(1)
             pause_s = 0.5
 
-    async def _lead(self, lock_conn: asyncpg.Connection) -> None:
+    async def _lead(self, lock_conn: Connection) -> None:
         nc = await nats.connect(
             self._config.nats_url,
             name="omniledger-relay",
@@ -212,7 +213,7 @@ class Relay:
         self.published_position = last_seq
         return last_seq
 
-    async def _publish_from(self, js: Any, position: int, lock_conn: asyncpg.Connection) -> None:
+    async def _publish_from(self, js: Any, position: int, lock_conn: Connection) -> None:
         stream = self._config.stream_name
         loop = asyncio.get_running_loop()
         checked = loop.time()

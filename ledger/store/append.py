@@ -25,6 +25,7 @@ import orjson
 
 from ledger.contract.messages import format_instant, hash_fields, hashed_message
 from ledger.domain import balances
+from ledger.store.connection import Connection
 from ledger.store.keys import Claim, claim_columns, claims_taken
 from ledger.store.schema import EVENTS_TABLE, NOTIFY_CHANNEL
 from ledger.store.suspense import write_suspense
@@ -43,15 +44,13 @@ class Append:
     _pool: asyncpg.Pool
 
     async def stream_versions(
-        self, stream_ids: Sequence[UUID], conn: asyncpg.Connection | None = None
+        self, stream_ids: Sequence[UUID], conn: Connection | None = None
     ) -> dict[UUID, int]:
         """The current version of each stream that exists."""
         rows = await (conn or self._pool).fetch(_RACE_CHECK, list(stream_ids), [])
         return {r["stream_id"]: r["version"] for r in rows}
 
-    async def commit(
-        self, units: Sequence[Unit], conn: asyncpg.Connection | None = None
-    ) -> CommitOutcome:
+    async def commit(self, units: Sequence[Unit], conn: Connection | None = None) -> CommitOutcome:
         """Appends every unit that still holds under the head lock, in one transaction.
 
         The steps: lock the head; drop the units another process raced
@@ -78,7 +77,7 @@ class Append:
         return CommitOutcome(positions, dropped, recorded_at)
 
     async def _drop_raced_units(
-        self, conn: asyncpg.Connection, units: Sequence[Unit], dropped: list[str | None]
+        self, conn: Connection, units: Sequence[Unit], dropped: list[str | None]
     ) -> None:
         """Marks units another process invalidated since they were decided.
 
@@ -125,9 +124,7 @@ class Append:
             tainted_accounts.update(unit_accounts)
 
 
-async def _raced(
-    conn: asyncpg.Connection, units: Sequence[Unit]
-) -> tuple[set[UUID], set[str], set[Claim]]:
+async def _raced(conn: Connection, units: Sequence[Unit]) -> tuple[set[UUID], set[str], set[Claim]]:
     """What other processes changed since the units were decided: the streams
     no longer at their base version (stale), and the idempotency keys and
     claims now taken."""
@@ -268,7 +265,7 @@ class _Batch:
         ]
 
 
-async def _write(conn: asyncpg.Connection, batch: _Batch) -> None:
+async def _write(conn: Connection, batch: _Batch) -> None:
     """Writes a laid-out batch under the head lock taken by ``commit``."""
     # Everything of the common path in ONE statement (one round trip):
     # the events, their keys, the sellers' running totals, the order

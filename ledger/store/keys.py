@@ -15,6 +15,8 @@ from uuid import UUID
 
 import asyncpg
 
+from ledger.store.connection import Connection
+
 __all__ = ["FACT_CLAIMS", "Claim", "Keys", "claim_columns", "claims_taken"]
 
 #: A unique name a fact takes: ``("payment", gateway, gateway_ref)`` (a gateway
@@ -72,7 +74,7 @@ class Keys:
     _pool: asyncpg.Pool
 
     async def lookup_keys(
-        self, keys: Sequence[str], conn: asyncpg.Connection | None = None
+        self, keys: Sequence[str], conn: Connection | None = None
     ) -> dict[str, tuple[bytes, int, UUID, int]]:
         known, _ = await self.lookup(keys, (), conn)
         return known
@@ -81,7 +83,7 @@ class Keys:
         self,
         keys: Sequence[str],
         claims: Iterable[Claim],
-        conn: asyncpg.Connection | None = None,
+        conn: Connection | None = None,
     ) -> tuple[dict[str, tuple[bytes, int, UUID, int]], set[Claim]]:
         """In one round trip: the keys already recorded (with what they recorded)
         and the claims already taken."""
@@ -118,14 +120,15 @@ class Keys:
         return None if row is None else (row["channel"], row["order_id"])
 
     async def seller_for_channel_account(self, channel: str, account: str) -> str | None:
-        return await self._pool.fetchval(
+        seller_id: str | None = await self._pool.fetchval(
             "SELECT seller_id FROM seller_channel_accounts WHERE channel = $1 AND account = $2",
             channel,
             account,
         )
+        return seller_id
 
     async def account(
-        self, seller_id: str, currency: str, conn: asyncpg.Connection | None = None
+        self, seller_id: str, currency: str, conn: Connection | None = None
     ) -> dict[str, int] | None:
         row = await (conn or self._pool).fetchrow(
             "SELECT pending_minor, captured_minor, refunded_minor, fees_minor, paid_out_minor,"

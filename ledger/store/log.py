@@ -18,6 +18,7 @@ import orjson
 
 from ledger.contract.messages import event_data, format_instant, hashed_message
 from ledger.domain import balances
+from ledger.store.connection import Connection
 from ledger.store.schema import EVENTS_TABLE
 
 __all__ = ["LogReads", "StoredRow", "message_from_row"]
@@ -37,7 +38,7 @@ class LogReads:
     _pool: asyncpg.Pool
 
     async def load_streams(
-        self, stream_ids: Sequence[UUID], conn: asyncpg.Connection | None = None
+        self, stream_ids: Sequence[UUID], conn: Connection | None = None
     ) -> dict[UUID, list[StoredRow]]:
         rows = await (conn or self._pool).fetch(
             f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE}"
@@ -59,9 +60,10 @@ class LogReads:
         return row["position"], row["hash"]
 
     async def head_recorded_at(self) -> datetime | None:
-        return await self._pool.fetchval(
+        found: datetime | None = await self._pool.fetchval(
             f"SELECT recorded_at FROM {EVENTS_TABLE} ORDER BY notification_id DESC LIMIT 1"
         )
+        return found
 
     async def read_log(
         self, after: int, limit: int, *, recorded_until: datetime | None = None

@@ -13,6 +13,8 @@ from uuid import UUID
 
 import asyncpg
 
+from ledger.store.connection import Connection
+
 __all__ = ["Suspense", "write_suspense"]
 
 
@@ -42,7 +44,7 @@ class Suspense:
 
 
 async def write_suspense(
-    conn: asyncpg.Connection,
+    conn: Connection,
     entries: Sequence[tuple[Any, ...]],
     resolved: Sequence[tuple[UUID, int]],
 ) -> None:
