@@ -14,6 +14,10 @@ its events (DESIGN rule 5), so a refused command burns nothing.
 With several ``serve`` processes a cached aggregate can be stale; the store
 then drops the unit under its lock and the writer decides it again on fresh
 state (bounded retries), and re-checks refusals that may rest on stale state.
+
+A little over 400 lines, on purpose: submit, batch, settle and the refusal
+re-check share the writer's queue, in-flight table and retry list, and split
+across modules they would have to reach into each other's state.
 """
 
 from __future__ import annotations
