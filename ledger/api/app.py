@@ -27,7 +27,7 @@ from ledger.api.context import (
     Metrics,
 )
 from ledger.api.middleware import answer_errors, read_body_in_time
-from ledger.api.openapi import OPENAPI_DOCUMENT, get_openapi, spec_problems
+from ledger.api.openapi import OPENAPI_DOCUMENT, get_openapi, get_public_openapi, spec_problems
 from ledger.app.ledger import Ledger
 from ledger.ops.settings import Settings
 from ledger.store import LedgerStore
@@ -51,6 +51,7 @@ CORE_ROUTES: Final[tuple[tuple[str, str, Callable[..., Any]], ...]] = (
     ("GET", "/v1/sellers/{seller_id}/balance", balance.get_balance),
     ("POST", "/v1/keys", keys.post_keys),
     ("GET", "/v1/openapi.json", get_openapi),
+    ("GET", "/openapi.json", get_public_openapi),
     ("GET", "/healthz", health.healthz),
     ("GET", "/metrics", health.metrics),
 )

@@ -23,7 +23,14 @@ from ledger.api.context import BODY_BYTES_MAX
 from ledger.api.responses import json_response
 from ledger.api.spec import COMPONENTS, Reply, Spec, ref, spec, spec_of
 
-__all__ = ["OPENAPI_DOCUMENT", "get_openapi", "openapi_document", "served", "spec_problems"]
+__all__ = [
+    "OPENAPI_DOCUMENT",
+    "get_openapi",
+    "get_public_openapi",
+    "openapi_document",
+    "served",
+    "spec_problems",
+]
 
 Route = tuple[str, str, Callable[..., Any]]
 
@@ -157,4 +164,18 @@ def _reply(reply: Reply) -> dict[str, Any]:
 )
 @require("admin", "auditor", "gateway", "seller")
 async def get_openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document(request.app))
+
+
+@spec(
+    "This document, without a key: the public contract",
+    {
+        200: {
+            "type": "object",
+            "required": ["openapi", "info", "paths", "components"],
+            "description": "OpenAPI 3.1, the same as /v1/openapi.json",
+        }
+    },
+)
+async def get_public_openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document(request.app))

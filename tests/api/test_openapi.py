@@ -279,6 +279,7 @@ async def test_every_route_answers_as_documented(full_client, admin):
     assert (await call("GET", "/v1/sellers/other/balance", headers=seller_key))[0] == 403
     assert (await call("POST", "/v1/keys", json={"role": "gateway", "gateway": "xendit"}))[0] == 201
     assert (await call("GET", "/v1/openapi.json"))[0] == 200
+    assert (await call("GET", "/openapi.json", headers=no_key))[0] == 200
     assert (await call("GET", "/healthz", headers=no_key))[0] == 200
     assert (await call("GET", "/metrics", headers=no_key))[0] == 200
     # the extensions' routes
@@ -310,3 +311,30 @@ async def test_every_route_answers_as_documented(full_client, admin):
     assert called == routes(full_client.app), sorted(routes(full_client.app) - called)
     statuses = {status for _, _, status in contract.seen}
     assert {200, 201, 400, 401, 403, 404, 409, 422} <= statuses
+
+
+async def test_the_document_is_served_without_a_key_too(full_client, admin):
+    """The public contract is readable by anyone (issue 13): ``/openapi.json`` needs no
+    key and is the very document ``/v1/openapi.json`` serves to a key holder."""
+    status, public = await answer(full_client, "GET", "/openapi.json", headers={})
+    assert status == 200, public
+    status, keyed = await answer(full_client, "GET", "/v1/openapi.json", headers=admin)
+    assert status == 200 and public == keyed
+    assert (
+        "/openapi.json" in public["paths"]
+        and public["paths"]["/openapi.json"]["get"].get("security") == []
+    )
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+async def test_the_readme_lists_every_route_with_its_roles(full_client):
+    """The README's API table is the newcomer's map: every route the app serves is a
+    row of it, with the roles its spec admits ("anyone" for a public route)."""
+    readme = README.read_text()  # noqa: ASYNC240 - a small file, once
+    doc = (await answer(full_client, "GET", "/openapi.json", headers={}))[1]
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            who = "anyone" if op.get("security") == [] else ", ".join(op["x-roles"])
+            assert f"| `{method.upper()} {path}` | {who} |" in readme, (method, path, who)
