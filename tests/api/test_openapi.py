@@ -332,7 +332,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 async def test_the_readme_lists_every_route_with_its_roles(full_client):
     """The README's API table is the newcomer's map: every route the app serves is a
     row of it, with the roles its spec admits ("anyone" for a public route)."""
-    readme = README.read_text()  # noqa: ASYNC240 - a small file, once
+    readme = README.read_text()
     doc = (await answer(full_client, "GET", "/openapi.json", headers={}))[1]
     for path, operations in doc["paths"].items():
         for method, op in operations.items():
