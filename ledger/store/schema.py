@@ -23,6 +23,27 @@ __all__ = ["EVENTS_TABLE", "MIGRATIONS", "NOTIFY_CHANNEL", "Schema"]
 EVENTS_TABLE: Final = "omniledger_events"
 NOTIFY_CHANNEL: Final = "omniledger_events"
 
+#: The first statement of a migration that must rewrite the log once it is
+#: append-only (migration 6): the superuser path, for that transaction only.
+#: A database migrated before 6 has no trigger and needs no privilege.
+_REWRITING_THE_LOG: Final = """
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'omniledger_append_only') THEN
+                PERFORM set_config('session_replication_role', 'replica', true);
+            END IF;
+        END $$;
+"""
+
+_DONE_REWRITING: Final = """
+        DO $$
+        BEGIN
+            IF current_setting('session_replication_role') = 'replica' THEN
+                PERFORM set_config('session_replication_role', 'origin', true);
+            END IF;
+        END $$;
+"""
+
 MIGRATIONS: Final[list[tuple[int, str, str]]] = [
     (
         1,
@@ -186,6 +207,7 @@ MIGRATIONS: Final[list[tuple[int, str, str]]] = [
         # names it) must not stop the migration, so then row by row.
         f"""
         ALTER TABLE {EVENTS_TABLE} ADD COLUMN IF NOT EXISTS seller_id text;
+        {_REWRITING_THE_LOG}
         DO $$
         BEGIN
             UPDATE {EVENTS_TABLE}
@@ -208,6 +230,44 @@ MIGRATIONS: Final[list[tuple[int, str, str]]] = [
         CREATE INDEX IF NOT EXISTS {EVENTS_TABLE}_seller_idx
             ON {EVENTS_TABLE} (seller_id, notification_id) WHERE seller_id IS NOT NULL;
         ANALYZE {EVENTS_TABLE} (seller_id);
+        {_DONE_REWRITING}
+        """,
+    ),
+    (
+        6,
+        "the log is append-only: UPDATE, DELETE and TRUNCATE refused; the head only moves on",
+        # Tampering was detected (verify) but not prevented. These triggers
+        # refuse it for every role but a superuser who says so for one
+        # transaction: SET LOCAL session_replication_role = replica (what a
+        # migration that must rewrite the log does, _REWRITING_THE_LOG, and
+        # what the auditors' tamper tests do). One trigger call per commit on
+        # ledger_head; none on the events' INSERT path.
+        f"""
+        CREATE OR REPLACE FUNCTION omniledger_append_only() RETURNS trigger
+            LANGUAGE plpgsql AS $f$
+        BEGIN
+            IF TG_TABLE_NAME = 'ledger_head' AND TG_OP = 'UPDATE' THEN
+                IF NEW.position >= OLD.position THEN  -- NEW exists only on UPDATE
+                    RETURN NEW;
+                END IF;
+            END IF;
+            RAISE EXCEPTION 'omniledger: % on % refused: the log is append-only',
+                TG_OP, TG_TABLE_NAME
+                USING ERRCODE = 'insufficient_privilege',
+                HINT = 'a superuser may SET LOCAL session_replication_role = replica';
+        END $f$;
+        DROP TRIGGER IF EXISTS omniledger_append_only ON {EVENTS_TABLE};
+        CREATE TRIGGER omniledger_append_only BEFORE UPDATE OR DELETE ON {EVENTS_TABLE}
+            FOR EACH ROW EXECUTE FUNCTION omniledger_append_only();
+        DROP TRIGGER IF EXISTS omniledger_no_truncate ON {EVENTS_TABLE};
+        CREATE TRIGGER omniledger_no_truncate BEFORE TRUNCATE ON {EVENTS_TABLE}
+            FOR EACH STATEMENT EXECUTE FUNCTION omniledger_append_only();
+        DROP TRIGGER IF EXISTS omniledger_append_only ON ledger_head;
+        CREATE TRIGGER omniledger_append_only BEFORE UPDATE OR DELETE ON ledger_head
+            FOR EACH ROW EXECUTE FUNCTION omniledger_append_only();
+        DROP TRIGGER IF EXISTS omniledger_no_truncate ON ledger_head;
+        CREATE TRIGGER omniledger_no_truncate BEFORE TRUNCATE ON ledger_head
+            FOR EACH STATEMENT EXECUTE FUNCTION omniledger_append_only();
         """,
     ),
 ]
