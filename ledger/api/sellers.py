@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from ledger.api.auth import require
-from ledger.api.context import LEDGER
+from ledger.api.context import LEDGER, SETTINGS
 from ledger.api.responses import json_response, read_json
 from ledger.api.spec import (
     CHANNEL,
@@ -26,7 +26,7 @@ from ledger.api.spec import (
 )
 from ledger.domain.commands import CHANNELS, parse_day, parse_identifier, reject_nul
 from ledger.domain.errors import BadRequest, ValidationError
-from ledger.domain.sellers import CERTIFICATION_KINDS, CURATION_STATUSES
+from ledger.domain.sellers import CERTIFICATION_KINDS, CURATION_STATUSES, district_in
 
 __all__ = ["post_curation", "post_sellers"]
 
@@ -76,6 +76,14 @@ async def post_sellers(request: web.Request) -> web.Response:
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= NAME_CHARS_MAX:
         raise ValidationError(f"name must be 1-{NAME_CHARS_MAX} characters", field="name")
     district = _optional_text(body, "district", DISTRICT_CHARS_MAX)
+    districts = request.app[SETTINGS].districts
+    if district is not None and districts:
+        known = district_in(district, districts)
+        if known is None:
+            raise ValidationError(
+                f"district must be one of the city's: {', '.join(districts)}", field="district"
+            )
+        district = known
     nib = _optional_text(body, "nib", NIB_CHARS_MAX)
     channels = body.get("channels")
     if channels is None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ledger.domain.sellers import MAKASSAR_DISTRICTS
+
 __all__ = ["Settings", "SettingsError"]
 
 
@@ -72,6 +74,9 @@ class Settings:
     #: Open connections at most; past it the longest-idle one is closed for the
     #: new one, or, with none idle, the new one is answered 503 and closed.
     http_connections_max: int = 1000
+    #: the districts a seller may be registered in (the city recap's); empty:
+    #: any district is taken as given
+    districts: tuple[str, ...] = MAKASSAR_DISTRICTS
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -118,6 +123,7 @@ class Settings:
             http_body_timeout_s=seconds("HTTP_BODY_TIMEOUT_S", 30.0, low=0.1, high=3600),
             http_keepalive_timeout_s=seconds("HTTP_KEEPALIVE_TIMEOUT_S", 75.0, low=0.1, high=3600),
             http_connections_max=number("HTTP_CONNECTIONS_MAX", 1000, low=1, high=1_000_000),
+            districts=_districts(text("DISTRICTS")),
             log_level=log_level,
         )
 
@@ -160,6 +166,18 @@ class _Variables:
         if not low <= value <= high:  # also refuses nan
             raise SettingsError(f"OMNILEDGER_{name} must be between {low} and {high}")
         return value
+
+
+def _districts(raw: str | None) -> tuple[str, ...]:
+    """``OMNILEDGER_DISTRICTS``: unset, Makassar's; ``*``, any; else a comma-separated list."""
+    if raw is None or not raw.strip():
+        return MAKASSAR_DISTRICTS
+    if raw.strip() == "*":
+        return ()
+    names = tuple(dict.fromkeys(" ".join(n.split()) for n in raw.split(",") if n.strip()))
+    if any(len(n) > 64 for n in names):
+        raise SettingsError("OMNILEDGER_DISTRICTS: a district name is longer than 64 characters")
+    return names
 
 
 def _timezone(timezone: str) -> str:

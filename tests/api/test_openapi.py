@@ -248,7 +248,7 @@ async def test_every_route_answers_as_documented(full_client, admin):
         contract.check(method, path, resp.status, resp.content_type, body)
         return resp.status, body
 
-    await api.seller(seller, district="Kota", channels={"shopee": "12345"})
+    await api.seller(seller, district="Wajo", channels={"shopee": "12345"})
     assert (await call("POST", "/v1/sellers", json={"seller_id": seller, "name": "x"}))[0] == 409
     assert (await call("POST", f"/v1/sellers/{seller}/curation",
                        json={"status": "verified", "certifications": [

@@ -176,3 +176,22 @@ async def test_metrics_are_prometheus_text(api, client, uid):
     assert samples["omniledger_events_recorded_total"] >= 1
     assert samples["omniledger_writer_batches"] >= 1
     assert "# TYPE omniledger_http_request_seconds histogram" in text
+
+
+async def test_a_seller_outside_the_citys_districts_is_refused_with_the_list(api, store, uid):
+    """Issue 13: ``Jakarta`` was taken into Makassar's city recap. Districts come from
+    one list (``OMNILEDGER_DISTRICTS``, Makassar's fifteen kecamatan by default); a
+    name in another case or spacing is taken in the list's spelling."""
+    head = await store.head()
+    status, body = await api.post(
+        "/v1/sellers", {"seller_id": uid("s"), "name": "Toko", "district": "Jakarta"}
+    )
+    assert (status, body["error"]["field"]) == (422, "district"), body
+    assert "Tamalate" in body["error"]["message"] and "Kepulauan Sangkarrang" in body["error"][
+        "message"]  # fmt: skip
+    assert await store.head() == head
+    await api.seller(uid("s2"), district="  ujung   pandang ")
+    status, order = await api.get(f"/v1/events?after={head[0]}")
+    assert status == 200
+    registered = [e for e in order["events"] if e["type"] == "seller.registered"]
+    assert [e["data"]["district"] for e in registered] == ["Ujung Pandang"]

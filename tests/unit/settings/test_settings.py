@@ -68,3 +68,15 @@ def test_the_http_limits_have_defaults_and_take_fractions() -> None:
     ) == (10.0, 30.0, 75.0, 1000)
     s = settings(HTTP_HEADER_TIMEOUT_S="2.5", HTTP_CONNECTIONS_MAX="50")
     assert (s.http_header_timeout_s, s.http_connections_max) == (2.5, 50)
+
+
+def test_districts_default_to_makassar_and_may_be_replaced_or_opened() -> None:
+    from ledger.domain.sellers import MAKASSAR_DISTRICTS
+
+    assert Settings.from_env({}).districts == MAKASSAR_DISTRICTS
+    assert len(MAKASSAR_DISTRICTS) == 15
+    assert Settings.from_env({"OMNILEDGER_DISTRICTS": " Gowa , Maros,,Gowa"}).districts == (
+        "Gowa",
+        "Maros",
+    )
+    assert Settings.from_env({"OMNILEDGER_DISTRICTS": "*"}).districts == ()
