@@ -25,8 +25,9 @@ from ledger.api.spec import (
     spec,
 )
 from ledger.domain.commands import CHANNELS, parse_day, parse_identifier, reject_nul
+from ledger.domain.districts import district_in
 from ledger.domain.errors import BadRequest, ValidationError
-from ledger.domain.sellers import CERTIFICATION_KINDS, CURATION_STATUSES, district_in
+from ledger.domain.sellers import CERTIFICATION_KINDS, CURATION_STATUSES
 
 __all__ = ["post_curation", "post_sellers"]
 

@@ -18,42 +18,13 @@ from ledger.domain.errors import InsufficientBalance, ValidationError
 __all__ = [
     "CERTIFICATION_KINDS",
     "CURATION_STATUSES",
-    "MAKASSAR_DISTRICTS",
     "Seller",
-    "district_in",
     "seller_stream_id",
 ]
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://omni-ledger.example/sellers")
 CURATION_STATUSES = frozenset({"verified", "rejected", "pending"})
 CERTIFICATION_KINDS = frozenset({"nib", "pirt", "halal", "sni", "hki"})
-
-#: Makassar's fifteen kecamatan (districts) since 2015, when Kepulauan
-#: Sangkarrang was made of Ujung Tanah's islands: the city recap's districts
-#: unless ``OMNILEDGER_DISTRICTS`` names others.
-MAKASSAR_DISTRICTS: tuple[str, ...] = (
-    "Biringkanaya",
-    "Bontoala",
-    "Kepulauan Sangkarrang",
-    "Makassar",
-    "Mamajang",
-    "Manggala",
-    "Mariso",
-    "Panakkukang",
-    "Rappocini",
-    "Tallo",
-    "Tamalanrea",
-    "Tamalate",
-    "Ujung Pandang",
-    "Ujung Tanah",
-    "Wajo",
-)
-
-
-def district_in(district: str, districts: tuple[str, ...]) -> str | None:
-    """``district`` spelled as the list spells it (case and spaces aside), or None."""
-    wanted = " ".join(district.split()).casefold()
-    return next((d for d in districts if d.casefold() == wanted), None)
 
 
 @lru_cache(maxsize=65536)

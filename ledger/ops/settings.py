@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ledger.domain.sellers import MAKASSAR_DISTRICTS
+from ledger.domain.districts import MAKASSAR_DISTRICTS
 
 __all__ = ["Settings", "SettingsError"]
 

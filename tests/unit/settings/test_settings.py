@@ -71,7 +71,7 @@ def test_the_http_limits_have_defaults_and_take_fractions() -> None:
 
 
 def test_districts_default_to_makassar_and_may_be_replaced_or_opened() -> None:
-    from ledger.domain.sellers import MAKASSAR_DISTRICTS
+    from ledger.domain.districts import MAKASSAR_DISTRICTS
 
     assert Settings.from_env({}).districts == MAKASSAR_DISTRICTS
     assert len(MAKASSAR_DISTRICTS) == 15
