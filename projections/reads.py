@@ -53,6 +53,14 @@ async def seller_balance(
     )
 
 
+async def model_position(pool: asyncpg.Pool, name: str) -> int:
+    """The last position the read model ``name`` has applied (0 before its first)."""
+    position = await pool.fetchval(
+        "SELECT position FROM projection_positions WHERE name = $1", name
+    )
+    return int(position or 0)
+
+
 async def seller_recaps(
     pool: asyncpg.Pool, seller_id: str, date_from: date | str, date_to: date | str
 ) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import asyncpg
 from aiohttp import web
 
 from ledger.api.http import (
+    BALANCE_POSITION,
     BALANCE_READER,
     HEALTH_LAG_EVENTS_MAX,
     STORE,
@@ -162,6 +163,9 @@ class ProjectionRoutes:
         async def balance(seller_id: str, currency: str) -> dict[str, Any] | None:
             return await reads.seller_balance(pool, seller_id, currency)
 
+        async def balance_position() -> int:
+            return await reads.model_position(pool, "balances")
+
         async def health(head: int) -> HealthPart:
             # from the database, not from a process of ours: a read model run by
             # another machine's `omniledger project` shows here too
@@ -183,6 +187,7 @@ class ProjectionRoutes:
             return HealthPart(fields, problems, gauges)
 
         app[BALANCE_READER] = balance
+        app[BALANCE_POSITION] = balance_position
         add_health_check(app, health)
         app.router.add_get("/v1/sellers/{seller_id}/recaps", get_seller_recaps)
         app.router.add_get("/v1/recaps/daily", get_city_recap)

@@ -17,6 +17,7 @@ from aiohttp import web
 from ledger.api import balance, events, health, keys, orders, sellers
 from ledger.api.auth import authenticate
 from ledger.api.context import (
+    BALANCE_POSITION,
     BALANCE_READER,
     BODY_BYTES_MAX,
     KEY_CACHE,
@@ -75,6 +76,7 @@ def create_app(
     app[METRICS] = Metrics()
     app[KEY_CACHE] = {}
     app[BALANCE_READER] = balance.write_side_balance(store)
+    app[BALANCE_POSITION] = balance.head_position(store)
     app[OPENAPI_DOCUMENT] = {}
     for method, path, handler in CORE_ROUTES:
         app.router.add_route(method, path, handler)

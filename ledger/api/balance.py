@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
 from ledger.api.auth import principal, require
-from ledger.api.context import AS_OF_READER, BALANCE_READER, STORE
-from ledger.api.responses import json_response
+from ledger.api.context import AS_OF_READER, BALANCE_POSITION, BALANCE_READER, STORE
+from ledger.api.responses import POSITION_MAX, int_param, json_response
 from ledger.api.spec import ID, TIME, Param, ref, spec
 from ledger.domain import balances
 from ledger.domain.commands import parse_identifier, parse_timestamp
-from ledger.domain.errors import Forbidden, NotFound
+from ledger.domain.errors import Forbidden, NotFound, Unavailable
 from ledger.domain.money import parse_currency
 from ledger.domain.sellers import seller_stream_id
 from ledger.store import LedgerStore
@@ -40,6 +42,35 @@ def zero_balance(seller_id: str, currency: str, position: int) -> dict[str, Any]
     return balances.balance_json(seller_id, currency, balances.Totals(), position)
 
 
+def head_position(store: LedgerStore) -> Callable[[], Awaitable[int]]:
+    """The write side's account rows move with the head, in one transaction."""
+
+    async def position() -> int:
+        head, _ = await store.head()
+        return head
+
+    return position
+
+
+#: How long ``?min_position=`` waits for the read model, and how often it looks.
+MIN_POSITION_WAIT_S: Final = 2.0
+_MIN_POSITION_POLL_S: Final = 0.02
+
+
+async def _reached(position: Callable[[], Awaitable[int]], wanted: int) -> int:
+    """The model's position once it is at least ``wanted``; 503 past the wait."""
+    deadline = asyncio.get_running_loop().time() + MIN_POSITION_WAIT_S
+    while True:
+        at = await position()
+        if at >= wanted:
+            return at
+        if asyncio.get_running_loop().time() >= deadline:
+            raise Unavailable(
+                f"the balance read model is at position {at}, not yet {wanted}; retry shortly"
+            )
+        await asyncio.sleep(_MIN_POSITION_POLL_S)
+
+
 @spec(
     "A seller's balance (now, or as of a time from the log)",
     {200: ref("Balance")},
@@ -49,6 +80,12 @@ def zero_balance(seller_id: str, currency: str, position: int) -> dict[str, Any]
         Param("currency", {"type": "string", "default": "IDR"}, description="ISO 4217"),
         Param("as_of", TIME, description="the balance at this time, replayed from the log"),
         Param("known_at", TIME, description="with as_of: only what was recorded by then"),
+        Param(
+            "min_position",
+            {"type": "integer", "minimum": 0, "maximum": POSITION_MAX},
+            description="the position a write returned: wait (at most"
+            f" {MIN_POSITION_WAIT_S:g} s) until the answer includes it, else 503 with Retry-After",
+        ),
     ),
 )
 @require("admin", "auditor", "seller")
@@ -70,13 +107,23 @@ async def get_balance(request: web.Request) -> web.Response:
             raise NotFound("time travel is not enabled on this server")
         await _require_registered(store, seller_id)
         return json_response(await reader(seller_id, currency, as_of, known_at))  # type: ignore[operator]
+    position = request.app[BALANCE_POSITION]
+    wanted = int_param(request, "min_position", 0, low=0, high=POSITION_MAX)
+    if wanted:
+        await _reached(position, wanted)  # type: ignore[arg-type]
     reader = request.app[BALANCE_READER]
     balance = await reader(seller_id, currency)  # type: ignore[operator]
+    head, _ = await store.head()
     if balance is None:
         # Only then ask whether the seller exists at all: the common read is one query.
         await _require_registered(store, seller_id)
-        head, _ = await store.head()
-        balance = zero_balance(seller_id, currency, head)
+        # what the model has reached, never the log's head: a reader is not told
+        # "as of N" of a state that does not include N (issue 13)
+        at = await position()  # type: ignore[operator]
+        balance = zero_balance(seller_id, currency, at) | {"seen": False}
+    else:
+        balance["seen"] = True
+    balance["lag_events"] = max(head - balance["as_of_position"], 0)
     return json_response(balance)
 
 

@@ -13,6 +13,7 @@ from ledger.store import LedgerStore
 
 __all__ = [
     "AS_OF_READER",
+    "BALANCE_POSITION",
     "BALANCE_READER",
     "BODY_BYTES_MAX",
     "HEALTH_CHECKS",
@@ -32,6 +33,8 @@ SETTINGS: Final = web.AppKey("settings", Settings)
 METRICS: Final[web.AppKey[Metrics]] = web.AppKey("metrics")
 KEY_CACHE: Final = web.AppKey("key_cache", dict)
 BALANCE_READER: Final = web.AppKey("balance_reader", object)
+#: The position the balance reader's model has reached (an async callable).
+BALANCE_POSITION: Final = web.AppKey("balance_position", object)
 #: Answers ``?as_of=`` (and ``known_at``) from the log; set by the audit extension.
 AS_OF_READER: Final = web.AppKey("as_of_reader", object)
 #: ``ledger.api.health.HealthCheck``s added by extensions (``add_health_check``)

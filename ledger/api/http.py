@@ -15,7 +15,14 @@ from __future__ import annotations
 from ledger.api.app import Extension, create_app
 from ledger.api.auth import ROLES, Principal, install_admin_key, principal, require
 from ledger.api.balance import write_side_balance, zero_balance
-from ledger.api.context import AS_OF_READER, BALANCE_READER, LEDGER, SETTINGS, STORE
+from ledger.api.context import (
+    AS_OF_READER,
+    BALANCE_POSITION,
+    BALANCE_READER,
+    LEDGER,
+    SETTINGS,
+    STORE,
+)
 from ledger.api.events import BATCH_EVENTS_MAX, LOG_PAGE_MAX
 from ledger.api.health import HEALTH_LAG_EVENTS_MAX, HealthPart, add_health_check
 from ledger.api.responses import bounded_error, int_param, json_response, read_json
@@ -23,6 +30,7 @@ from ledger.api.server import serve
 
 __all__ = [
     "AS_OF_READER",
+    "BALANCE_POSITION",
     "BALANCE_READER",
     "BATCH_EVENTS_MAX",
     "HEALTH_LAG_EVENTS_MAX",

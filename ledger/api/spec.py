@@ -204,8 +204,18 @@ _BALANCE: Final[Schema] = obj(
         "as_of_position": POSITION,
         "as_of": {**TIME, "description": "?as_of= reads only: the time asked for"},
         "known_at": {**nullable(TIME), "description": "?as_of= reads only"},
+        "lag_events": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "how far the answering read model is behind the log's head",
+        },
+        "seen": {
+            "type": "boolean",
+            "description": "false: the read model has not seen this registered seller yet"
+            " (as of as_of_position); the zeros are not yet the seller's balance",
+        },
     },
-    optional=("as_of", "known_at"),
+    optional=("as_of", "known_at", "lag_events", "seen"),
 )
 
 #: The shared schemas (``ref(name)``), in the document's ``components``.

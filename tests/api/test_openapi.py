@@ -125,8 +125,8 @@ async def test_the_stated_limits_are_the_ones_checked(full_client, admin):
         for method, op in ops.items():
             for param in op.get("parameters", ()):
                 high = param["schema"].get("maximum")
-                if method != "get" or param["in"] != "query" or high is None:
-                    continue
+                if method != "get" or param["in"] != "query" or high is None or "{" in path:
+                    continue  # a templated path needs ids: its limits are tested beside it
                 status, _ = await answer(full_client, "GET", f"{path}?{param['name']}={high}",
                                          headers=admin)  # fmt: skip
                 assert status == 200, (path, param["name"], high)

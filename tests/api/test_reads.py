@@ -93,11 +93,11 @@ async def test_a_balance_has_every_contract_field_as_strings(api, store, uid):
     seller = uid("s")
     await api.seller(seller)
     bal = await api.balance(seller)
-    assert set(bal) == BALANCE_FIELDS
-    assert bal | {"as_of_position": 0} == {
+    assert set(bal) == BALANCE_FIELDS | {"lag_events", "seen"}
+    assert bal | {"as_of_position": 0, "lag_events": 0} == {
         "seller_id": seller, "currency": "IDR", "pending": "0.00", "available": "0.00",
         "captured_total": "0.00", "refunded_total": "0.00", "fees_total": "0.00",
-        "paid_out_total": "0.00", "as_of_position": 0,
+        "paid_out_total": "0.00", "as_of_position": 0, "lag_events": 0, "seen": False,
     }  # fmt: skip
     await api.place(seller, uid("o1"), "300000")
     await api.place(seller, uid("o2"), "50000")
@@ -117,7 +117,7 @@ async def test_a_balance_has_every_contract_field_as_strings(api, store, uid):
         "seller_id": seller, "currency": "IDR", "pending": "50000.00",
         "available": "187900.00", "captured_total": "300000.00", "refunded_total": "10000.00",
         "fees_total": "2100.00", "paid_out_total": "100000.00",
-        "as_of_position": paid["position"],
+        "as_of_position": paid["position"], "lag_events": 0, "seen": True,
     }  # fmt: skip
 
 
@@ -195,3 +195,26 @@ async def test_a_seller_outside_the_citys_districts_is_refused_with_the_list(api
     assert status == 200
     registered = [e for e in order["events"] if e["type"] == "seller.registered"]
     assert [e["data"]["district"] for e in registered] == ["Ujung Pandang"]
+
+
+async def test_a_balance_says_what_it_includes_and_waits_for_a_write(api, store, uid):
+    """Issue 13: a seller the read model has not seen was answered with the log's head
+    as its position (all zeros "as of" a payment it did not include). Now the answer
+    carries the model's own position and lag, says it has not seen the seller, and
+    ``min_position`` waits (bounded) for the write the client made, else 503."""
+    seller = uid("s")
+    await api.seller(seller)
+    balance = await api.balance(seller)
+    head, _ = await store.head()
+    # the write side's model moves with the head: it has seen the seller's registration
+    assert balance["as_of_position"] <= head and balance["lag_events"] == head - balance[
+        "as_of_position"]  # fmt: skip
+    placed = await api.place(seller, uid("o"), "1000")
+    status, body = await api.get(f"/v1/sellers/{seller}/balance?min_position={placed['position']}")
+    assert status == 200 and body["as_of_position"] >= placed["position"], body
+    assert body["pending"] == "1000.00" and body["seen"] is True
+    status, body = await api.get(f"/v1/sellers/{seller}/balance?min_position={head + 10_000}")
+    assert status == 503 and body["error"]["code"] == "unavailable", body
+    assert "not yet" in body["error"]["message"]
+    status, body = await api.get(f"/v1/sellers/{seller}/balance?min_position={2**62 + 1}")
+    assert (status, body["error"]["field"]) == (422, "min_position")
