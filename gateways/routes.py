@@ -34,6 +34,8 @@ holding a different body ``409``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from uuid import UUID
 
@@ -41,9 +43,10 @@ from aiohttp import web
 
 from gateways import intake, midtrans, midtrans_api, shopee, suspense, xendit
 from gateways.route_specs import LIST_SUSPENSE, RESOLVE_SUSPENSE, SUSPENSE_PAGE_MAX, webhook
+from ledger.api.context import METRICS
 from ledger.api.http import LEDGER, SETTINGS, STORE, int_param, json_response, read_json, require
 from ledger.api.responses import POSITION_MAX
-from ledger.domain.errors import NotFound, PayloadTooLarge, Unauthorized
+from ledger.domain.errors import LedgerError, NotFound, PayloadTooLarge, Unauthorized
 
 __all__ = ["GatewayNotConfigured", "GatewayRoutes"]
 
@@ -78,7 +81,29 @@ class GatewayRoutes:
 # -- webhooks ------------------------------------------------------------------------------
 
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _refusals_counted(gateway: str) -> Callable[[Handler], Handler]:
+    """A webhook whose notification is refused (bad signature, unreadable body) is
+    counted as ``refused`` in ``omniledger_gateway_facts``; the answer is unchanged."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def counted(request: web.Request) -> web.Response:
+            try:
+                return await handler(request)
+            except LedgerError:
+                request.app[METRICS].gateway_facts.labels(gateway, "refused").inc()
+                raise
+
+        return counted
+
+    return wrap
+
+
 @webhook("Midtrans HTTP notification (signature_key in the body)")
+@_refusals_counted("midtrans")
 async def midtrans_notification(request: web.Request) -> web.Response:
     raw = await _read_body(request)
     server_key = request.app[SETTINGS].midtrans_server_key
@@ -94,10 +119,11 @@ async def midtrans_notification(request: web.Request) -> web.Response:
         events,
         status=request.app[midtrans_api.STATUS_CLIENT].status,
     )
-    return _answer(midtrans.GATEWAY, results)
+    return _answer(request, midtrans.GATEWAY, results)
 
 
 @webhook("Xendit callback (x-callback-token header)")
+@_refusals_counted("xendit")
 async def xendit_callback(request: web.Request) -> web.Response:
     raw = await _read_body(request)
     token = request.app[SETTINGS].xendit_callback_token
@@ -109,6 +135,7 @@ async def xendit_callback(request: web.Request) -> web.Response:
 
 
 @webhook("Shopee Open Platform push (Authorization HMAC)")
+@_refusals_counted("shopee")
 async def shopee_push(request: web.Request) -> web.Response:
     raw = await _read_body(request)
     settings = request.app[SETTINGS]
@@ -135,10 +162,13 @@ async def _read_body(request: web.Request) -> bytes:
 
 async def _apply(request: web.Request, gateway: str, events: list[dict[str, Any]]) -> web.Response:
     results = await intake.apply_events(request.app[LEDGER], request.app[STORE], gateway, events)
-    return _answer(gateway, results)
+    return _answer(request, gateway, results)
 
 
-def _answer(gateway: str, results: list[dict[str, Any]]) -> web.Response:
+def _answer(request: web.Request, gateway: str, results: list[dict[str, Any]]) -> web.Response:
+    counted = request.app[METRICS].gateway_facts
+    for result in results:
+        counted.labels(gateway, str(result.get("status"))).inc()
     return json_response({"status": "ok", "gateway": gateway, "results": results})
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from ledger.api.http import (
     BALANCE_POSITION,
     BALANCE_READER,
-    HEALTH_LAG_EVENTS_MAX,
+    SETTINGS,
     STORE,
     HealthPart,
     add_health_check,
@@ -170,7 +170,8 @@ class ProjectionRoutes:
             # from the database, not from a process of ours: a read model run by
             # another machine's `omniledger project` shows here too
             status = await reads.projection_status(pool, head, None)
-            lagging = [p for p in status if p["lag_events"] > HEALTH_LAG_EVENTS_MAX]
+            lag_max = app[SETTINGS].health_lag_events_max
+            lagging = [p for p in status if p["lag_events"] > lag_max]
             fields = {
                 "projections": {
                     p["name"]: {"position": p["position"], "lag_events": p["lag_events"]}

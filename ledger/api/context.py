@@ -60,6 +60,13 @@ class Metrics:
         self.events = Counter(
             "omniledger_events_recorded", "Events recorded by this process", registry=self.registry
         )
+        self.gateway_facts = Counter(
+            "omniledger_gateway_facts",
+            "Canonical facts from gateway webhooks by gateway and outcome"
+            " (recorded, duplicate, suspense, ignored)",
+            ["gateway", "outcome"],
+            registry=self.registry,
+        )
         self.connections_closed = Counter(
             "omniledger_http_connections_closed",
             "Connections the server closed on a limit (header_timeout, cap, refused, malformed)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -46,6 +48,30 @@ def add_health_check(app: web.Application, check: HealthCheck) -> None:
     app.setdefault(_HEALTH_CHECKS, []).append(check)
 
 
+#: How long ``/healthz`` waits for a NATS server to accept a connection.
+NATS_PROBE_TIMEOUT_S: Final = 0.5
+
+
+async def nats_reachable(nats_url: str) -> str | None:
+    """``None`` when one of the servers of ``nats_url`` (comma-separated) accepts a
+    TCP connection in time; else a short reason. The API itself holds no NATS
+    connection: this is how it sees the relay's and the projections' broker."""
+    failures = []
+    for server in (s.strip() for s in nats_url.split(",") if s.strip()):
+        parsed = urllib.parse.urlsplit(server if "://" in server else f"nats://{server}")
+        host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), NATS_PROBE_TIMEOUT_S
+            )
+        except (OSError, TimeoutError) as e:
+            failures.append(f"{host}:{port} ({type(e).__name__})")
+            continue
+        writer.close()
+        return None
+    return "unreachable at " + ", ".join(failures)
+
+
 async def _health(app: web.Application) -> tuple[dict[str, Any], list[str], list[Any]]:
     """The body of ``/healthz`` without its status, the problems, the gauges.
     Raises the database's errors: the caller answers those."""
@@ -60,8 +86,15 @@ async def _health(app: web.Application) -> tuple[dict[str, Any], list[str], list
         "relay_lag_events": relay_lag,
     }
     problems = []
-    if relay_lag > HEALTH_LAG_EVENTS_MAX:
+    lag_max = app[SETTINGS].health_lag_events_max
+    if relay_lag > lag_max:
         problems.append(f"relay: {relay_lag} events behind the log")
+    nats_url = app[SETTINGS].nats_url
+    if nats_url:
+        broken = await nats_reachable(nats_url)
+        body["nats"] = "ok" if broken is None else "unreachable"
+        if broken is not None:
+            problems.append(f"nats: {broken}")
     gauges: list[Any] = [("omniledger_relay_lag_events", "", relay_lag)]
     for check in app.get(_HEALTH_CHECKS, ()):
         part: HealthPart = await check(head)
@@ -80,6 +113,10 @@ _HEALTHY: Final = obj(
         "head_position": POSITION,
         "relay_position": POSITION,
         "relay_lag_events": _LAG,
+        "nats": {
+            "enum": ["ok", "unreachable"],
+            "description": "whether a NATS server of OMNILEDGER_NATS_URL accepts connections",
+        },
         "projections": {
             "type": "object",
             "description": "each read model's position and lag (when served with projections)",
@@ -91,7 +128,7 @@ _HEALTHY: Final = obj(
             "additionalProperties": {"type": "object"},
         },
     },
-    optional=("projections", "children"),
+    optional=("projections", "children", "nats"),
 )
 
 
@@ -104,7 +141,8 @@ _HEALTHY: Final = obj(
             "the database cannot be reached; Retry-After",
         ),
     },
-    description=f"degraded past {HEALTH_LAG_EVENTS_MAX} events of lag (HEALTH_LAG_EVENTS_MAX)",
+    description="degraded past OMNILEDGER_HEALTH_LAG_EVENTS_MAX events of lag (default"
+    f" {HEALTH_LAG_EVENTS_MAX}), or while NATS is unreachable",
 )
 async def healthz(request: web.Request) -> web.Response:
     """Each part's health. ``status``: ``ok``; ``degraded`` (still 200: writes

@@ -74,6 +74,9 @@ class Settings:
     #: Open connections at most; past it the longest-idle one is closed for the
     #: new one, or, with none idle, the new one is answered 503 and closed.
     http_connections_max: int = 1000
+    #: past this many events behind the log, the relay or a read model makes
+    #: /healthz say "degraded" (ledger.api.health.HEALTH_LAG_EVENTS_MAX)
+    health_lag_events_max: int = 10_000
     #: the districts a seller may be registered in (the city recap's); empty:
     #: any district is taken as given
     districts: tuple[str, ...] = MAKASSAR_DISTRICTS
@@ -124,6 +127,7 @@ class Settings:
             http_keepalive_timeout_s=seconds("HTTP_KEEPALIVE_TIMEOUT_S", 75.0, low=0.1, high=3600),
             http_connections_max=number("HTTP_CONNECTIONS_MAX", 1000, low=1, high=1_000_000),
             districts=_districts(text("DISTRICTS")),
+            health_lag_events_max=number("HEALTH_LAG_EVENTS_MAX", 10_000, low=1, high=2**62),
             log_level=log_level,
         )
 
