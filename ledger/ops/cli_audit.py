@@ -83,6 +83,10 @@ async def _verify_file(path: str, *, window: bool) -> int:
     from ledger.audit.chain import MalformedExport, iter_jsonl, verify_messages
     from ledger.contract.messages import GENESIS_HASH
 
+    if not os.path.isfile(path):  # noqa: ASYNC240 - one stat before the command starts
+        # one line naming the file, not a FileNotFoundError: 2, nothing was checked
+        print(f"omniledger verify: no export file at {path}", file=sys.stderr)
+        return 2
     lines = iter_jsonl(path)
     start_position, start_prev_hash = 1, GENESIS_HASH
     try:
@@ -158,6 +162,7 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.audit.replay import replay_balances
     from ledger.domain.commands import parse_timestamp
     from ledger.domain.errors import ValidationError
+    from ledger.domain.sellers import seller_stream_id
 
     try:
         as_of = parse_timestamp(args.as_of, "--as-of")
@@ -168,6 +173,10 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     pool = await connect(settings, pool_size_max=2)
     try:
         store = await readable_store(pool)
+        if args.seller and not await store.stream_exists(seller_stream_id(args.seller)):
+            # as the API answers 404: zeros for a typo would read as a real balance
+            print(f"omniledger replay: seller {args.seller} is not registered", file=sys.stderr)
+            return 2
         fold = await replay_balances(store, as_of=as_of, known_at=known_at, seller_id=args.seller)
     finally:
         await pool.close()
