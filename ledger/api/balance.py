@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
@@ -14,7 +15,7 @@ from ledger.api.responses import POSITION_MAX, int_param, json_response
 from ledger.api.spec import ID, TIME, Param, ref, spec
 from ledger.domain import balances
 from ledger.domain.commands import parse_identifier, parse_timestamp
-from ledger.domain.errors import Forbidden, NotFound, Unavailable
+from ledger.domain.errors import Forbidden, NotFound, Unavailable, ValidationError
 from ledger.domain.money import parse_currency
 from ledger.domain.sellers import seller_stream_id
 from ledger.store import LedgerStore
@@ -96,12 +97,8 @@ async def get_balance(request: web.Request) -> web.Response:
     currency = parse_currency(request.query.get("currency"))
     store = request.app[STORE]
     if "as_of" in request.query or "known_at" in request.query:
-        as_of = parse_timestamp(request.query.get("as_of"), "as_of")
-        known_at = (
-            parse_timestamp(request.query["known_at"], "known_at")
-            if "known_at" in request.query
-            else None
-        )
+        as_of = _query_time(request, "as_of")
+        known_at = _query_time(request, "known_at") if "known_at" in request.query else None
         reader = request.app.get(AS_OF_READER)
         if reader is None:
             raise NotFound("time travel is not enabled on this server")
@@ -125,6 +122,22 @@ async def get_balance(request: web.Request) -> web.Response:
         balance["seen"] = True
     balance["lag_events"] = max(head - balance["as_of_position"], 0)
     return json_response(balance)
+
+
+#: ``2026-11-30T10:00:00 08:00``: a ``+08:00`` offset sent unencoded in a URL
+#: reaches us with a space where the ``+`` was (``+`` means a space in a query).
+_PLUS_AS_SPACE: Final = re.compile(r"\A\S+[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)? \d{2}:\d{2}\Z")
+
+
+def _query_time(request: web.Request, name: str) -> Any:
+    value = request.query.get(name)
+    if isinstance(value, str) and _PLUS_AS_SPACE.match(value):
+        raise ValidationError(
+            f"{name} has a space where its offset's + should be: write + as %2B in a URL"
+            f" ({name}=2026-11-30T10:00:00%2B08:00), or use Z",
+            field=name,
+        )
+    return parse_timestamp(value, name)
 
 
 async def _require_registered(store: LedgerStore, seller_id: str) -> None:

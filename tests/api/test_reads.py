@@ -218,3 +218,16 @@ async def test_a_balance_says_what_it_includes_and_waits_for_a_write(api, store,
     assert "not yet" in body["error"]["message"]
     status, body = await api.get(f"/v1/sellers/{seller}/balance?min_position={2**62 + 1}")
     assert (status, body["error"]["field"]) == (422, "min_position")
+
+
+async def test_an_unencoded_plus_in_as_of_is_named(api, uid):
+    """``?as_of=2026-11-30T10:00:00+08:00`` typed into a URL arrives with a space for
+    the ``+``; the 422 says so (it said only "must carry an offset")."""
+    seller = uid("s")
+    await api.seller(seller)
+    status, body = await api.get(f"/v1/sellers/{seller}/balance?as_of=2026-11-30T10:00:00+08:00")
+    assert (status, body["error"]["field"]) == (422, "as_of"), body
+    assert "%2B" in body["error"]["message"]
+    status, body = await api.get(f"/v1/sellers/{seller}/balance?as_of=2026-11-30T10:00:00%2B08:00")
+    # read as a time (this app has no time travel: the audit extension serves it)
+    assert (status, body["error"]["message"]) == (404, "time travel is not enabled on this server")
