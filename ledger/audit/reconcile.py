@@ -26,7 +26,7 @@ missing on both.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date as Date
@@ -156,6 +156,7 @@ def reconcile(
     day = parse_day(date) if isinstance(date, str) else date
 
     rows, ignored, other_days, total = _rows_of_day(report_rows, zone, day)
+    ignored_count = sum(ignored.values())
     items = [
         item
         for message in ledger_messages
@@ -187,23 +188,31 @@ def reconcile(
         report_rows=len(rows),
         ledger_messages=len(items),
         report_rows_total=total,
-        report_rows_ignored=ignored,
+        report_rows_ignored=ignored_count,
+        # why, by reason (the most frequent first): a row that is no payment or
+        # refund, or one without a time, was left out, and the operator asks why
+        report_rows_ignored_reasons=dict(ignored.most_common(_IGNORED_REASONS_MAX)),
         report_rows_other_days=other_days,
     )
     return findings
 
 
+#: Distinct reasons for ignored rows kept in the summary (a report's types are few).
+_IGNORED_REASONS_MAX: Final = 20
+
+
 def _rows_of_day(
     report_rows: Iterable[ReportRow], zone: ZoneInfo, day: Date
-) -> tuple[list[ReportRow], int, int, int]:
-    """The payment and refund rows on local day ``day``; and the counts of the
-    ignored rows, of the rows on other days, and of all rows."""
+) -> tuple[list[ReportRow], Counter[str], int, int]:
+    """The payment and refund rows on local day ``day``; and the ignored rows
+    counted by reason, the count of the rows on other days, and of all rows."""
     rows: list[ReportRow] = []
-    ignored = other_days = total = 0
+    ignored: Counter[str] = Counter()
+    other_days = total = 0
     for row in report_rows:
         total += 1
         if row.kind is None or row.time is None:
-            ignored += 1
+            ignored[row.ignored or "no time"] += 1
         elif row.time.astimezone(zone).date() != day:
             other_days += 1
         else:

@@ -177,9 +177,11 @@ async def reconcile_report(
     report: bytes,
     timezone: str,
     columns: dict[str, str] | None = None,
+    dry_run: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Compares a settlement report with the ledger's money events of one local day,
-    then records what it found as a ``reconciliation.recorded`` event.
+    then records what it found as a ``reconciliation.recorded`` event (not on a
+    ``dry_run``: a trial of a report's columns leaves no trace in the log).
 
     A malformed report raises ``ReportError`` (422) before anything is recorded.
     """
@@ -201,6 +203,8 @@ async def reconcile_report(
     )
     findings = reconcile(rows, messages, gateway=gateway, date=local_day, timezone=timezone)
     result = findings.as_dict()
+    if dry_run:
+        return findings, result | {"recorded": None, "dry_run": True}
     recorded = await ledger.record_reconciliation(
         report_sha256=hashlib.sha256(report).hexdigest(),
         gateway=gateway,

@@ -222,7 +222,7 @@ def _resolve_columns(
         raise ReportError(
             f"line {line}: missing required column(s) {'; '.join(expected)} "
             f"for {', '.join(missing)}; the header has: {_shown(header)}. "
-            "Map them with columns={field: header}",
+            "Name the headers with --columns FIELD=HEADER (e.g. --columns order_id='Order Number')",
             line=line,
             column=expected[0],
             field=missing[0],

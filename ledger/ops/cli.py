@@ -141,6 +141,11 @@ def _add_audit_commands(add: _Add) -> None:
         "to the report's headers",
     )
     p.add_argument("--json", action="store_true", help="JSON even on a terminal")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compare and print, but record nothing (try a report's columns first)",
+    )
 
 
 def _tune_gc() -> None:

@@ -229,6 +229,7 @@ async def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
                 report=report,
                 timezone=settings.timezone,
                 columns=columns or None,
+                dry_run=args.dry_run,
             )
         except LedgerError as e:
             print(f"omniledger: {e.message}", file=sys.stderr)

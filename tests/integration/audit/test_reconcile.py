@@ -455,3 +455,39 @@ async def test_a_report_of_another_day_is_not_reported_clean(
     run = await cli("reconcile", "--gateway", "midtrans", "--report", str(path),
                     "--date", DAY, "--json")  # fmt: skip
     assert "1 report rows fall on other days" in run.err, run.err
+
+
+async def test_a_dry_run_records_nothing_and_ignored_rows_say_why(
+    history: History, apool: asyncpg.Pool, cli: CliRunner, tmp_path: Path
+) -> None:
+    """Issue 13: every trial run wrote a permanent reconciliation event, and the
+    ignored rows were only counted. ``--dry-run`` compares and prints, records
+    nothing; the summary counts the ignored rows by reason."""
+    pos = await ledger_day(history)
+    path = tmp_path / "midtrans.csv"
+    path.write_bytes(report(history.tag))
+    before = await head(apool)
+    run = await cli("reconcile", "--gateway", "midtrans", "--report", str(path),
+                    "--date", DAY, "--json", "--dry-run")  # fmt: skip
+    assert run.rc == 1, (run.out, run.err)  # the same differences are found
+    result = run.json()
+    check_findings(result, history.tag, pos)
+    assert result["recorded"] is None and result["dry_run"] is True
+    assert await head(apool) == before, "a dry run leaves no trace in the log"
+    assert result["summary"]["report_rows_ignored"] == 2
+    assert result["summary"]["report_rows_ignored_reasons"] == {
+        "type 'disbursement'": 1,
+        "status 'expire'": 1,
+    }
+
+
+async def test_a_missing_column_names_the_flag_that_maps_it(
+    history: History, cli: CliRunner, tmp_path: Path
+) -> None:
+    lines = report_lines(history.tag)
+    lines[0] = lines[0].replace(",Amount,", ",Gross Amount,")
+    path = tmp_path / "renamed.csv"
+    path.write_bytes(report(history.tag, lines))
+    run = await cli("reconcile", "--gateway", "midtrans", "--report", str(path), "--date", DAY)
+    assert run.rc == 2, (run.out, run.err)
+    assert "--columns FIELD=HEADER" in run.err and "columns={" not in run.err, run.err

@@ -96,6 +96,7 @@ def test_one_missing_each_way_and_one_mismatch_are_exactly_the_findings() -> Non
         "ledger_messages": 5,
         "report_rows_total": 9,
         "report_rows_ignored": 2,
+        "report_rows_ignored_reasons": {"type 'disbursement'": 1, "status 'expire'": 1},
         "report_rows_other_days": 2,
     }
 
