@@ -27,7 +27,14 @@ from typing import Any, Final
 
 from ledger.ops.settings import Settings
 
-__all__ = ["WORKERS_MAX", "pool_share", "reserve_port", "worker_health", "worker_specs"]
+__all__ = [
+    "WORKERS_MAX",
+    "WORKER_HEADER",
+    "pool_share",
+    "reserve_port",
+    "worker_health",
+    "worker_specs",
+]
 
 log = logging.getLogger("omniledger")
 
@@ -97,18 +104,28 @@ def worker_specs(
     ]
 
 
+#: On every answer of a worker: which of the processes sharing the port answered.
+WORKER_HEADER: Final = "X-Omniledger-Worker"
+
+
 def worker_health(index: int) -> Any:
-    """The extension that names the worker on ``/healthz`` (``worker``: index and
-    pid): which process of the ones sharing the port answered."""
+    """The extension that names the worker that answered: ``worker`` (index and
+    pid) on ``/healthz``, its index in the ``X-Omniledger-Worker`` header of
+    every answer (what a client, or a test, needs to see where a write went)."""
     from ledger.api.http import HealthPart, add_health_check
 
     fields = {"worker": {"index": index, "pid": os.getpid()}}
+    name = str(index)
 
     async def check(_head: int) -> HealthPart:
         return HealthPart(fields)
 
+    async def mark(_request: Any, response: Any) -> None:
+        response.headers[WORKER_HEADER] = name
+
     class _Health:
         def setup(self, app: Any) -> None:
             add_health_check(app, check)
+            app.on_response_prepare.append(mark)
 
     return _Health()
