@@ -153,9 +153,11 @@ async def test_burst_through_both_workers_is_one_gap_free_chain(
                 assert r.status == 201, await r.text()
 
         def placed(i: int, key: str | None = None) -> dict[str, Any]:
-            return {"idempotency_key": key or uuid.uuid4().hex, "occurred_at": AT,
-                    "type": "order.placed", "seller_id": sellers[i % len(sellers)],
-                    "order_id": f"o{i}-{tag}", "channel": "qris", "amount": str(1000 + i)}  # fmt: skip
+            return {
+                "idempotency_key": key or uuid.uuid4().hex, "occurred_at": AT,
+                "type": "order.placed", "seller_id": sellers[i % len(sellers)],
+                "order_id": f"o{i}-{tag}", "channel": "qris", "amount": str(1000 + i),
+            }  # fmt: skip
 
         singles = [post(placed(i)) for i in range(120)]
         batches = [
