@@ -109,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-processes", type=int, default=1, metavar="N")
     p.add_argument("--project-processes", type=int, default=1, metavar="N")
     p.add_argument(
+        "--serve-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="`omniledger up/serve --workers N`: API processes sharing each port (default 1)",
+    )
+    p.add_argument(
         "--split",
         action="store_true",
         help="serve/relay/project as separate processes even with N=1",
@@ -149,6 +156,7 @@ def parse_options(argv: list[str]) -> tuple[Options, bool]:
         "--batch-size": (a.batch_size, 1, 1000),
         "--serve-processes": (a.serve_processes, 1, 32),
         "--project-processes": (a.project_processes, 1, 32),
+        "--serve-workers": (a.serve_workers, 1, 32),
         "--es-threads": (a.es_threads, 1, 256),
     }
     for name, (value, low, high) in limits.items():
@@ -175,6 +183,7 @@ def parse_options(argv: list[str]) -> tuple[Options, bool]:
         label=a.label,
         keep=a.keep,
         argv=list(argv),
+        serve_workers=a.serve_workers,
     )
     return options, a.verbose
 
@@ -186,6 +195,8 @@ def parse_options(argv: list[str]) -> tuple[Options, bool]:
 class Service:
     ports: list[int]
     processes: list[Child]
+    #: API processes sharing each port (``--serve-workers``)
+    workers: int = 1
 
     def url(self, index: int = 0) -> str:
         return f"http://127.0.0.1:{self.ports[index]}"
@@ -214,20 +225,21 @@ async def start_service(world: World, http: aiohttp.ClientSession, database_url:
     o = world.options
     env = _service_env(world, database_url)
     cli = [sys.executable, "-m", "ledger.ops.cli"]
+    workers = ["--workers", str(o.serve_workers)] if o.serve_workers > 1 else []
     if o.topology == "up":
         port = free_port()
         child = world.children.add(
             Child(
                 "omniledger up",
-                [*cli, "up", "--port", str(port)],
+                [*cli, "up", "--port", str(port), *workers],
                 log_path=world.log_path("omniledger-up"),
                 env=env,
                 cwd=REPO,
             )
         )
         child.start()
-        await wait_healthy(http, f"http://127.0.0.1:{port}", child)
-        return Service([port], [child])
+        await wait_healthy(http, f"http://127.0.0.1:{port}", child, o.serve_workers)
+        return Service([port], [child], o.serve_workers)
     ports: list[int] = []
     processes: list[Child] = []
     for i in range(o.serve_processes):
@@ -235,7 +247,7 @@ async def start_service(world: World, http: aiohttp.ClientSession, database_url:
         child = world.children.add(
             Child(
                 f"omniledger serve #{i + 1}",
-                [*cli, "serve", "--port", str(port)],
+                [*cli, "serve", "--port", str(port), *workers],
                 log_path=world.log_path(f"omniledger-serve-{i + 1}"),
                 env=env,
                 cwd=REPO,
@@ -243,7 +255,7 @@ async def start_service(world: World, http: aiohttp.ClientSession, database_url:
         )
         child.start()
         # the first one migrates the schema alone; the others start on a ready database
-        await wait_healthy(http, f"http://127.0.0.1:{port}", child)
+        await wait_healthy(http, f"http://127.0.0.1:{port}", child, o.serve_workers)
         ports.append(port)
         processes.append(child)
     # Each read model is one durable consumer whose batches must be applied in
@@ -272,18 +284,28 @@ async def start_service(world: World, http: aiohttp.ClientSession, database_url:
     for child in processes:
         if not child.running():
             raise child.failed("exited during start-up")
-    return Service(ports, processes)
+    return Service(ports, processes, o.serve_workers)
 
 
-async def wait_healthy(http: aiohttp.ClientSession, base_url: str, child: Child) -> None:
+async def wait_healthy(
+    http: aiohttp.ClientSession, base_url: str, child: Child, workers: int = 1
+) -> None:
+    """Until every one of ``workers`` API processes on the port has answered
+    ``/healthz`` 200: a load that began before one listens would never reach it
+    (its connections are kept alive)."""
     deadline = time.monotonic() + HEALTHY_TIMEOUT_S
+    seen: set[str] = set()
     while time.monotonic() < deadline:
         if not child.running():
             raise child.failed("exited before it was healthy")
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-            async with http.get(f"{base_url}/healthz") as r:
+            # a new connection each time: the kernel picks the worker per connection
+            async with http.get(f"{base_url}/healthz", headers={"Connection": "close"}) as r:
                 if r.status == 200:
-                    return
+                    seen.add(r.headers.get("X-Omniledger-Worker", "1"))
+                    if len(seen) >= workers:
+                        return
+                    continue
         await asyncio.sleep(0.2)
     raise child.failed(f"not healthy within {HEALTHY_TIMEOUT_S:.0f} s")
 
@@ -314,19 +336,31 @@ async def head_position(http: aiohttp.ClientSession, base_url: str) -> int:
 _WRITER_LINE: Final = re.compile(r"^omniledger_writer_(\w+) ([0-9.e+]+)$", re.M)
 
 
+#: ``--serve-workers``: /metrics asked this many times at most per port to reach every worker
+_WORKER_TRIES: Final = 64
+
+
 async def writer_stats(http: aiohttp.ClientSession, service: Service) -> list[dict[str, float]]:
-    """The ``omniledger_writer_*`` gauges of /metrics, one dict per serve process."""
+    """The ``omniledger_writer_*`` gauges of /metrics, one dict per serve process
+    (per worker with ``--serve-workers``: the kernel picks the worker per
+    connection, so /metrics is asked on new connections until each has answered)."""
     stats: list[dict[str, float]] = []
     for i in range(len(service.ports)):
-        found: dict[str, float] = {}
-        try:
-            async with http.get(f"{service.url(i)}/metrics") as r:
-                text = await r.text()
-        except (TimeoutError, aiohttp.ClientError):
-            text = ""
-        for name, value in _WRITER_LINE.findall(text):
-            found[name] = float(value)
-        stats.append(found)
+        per_worker: dict[str, dict[str, float]] = {}
+        for _ in range(_WORKER_TRIES if service.workers > 1 else 1):
+            try:
+                async with http.get(
+                    f"{service.url(i)}/metrics", headers={"Connection": "close"}
+                ) as r:
+                    text = await r.text()
+                    worker = r.headers.get("X-Omniledger-Worker", "1")
+            except (TimeoutError, aiohttp.ClientError):
+                continue
+            per_worker[worker] = {name: float(v) for name, v in _WRITER_LINE.findall(text)}
+            if len(per_worker) >= service.workers:
+                break
+        stats.extend(per_worker[w] for w in sorted(per_worker))
+        stats.extend({} for _ in range(service.workers - len(per_worker)))  # not reached
     return stats
 
 
@@ -655,6 +689,7 @@ async def _measure(world: World, http: aiohttp.ClientSession, stream: Stream) ->
             "topology": o.topology,
             "serve_processes": o.serve_processes if o.topology == "split" else 1,
             "project_processes": o.project_processes if o.topology == "split" else 1,
+            "serve_workers": o.serve_workers,
             "duration_s_per_phase": o.duration_s,
             "warmup_s": o.warmup_s,
             "connections": o.connections,

@@ -62,6 +62,8 @@ class Options:
     label: str | None
     keep: bool
     argv: list[str] = field(default_factory=list)
+    #: ``omniledger up/serve --workers``: API processes sharing each port
+    serve_workers: int = 1
 
     @property
     def quiet_s(self) -> float:
@@ -78,9 +80,10 @@ class Options:
     def section_label(self) -> str:
         if self.label:
             return self.label
+        workers = f"-{self.serve_workers}-workers" if self.serve_workers > 1 else ""
         if self.topology == "up":
-            return "one-box"
-        return f"one-box-{self.serve_processes}-serve-{self.project_processes}-project"
+            return f"one-box{workers}"
+        return f"one-box-{self.serve_processes}-serve-{self.project_processes}-project{workers}"
 
 
 def listening(host: str, port: int) -> bool:

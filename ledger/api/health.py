@@ -127,8 +127,12 @@ _HEALTHY: Final = obj(
             "description": "omniledger up: each child process's state, pid, restarts, last exit",
             "additionalProperties": {"type": "object"},
         },
+        "worker": obj(
+            {"index": {"type": "integer", "minimum": 1}, "pid": {"type": "integer"}},
+            description="--workers N: which of the API processes sharing the port answered",
+        ),
     },
-    optional=("projections", "children", "nats"),
+    optional=("projections", "children", "nats", "worker"),
 )
 
 

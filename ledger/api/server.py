@@ -275,10 +275,18 @@ def _connections_possible(wanted: int) -> int:
 
 
 async def serve(
-    app: web.Application, settings: Settings, host: str, port: int, *, backlog: int = 1024
+    app: web.Application,
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    backlog: int = 1024,
+    reuse_port: bool = False,
 ) -> web.AppRunner:
     """Starts ``app`` on ``host:port`` with the connection limits of ``settings``;
-    the caller cleans the returned runner up (``runner.addresses`` has the port)."""
+    the caller cleans the returned runner up (``runner.addresses`` has the port).
+    ``reuse_port``: SO_REUSEPORT, so that ``--workers`` processes share the port
+    and the kernel spreads new connections over them."""
     limits = _Limits(
         header_timeout_s=settings.http_header_timeout_s,
         connections_max=_connections_possible(settings.http_connections_max),
@@ -294,6 +302,6 @@ async def serve(
         lingering_time=_LINGER_S,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=backlog)
+    site = web.TCPSite(runner, host, port, backlog=backlog, reuse_port=reuse_port)
     await site.start()
     return runner

@@ -31,6 +31,7 @@ from ledger.ops.cli_services import (
 )
 from ledger.ops.embedded import EmbeddedServerError
 from ledger.ops.settings import Settings, SettingsError
+from ledger.ops.workers import WORKERS_MAX
 
 log = logging.getLogger("omniledger")
 
@@ -95,6 +96,16 @@ def _add_service_commands(add: _Add) -> None:
                 help="comma-separated read models to run here (default: all); one process "
                 "per read model is how projections scale out",
             )
+        if name in ("up", "serve"):
+            p.add_argument(
+                "--workers", type=int, choices=range(1, WORKERS_MAX + 1), metavar="N",
+                help=f"API processes sharing the port (SO_REUSEPORT), 1-{WORKERS_MAX} "
+                "(default 1); each has its own writer and an equal part of "
+                "OMNILEDGER_DB_POOL_SIZE_MAX",
+            )  # fmt: skip
+        if name == "serve":
+            # how --workers starts its children: which one this is (on /healthz)
+            p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
         if name == "up":
             p.add_argument(
                 "--single-process",

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ledger.ops.bootstrap import (
@@ -60,9 +61,11 @@ async def _run_service(
     projections: bool,
     announce_key: bool,
     extra: Sequence[Any] = (),
+    worker_index: int | None = None,
 ) -> None:
     """Runs the chosen parts in this process until SIGINT/SIGTERM; ``extra``: more
-    extensions of the HTTP app (``up`` adds its supervisor's health)."""
+    extensions of the HTTP app (``up`` adds its supervisor's health);
+    ``worker_index``: one of ``--workers`` API processes sharing the port."""
 
     from ledger.api.http import create_app, install_admin_key, serve
     from ledger.app.ledger import Ledger
@@ -82,12 +85,21 @@ async def _run_service(
             await install_admin_key(store, admin_key)
             ledger = Ledger(store, batch_size_max=settings.batch_size_max)
             ledger.start()
+            if worker_index is not None:
+                from ledger.ops.workers import worker_health
+
+                extra = [*extra, worker_health(worker_index)]
             app = create_app(
                 settings, ledger, store, extensions=[*wiring.extensions(settings, pool), *extra]
             )
             # with the header/body deadlines and the connection cap of settings
-            runner = await serve(app, settings, settings.host, settings.port)
-            log.info("serving the API on http://%s:%s", settings.host, settings.port)
+            runner = await serve(
+                app, settings, settings.host, settings.port, reuse_port=worker_index is not None
+            )
+            log.info(
+                "serving the API on http://%s:%s%s", settings.host, settings.port,
+                "" if worker_index is None else f" (worker {worker_index}, pid {os.getpid()})",
+            )  # fmt: skip
             if announce_key and new_key:
                 # once, when it is made: a secret does not belong in every start's log
                 log.info("admin key (kept in %s): %s", key_path, admin_key)
@@ -139,31 +151,94 @@ async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
 
 
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    workers = args.workers or 1
     async with embedded_servers(settings) as live:
         if args.single_process:
+            if workers > 1:
+                log.error("--single-process runs one process: no --workers")
+                return 2
             await _run_service(live, http=True, relay=True, projections=True, announce_key=True)
             return 0
         # The relay and the projections run as child processes of their own so
         # that the API's event loop (and its core) serves requests only; they
         # die with this process (PR_SET_PDEATHSIG), even if it is killed, and
         # are started again when they die without it (ledger.ops.supervisor).
-        pool = await connect(live, pool_size_max=2)
-        try:
-            await migrated_store(pool)  # before the children, which need the schema
-        finally:
-            await pool.close()
+        # With --workers N, N-1 more API processes (ledger.ops.workers) share
+        # this one's port; this one is worker 1 and shows them all on /healthz.
+        await _prepare_once(live, workers)  # before the children, which need the schema
         from ledger.ops.bootstrap import supervisor_health
         from ledger.ops.supervisor import Supervisor
+        from ledger.ops.workers import pool_share, reserve_port, worker_specs
 
-        supervisor = Supervisor([_part("relay", live), _part("project", live)])
+        children = [_part("relay", live), _part("project", live)]
+        reservation = None
+        if workers > 1:
+            reservation = reserve_port(live.host, live.port)
+            share = pool_share(live.db_pool_size_max, workers)
+            live = replace(live, port=reservation.getsockname()[1], db_pool_size_max=share)
+            children += worker_specs(live, live.port, range(2, workers + 1), share,
+                                     _die_with_parent)  # fmt: skip
+        supervisor = Supervisor(children)
         await supervisor.start()
         try:
             await _run_service(
-                live, http=True, relay=False, projections=False, announce_key=True,
-                extra=[supervisor_health(supervisor)],
+                live, http=True, relay=False, projections=False, announce_key=workers == 1,
+                extra=[supervisor_health(supervisor)], worker_index=1 if workers > 1 else None,
             )  # fmt: skip
         finally:
             await supervisor.stop()
+            if reservation is not None:
+                reservation.close()
+    return 0
+
+
+async def _prepare_once(settings: Settings, workers: int) -> None:
+    """What the processes of a service would race to do at start-up, done once
+    before they start: the schema; with more than one API process, also the
+    projection tables and the admin key file (announced here, once)."""
+    pool = await connect(settings, pool_size_max=2)
+    try:
+        await migrated_store(pool)
+        if workers > 1:
+            from ledger.ops import bootstrap as wiring
+
+            await wiring.prepare(settings, pool)
+            key_path = settings.data_dir / "admin.key"
+            new_key = not settings.admin_key and not key_path.exists()
+            admin_key = admin_key_for(settings)
+            if new_key:
+                log.info("admin key (kept in %s): %s", key_path, admin_key)
+    finally:
+        await pool.close()
+
+
+async def _serve_workers(settings: Settings, workers: int) -> int:
+    """``serve --workers N``: N ``serve`` processes on one port, supervised; this
+    process serves nothing itself and stops them all on SIGINT/SIGTERM."""
+    from ledger.ops.supervisor import Supervisor
+    from ledger.ops.workers import pool_share, reserve_port, worker_specs
+
+    await _prepare_once(settings, workers)
+    reservation = reserve_port(settings.host, settings.port)
+    try:
+        port = reservation.getsockname()[1]
+        share = pool_share(settings.db_pool_size_max, workers)
+        supervisor = Supervisor(
+            worker_specs(settings, port, range(1, workers + 1), share, _die_with_parent)
+        )
+        await supervisor.start()
+        log.info(
+            "serving the API on http://%s:%s with %d worker processes (pool of %d each)",
+            settings.host, port, workers, share,
+        )  # fmt: skip
+        try:
+            await _until_signalled()
+            log.info("stopping")
+        finally:
+            await supervisor.stop()
+    finally:
+        reservation.close()
+    log.info("stopped")
     return 0
 
 
@@ -191,7 +266,12 @@ def _die_with_parent() -> None:
 
 
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    await _run_service(settings, http=True, relay=False, projections=False, announce_key=False)
+    if (args.workers or 1) > 1:
+        return await _serve_workers(settings, args.workers)
+    await _run_service(
+        settings, http=True, relay=False, projections=False, announce_key=False,
+        worker_index=args.worker_index,
+    )  # fmt: skip
     return 0
 
 
