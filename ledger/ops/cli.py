@@ -53,8 +53,18 @@ Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
 _Add = Callable[[str, str, Command], argparse.ArgumentParser]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("omni-ledger")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omniledger", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"omniledger {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str, run: Command) -> argparse.ArgumentParser:
@@ -85,11 +95,12 @@ def _add_service_commands(add: _Add) -> None:
         ("project", "run the projection consumers only", cmd_project),
     ):
         p = add(name, help_text, run)
-        p.add_argument(
-            "--port", type=int, choices=range(0, 65536), metavar="PORT",
-            help="HTTP port, 0-65535 (default 8080)",
-        )  # fmt: skip
-        p.add_argument("--host", help="HTTP address (default 127.0.0.1)")
+        if name in ("up", "serve"):  # relay and project serve no HTTP
+            p.add_argument(
+                "--port", type=int, choices=range(0, 65536), metavar="PORT",
+                help="HTTP port, 0-65535 (default 8080)",
+            )  # fmt: skip
+            p.add_argument("--host", help="HTTP address (default 127.0.0.1)")
         if name == "project":
             p.add_argument(
                 "--models",

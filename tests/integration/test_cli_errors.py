@@ -85,3 +85,24 @@ async def test_an_unreachable_nats_is_a_line_per_try_not_a_traceback(
     text = err.decode()
     assert "NATS" in text and ("refused" in text or "unreachable" in text), text
     assert "Traceback" not in text, text
+
+
+async def test_version_and_no_port_where_nothing_is_served() -> None:
+    """Issue 13, point 6: there was no ``--version``, and ``relay --help`` and
+    ``project --help`` offered a ``--port`` that served nothing."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ledger.ops.cli", "--version", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and out.decode().startswith("omniledger 0."), out
+    for command in ("relay", "project"):
+        rc, err = await omniledger(command, "--port", "9000", env={})
+        assert rc == 2 and "unrecognized arguments: --port" in err, err
+    for command in ("up", "serve"):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ledger.ops.cli", command, "--help", cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert "--port PORT" in out.decode()
