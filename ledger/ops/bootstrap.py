@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from ledger.ops.data_dir import remember
 from ledger.ops.settings import Settings
 from ledger.store import LedgerStore
 
@@ -91,6 +92,8 @@ async def embedded_servers(
             nats = EmbeddedNats(data_dir / "nats")
             log.info("starting embedded NATS (JetStream) under %s", data_dir / "nats")
             settings = replace(settings, nats_url=await _start(servers, nats))
+        if servers.started:
+            remember(data_dir, settings)
         yield settings
     finally:
         await asyncio.to_thread(servers.stop)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -29,6 +31,7 @@ from ledger.ops.cli_services import (
     cmd_up,
     freeze_startup,
 )
+from ledger.ops.data_dir import remembered_env
 from ledger.ops.embedded import EmbeddedServerError
 from ledger.ops.settings import Settings, SettingsError
 from ledger.ops.workers import WORKERS_MAX
@@ -51,6 +54,13 @@ def _setup_logging(level: str, command: str) -> None:
 Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
 #: ``add(name, help, run)``: a subcommand that runs ``run``; returns its parser
 _Add = Callable[[str, str, Command], argparse.ArgumentParser]
+
+
+def _port(text: str) -> int:
+    """A TCP port; argparse's ``choices=range(...)`` listed all 65,536 of them on an error."""
+    if not text.isascii() or not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give 0-65535")
+    return int(text)
 
 
 def _version() -> str:
@@ -97,8 +107,7 @@ def _add_service_commands(add: _Add) -> None:
         p = add(name, help_text, run)
         if name in ("up", "serve"):  # relay and project serve no HTTP
             p.add_argument(
-                "--port", type=int, choices=range(0, 65536), metavar="PORT",
-                help="HTTP port, 0-65535 (default 8080)",
+                "--port", type=_port, metavar="PORT", help="HTTP port, 0-65535 (default 8080)",
             )  # fmt: skip
             p.add_argument("--host", help="HTTP address (default 127.0.0.1)")
         if name == "project":
@@ -192,8 +201,15 @@ def _run(coroutine: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    env = dict(os.environ)
+    remembered = None
+    if args.command != "up" and not env.get("OMNILEDGER_DATABASE_URL"):
+        # the URLs of the embedded servers a running (or earlier) `up` in this
+        # data folder wrote down: an auditor's command finds its database
+        remembered = remembered_env(Path(env.get("OMNILEDGER_DATA_DIR") or ".omniledger"))
+        env = remembered | env
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env)
     except SettingsError as e:
         print(f"omniledger: {e}", file=sys.stderr)
         return 2
@@ -210,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"omniledger: {e}", file=sys.stderr)
             return 2
     _setup_logging(settings.log_level, args.command)
+    if remembered and settings.database_url == remembered.get("OMNILEDGER_DATABASE_URL"):
+        print(f"omniledger: using the database of `up` in {settings.data_dir}"
+              f" ({settings.database_url})", file=sys.stderr)  # fmt: skip
     needs_db = args.command not in ("up",) and not getattr(args, "file", None)
     if needs_db and settings.database_url is None:
         print(

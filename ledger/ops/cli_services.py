@@ -80,7 +80,6 @@ async def _run_service(
         await wiring.prepare(settings, pool)
         if http:
             key_path = settings.data_dir / "admin.key"
-            new_key = not settings.admin_key and not key_path.exists()
             admin_key = admin_key_for(settings)
             await install_admin_key(store, admin_key)
             ledger = Ledger(store, batch_size_max=settings.batch_size_max)
@@ -100,9 +99,13 @@ async def _run_service(
                 "serving the API on http://%s:%s%s", settings.host, settings.port,
                 "" if worker_index is None else f" (worker {worker_index}, pid {os.getpid()})",
             )  # fmt: skip
-            if announce_key and new_key:
-                # once, when it is made: a secret does not belong in every start's log
+            shown = settings.data_dir / "admin.key.shown"
+            if announce_key and not settings.admin_key and not shown.exists():
+                # once, on the first start that serves: a secret does not belong in
+                # every start's log, and a start that failed before serving never
+                # showed the key it made (issue 13)
                 log.info("admin key (kept in %s): %s", key_path, admin_key)
+                shown.touch()
             elif announce_key and not settings.admin_key:
                 log.info("admin key: in %s", key_path)
         if relay:
@@ -150,8 +153,56 @@ async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
             log.warning("%s did not stop within 5 s; leaving it", task.get_name())
 
 
+def _preflight(settings: Settings) -> str | None:
+    """What would make ``up`` fail after starting servers, checked before any:
+    the port, the data folder's lock (held from here on), the embedded servers'
+    binaries. ``None`` when all is well; else one line with the fix."""
+    import errno
+    import socket
+
+    from ledger.ops.data_dir import DataDirBusy, hold_lock
+
+    if settings.port:
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((settings.host, settings.port))
+            except OSError as e:
+                why = (
+                    "is taken" if e.errno == errno.EADDRINUSE else f"cannot be used ({e.strerror})"
+                )
+                return (f"port {settings.port} on {settings.host} {why}; choose another with"
+                        " --port (or OMNILEDGER_PORT)")  # fmt: skip
+    try:
+        _UP_LOCKS.append(hold_lock(settings.data_dir))
+    except DataDirBusy as e:
+        return str(e)
+    from ledger.ops.embedded import EmbeddedServerError
+    from ledger.ops.embedded_nats import _nats_server_binary
+    from ledger.ops.embedded_postgres import _pg_bin_dir
+
+    for wanted, find, url in (
+        (settings.database_url is None, _pg_bin_dir, "OMNILEDGER_DATABASE_URL"),
+        (settings.nats_url is None, _nats_server_binary, "OMNILEDGER_NATS_URL"),
+    ):
+        if wanted:
+            try:
+                find()
+            except (EmbeddedServerError, OSError) as e:
+                return f"{e}; reinstall the package (pip install -e .) or set {url}"
+    return None
+
+
+#: The data folder locks this process holds (released when it exits).
+_UP_LOCKS: list[Any] = []
+
+
 async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     workers = args.workers or 1
+    problem = _preflight(settings)
+    if problem is not None:
+        print(f"omniledger up: {problem}", file=sys.stderr)
+        return 2
     async with embedded_servers(settings) as live:
         if args.single_process:
             if workers > 1:
@@ -204,10 +255,11 @@ async def _prepare_once(settings: Settings, workers: int) -> None:
 
             await wiring.prepare(settings, pool)
             key_path = settings.data_dir / "admin.key"
-            new_key = not settings.admin_key and not key_path.exists()
             admin_key = admin_key_for(settings)
-            if new_key:
+            shown = settings.data_dir / "admin.key.shown"
+            if not settings.admin_key and not shown.exists():
                 log.info("admin key (kept in %s): %s", key_path, admin_key)
+                shown.touch()
     finally:
         await pool.close()
 
