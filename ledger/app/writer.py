@@ -35,6 +35,7 @@ import asyncpg
 
 from ledger.app.answers import DB_ERRORS, Recorded, conflict
 from ledger.app.batch import AlreadyRecorded, Batch
+from ledger.app.group import Group, Slot, waitable
 from ledger.app.repository import Repository
 from ledger.domain.errors import (
     IdempotencyConflict,
@@ -57,6 +58,8 @@ CLIENT_KEYS: Final = "c:"
 _INTERNAL_KEYS: Final = "i:"
 
 Decision = Callable[[Batch], Awaitable[Unit]]
+#: one client command of a batch: its decision, key, fingerprint, hints and claims
+Item = tuple[Decision, str | None, bytes, tuple[UUID, ...], tuple[Claim, ...]]
 
 
 @dataclass(slots=True)
@@ -64,7 +67,8 @@ class _Pending:
     decide: Decision
     key: str | None
     fingerprint: bytes
-    future: asyncio.Future[Recorded]
+    #: its own future, or its slot in a request's group (``submit_many``)
+    future: asyncio.Future[Recorded] | Slot
     shown_key: str | None = None
     hints: tuple[UUID, ...] = ()
     streams: tuple[UUID, ...] = ()
@@ -152,7 +156,7 @@ class Writer:
         if key is not None and key in self._in_flight:
             first = self._in_flight[key]
             try:
-                result = await asyncio.shield(first.future)
+                result = await asyncio.shield(waitable(first.future))
             except LedgerError:
                 if first.fingerprint == fingerprint:
                     raise  # the same request: the same answer
@@ -167,11 +171,12 @@ class Writer:
             return Recorded(
                 "duplicate", result.position, result.stream_id, result.version, shown_key
             )
+        future: asyncio.Future[Recorded] = loop.create_future()
         pending = _Pending(
             decide,
             key,
             fingerprint,
-            loop.create_future(),
+            future,
             shown_key,
             hints=hints,
             duplicate_as=duplicate_as,
@@ -181,7 +186,38 @@ class Writer:
             self._in_flight[key] = pending
             pending.future.add_done_callback(functools.partial(self._forget, key))
         self._queue.put_nowait(pending)
-        return await asyncio.shield(pending.future)
+        return await asyncio.shield(future)
+
+    async def submit_many(self, items: list[Item]) -> list[Recorded | BaseException]:
+        """Decides a request's client commands, each as ``submit`` would, with
+        one wait for all of them: no task, future or shield per command.
+
+        A copy of a key already in flight (earlier in this request, or in
+        another) waits for the first copy through ``submit``, as before.
+        """
+        if self._task is None or self._task.done():
+            return [Unavailable("the ledger writer is not running")] * len(items)
+        group = Group(len(items), asyncio.get_running_loop())
+        copies: list[tuple[int, Awaitable[Recorded]]] = []
+        for index, (decide, shown_key, fingerprint, hints, claims) in enumerate(items):
+            key = None if shown_key is None else CLIENT_KEYS + shown_key
+            if key is not None and key in self._in_flight:
+                copy = self.submit(decide, shown_key, fingerprint, hints=hints, claims=claims)
+                copies.append((index, copy))
+                continue
+            pending = _Pending(
+                decide, key, fingerprint, group.slot(index), shown_key, hints=hints, claims=claims
+            )
+            if key is not None:
+                self._in_flight[key] = pending
+                pending.future.add_done_callback(functools.partial(self._forget, key))
+            self._queue.put_nowait(pending)
+        group.seal()
+        copied = asyncio.gather(*(c for _, c in copies), return_exceptions=True)
+        await asyncio.shield(group.future)  # a hang-up does not cancel what is queued
+        for (index, _), outcome in zip(copies, await copied, strict=True):
+            group.outcomes[index] = outcome
+        return [o for o in group.outcomes if o is not None]
 
     # -- the loop ------------------------------------------------------------------
     async def _write_loop(self) -> None:
