@@ -26,8 +26,7 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any, Final
 from uuid import UUID
 
@@ -35,7 +34,8 @@ import asyncpg
 
 from ledger.app.answers import DB_ERRORS, Recorded, conflict
 from ledger.app.batch import AlreadyRecorded, Batch
-from ledger.app.group import Group, Slot, waitable
+from ledger.app.group import Group, waitable
+from ledger.app.pending import Decided, Decision, Item, Pending
 from ledger.app.repository import Repository
 from ledger.domain.errors import (
     IdempotencyConflict,
@@ -57,38 +57,6 @@ _ATTEMPTS_MAX: Final = 5
 CLIENT_KEYS: Final = "c:"
 _INTERNAL_KEYS: Final = "i:"
 
-Decision = Callable[[Batch], Awaitable[Unit]]
-#: one client command of a batch: its decision, key, fingerprint, hints and claims
-Item = tuple[Decision, str | None, bytes, tuple[UUID, ...], tuple[Claim, ...]]
-
-
-@dataclass(slots=True)
-class _Pending:
-    decide: Decision
-    key: str | None
-    fingerprint: bytes
-    #: its own future, or its slot in a request's group (``submit_many``)
-    future: asyncio.Future[Recorded] | Slot
-    shown_key: str | None = None
-    hints: tuple[UUID, ...] = ()
-    streams: tuple[UUID, ...] = ()
-    attempts: int = 0
-    duplicate_as: type[LedgerError] = IdempotencyConflict
-    #: the stream versions its last decision saw (0: absent), for refusals
-    seen: dict[UUID, int] = field(default_factory=dict)
-    #: the unique names its decision will take, looked up with the batch's keys
-    claims: tuple[Claim, ...] = ()
-
-
-#: what one batch decided: units to commit, with their requests and their
-#: places in the batch, and the requests a rule refused
-@dataclass(slots=True)
-class _Decided:
-    units: list[Unit] = field(default_factory=list)
-    owners: list[_Pending] = field(default_factory=list)
-    unit_index: list[int] = field(default_factory=list)
-    refused: list[tuple[int, _Pending, LedgerError]] = field(default_factory=list)
-
 
 class Writer:
     """The single task that decides and appends every fact, in batches."""
@@ -98,9 +66,9 @@ class Writer:
     ) -> None:
         self.store = store
         self._repository = repository
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._retry: list[_Pending] = []
-        self._in_flight: dict[str, _Pending] = {}
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._retry: list[Pending] = []
+        self._in_flight: dict[str, Pending] = {}
         self._batch_size_max = batch_size_max
         self._task: asyncio.Task[None] | None = None
         self._conn: Connection | None = None
@@ -172,7 +140,7 @@ class Writer:
                 "duplicate", result.position, result.stream_id, result.version, shown_key
             )
         future: asyncio.Future[Recorded] = loop.create_future()
-        pending = _Pending(
+        pending = Pending(
             decide,
             key,
             fingerprint,
@@ -205,7 +173,7 @@ class Writer:
                 copy = self.submit(decide, shown_key, fingerprint, hints=hints, claims=claims)
                 copies.append((index, copy))
                 continue
-            pending = _Pending(
+            pending = Pending(
                 decide, key, fingerprint, group.slot(index), shown_key, hints=hints, claims=claims
             )
             if key is not None:
@@ -249,7 +217,7 @@ class Writer:
                     if not p.future.done():
                         p.future.set_exception(error)
 
-    async def _process(self, batch: list[_Pending]) -> None:
+    async def _process(self, batch: list[Pending]) -> None:
         self.stats["batches"] += 1
         self.stats["batch_size_max_seen"] = max(self.stats["batch_size_max_seen"], len(batch))
         keys = [p.key for p in batch if p.key is not None]
@@ -270,7 +238,7 @@ class Writer:
             {h for p in batch for h in p.hints}, self._conn
         )
         decided = await self._decide(batch, known, work)
-        retry: list[tuple[int, _Pending]] = []
+        retry: list[tuple[int, Pending]] = []
         if decided.units:
             await self._commit(decided, work, retry)
         await self._answer_refusals(decided.refused, retry)
@@ -278,9 +246,9 @@ class Writer:
         self._retry.extend(p for _, p in retry)
 
     async def _decide(
-        self, batch: list[_Pending], known: dict[str, tuple[bytes, int, UUID, int]], work: Batch
-    ) -> _Decided:
-        decided = _Decided()
+        self, batch: list[Pending], known: dict[str, tuple[bytes, int, UUID, int]], work: Batch
+    ) -> Decided:
+        decided = Decided()
         for index, p in enumerate(batch):
             if p.key is not None and p.key in known:
                 self._answer_known(p, known[p.key])
@@ -314,7 +282,7 @@ class Writer:
         return decided
 
     async def _commit(
-        self, decided: _Decided, work: Batch, retry: list[tuple[int, _Pending]]
+        self, decided: Decided, work: Batch, retry: list[tuple[int, Pending]]
     ) -> None:
         units, owners, unit_index = decided.units, decided.owners, decided.unit_index
         try:
@@ -335,7 +303,7 @@ class Writer:
             self._repository.evict(work.touched)
             raise
 
-    def _answer_known(self, p: _Pending, known: tuple[bytes, int, UUID, int]) -> None:
+    def _answer_known(self, p: Pending, known: tuple[bytes, int, UUID, int]) -> None:
         digest, position, stream_id, version = known
         if digest != hashlib.sha256(p.fingerprint).digest():
             p.future.set_exception(conflict(p.duplicate_as, p.shown_key))
@@ -343,7 +311,7 @@ class Writer:
             p.future.set_result(Recorded("duplicate", position, stream_id, version, p.shown_key))
 
     async def _answer_refusals(
-        self, refused: list[tuple[int, _Pending, LedgerError]], retry: list[tuple[int, _Pending]]
+        self, refused: list[tuple[int, Pending, LedgerError]], retry: list[tuple[int, Pending]]
     ) -> None:
         """Answers the commands a rule refused, unless the refusal may be stale.
 
@@ -353,7 +321,7 @@ class Writer:
         committed meanwhile is answered as the duplicate it is.
         """
         first_drop = min((index for index, _ in retry), default=None)
-        final: list[tuple[int, _Pending, LedgerError]] = []
+        final: list[tuple[int, Pending, LedgerError]] = []
         for index, p, error in refused:
             if first_drop is not None and index > first_drop and p.attempts < _ATTEMPTS_MAX:
                 p.attempts += 1
@@ -371,9 +339,9 @@ class Writer:
 
     async def _recheck_refusals(
         self,
-        refused: list[tuple[int, _Pending, LedgerError]],
-        retry: list[tuple[int, _Pending]],
-    ) -> list[tuple[int, _Pending, LedgerError]]:
+        refused: list[tuple[int, Pending, LedgerError]],
+        retry: list[tuple[int, Pending]],
+    ) -> list[tuple[int, Pending, LedgerError]]:
         """The refusals that stand; those decided on state the log has since
         moved past are decided again.
 
@@ -404,11 +372,11 @@ class Writer:
 
     async def _commit_alone(
         self,
-        p: _Pending,
+        p: Pending,
         unit: Unit,
         work: Batch,
         index: int,
-        retry: list[tuple[int, _Pending]],
+        retry: list[tuple[int, Pending]],
     ) -> None:
         try:
             outcome = await self.store.commit([unit], self._conn)
@@ -427,12 +395,12 @@ class Writer:
 
     def _settle(
         self,
-        owners: list[_Pending],
+        owners: list[Pending],
         units: list[Unit],
         outcome: Any,
         work: Batch,
         unit_index: list[int],
-        retry: list[tuple[int, _Pending]],
+        retry: list[tuple[int, Pending]],
     ) -> None:
         for p, unit, positions, dropped, index in zip(
             owners, units, outcome.positions, outcome.dropped, unit_index, strict=True
