@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import Any, Final
 
 from aiohttp import web
@@ -15,7 +13,7 @@ from ledger.api.context import METRICS as _METRICS
 from ledger.api.responses import POSITION_MAX, bounded_error, int_param, json_response, read_json
 from ledger.api.spec import POSITION, Param, Reply, nullable, obj, ref, spec
 from ledger.app.ledger import Ledger
-from ledger.domain.commands import parse_command
+from ledger.domain.commands import Command, parse_command
 from ledger.domain.errors import BadRequest, LedgerError, ValidationError
 
 __all__ = ["BATCH_EVENTS_MAX", "LOG_PAGE_MAX", "get_events", "post_events"]
@@ -88,14 +86,16 @@ async def _record_batch(
     ledger: Ledger, caller: Principal, items: list[Any]
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any] | None] = [None] * len(items)
-    pending: list[tuple[int, Awaitable[Any]]] = []
+    places: list[int] = []
+    commands: list[Command] = []
     for index, item in enumerate(items):
         try:
-            pending.append((index, ledger.record(caller.authorize(parse_command(item)))))
+            commands.append(caller.authorize(parse_command(item)))
+            places.append(index)
         except LedgerError as e:
             results[index] = {"status": "rejected", "error": bounded_error(e)}
-    outcomes = await asyncio.gather(*(aw for _, aw in pending), return_exceptions=True)
-    for (index, _), outcome in zip(pending, outcomes, strict=True):
+    outcomes = await ledger.record_many(commands) if commands else []
+    for index, outcome in zip(places, outcomes, strict=True):
         if isinstance(outcome, LedgerError):
             results[index] = {"status": "rejected", "error": bounded_error(outcome)}
         elif isinstance(outcome, BaseException):

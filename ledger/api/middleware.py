@@ -8,10 +8,11 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 from aiohttp import web
@@ -29,6 +30,8 @@ log = logging.getLogger("omniledger.http")
 #: The status a client that hung up mid-request is counted under (nginx's 499):
 #: not a 5xx, which would page someone about the database.
 CLIENT_CLOSED: Final = 499
+#: (route, status) series kept looked up; routes are the app's, statuses few
+_SERIES_CACHED_MAX: Final = 1024
 
 
 @web.middleware
@@ -76,9 +79,18 @@ async def answer_errors(
         response = json_response(
             {"error": {"code": "internal_error", "message": "internal error"}}, 500
         )
-    metrics.requests.labels(route, str(response.status)).inc()
-    metrics.latency.labels(route).observe(time.perf_counter() - started)
+    count, latency = _series(metrics, route, response.status)
+    count.inc()
+    latency.observe(time.perf_counter() - started)
     return response
+
+
+@functools.lru_cache(maxsize=_SERIES_CACHED_MAX)
+def _series(metrics: Metrics, route: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram of one route and status: looked
+    up by label once, not on every request (the client's labels() takes a lock
+    and validates its arguments each time)."""
+    return metrics.requests.labels(route, str(status)), metrics.latency.labels(route)
 
 
 class _BodyOverdue(Exception):
@@ -103,8 +115,13 @@ async def read_body_in_time(
     if request.body_exists:
         timeout_s = request.app[SETTINGS].http_body_timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
+            if request.content.is_eof():
+                # The body came whole with its head (most do): nothing to wait
+                # for, so no deadline to arm and cancel.
                 await request.read()
+            else:
+                async with asyncio.timeout(timeout_s):
+                    await request.read()
         except TimeoutError:
             raise _BodyOverdue(timeout_s) from None
         except ConnectionError:

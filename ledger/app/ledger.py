@@ -56,6 +56,22 @@ class Ledger:
             claims=handlers.claims_of(command),
         )
 
+    async def record_many(self, commands: list[Command]) -> list[Recorded | BaseException]:
+        """Records a batch of canonical facts: one answer (or the rule broken) per
+        command, in order; decided in the writer as ``record`` decides each."""
+        return await self._writer.submit_many(
+            [
+                (
+                    functools.partial(handlers.decide, command=command),
+                    command.idempotency_key,
+                    command.fingerprint,
+                    handlers.stream_hints(command),
+                    handlers.claims_of(command),
+                )
+                for command in commands
+            ]
+        )
+
     async def register_seller(
         self,
         *,

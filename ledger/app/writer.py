@@ -26,8 +26,7 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any, Final
 from uuid import UUID
 
@@ -35,6 +34,8 @@ import asyncpg
 
 from ledger.app.answers import DB_ERRORS, Recorded, conflict
 from ledger.app.batch import AlreadyRecorded, Batch
+from ledger.app.group import Group, waitable
+from ledger.app.pending import Decided, Decision, Item, Pending
 from ledger.app.repository import Repository
 from ledger.domain.errors import (
     IdempotencyConflict,
@@ -56,35 +57,6 @@ _ATTEMPTS_MAX: Final = 5
 CLIENT_KEYS: Final = "c:"
 _INTERNAL_KEYS: Final = "i:"
 
-Decision = Callable[[Batch], Awaitable[Unit]]
-
-
-@dataclass(slots=True)
-class _Pending:
-    decide: Decision
-    key: str | None
-    fingerprint: bytes
-    future: asyncio.Future[Recorded]
-    shown_key: str | None = None
-    hints: tuple[UUID, ...] = ()
-    streams: tuple[UUID, ...] = ()
-    attempts: int = 0
-    duplicate_as: type[LedgerError] = IdempotencyConflict
-    #: the stream versions its last decision saw (0: absent), for refusals
-    seen: dict[UUID, int] = field(default_factory=dict)
-    #: the unique names its decision will take, looked up with the batch's keys
-    claims: tuple[Claim, ...] = ()
-
-
-#: what one batch decided: units to commit, with their requests and their
-#: places in the batch, and the requests a rule refused
-@dataclass(slots=True)
-class _Decided:
-    units: list[Unit] = field(default_factory=list)
-    owners: list[_Pending] = field(default_factory=list)
-    unit_index: list[int] = field(default_factory=list)
-    refused: list[tuple[int, _Pending, LedgerError]] = field(default_factory=list)
-
 
 class Writer:
     """The single task that decides and appends every fact, in batches."""
@@ -94,9 +66,9 @@ class Writer:
     ) -> None:
         self.store = store
         self._repository = repository
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._retry: list[_Pending] = []
-        self._in_flight: dict[str, _Pending] = {}
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._retry: list[Pending] = []
+        self._in_flight: dict[str, Pending] = {}
         self._batch_size_max = batch_size_max
         self._task: asyncio.Task[None] | None = None
         self._conn: Connection | None = None
@@ -152,7 +124,7 @@ class Writer:
         if key is not None and key in self._in_flight:
             first = self._in_flight[key]
             try:
-                result = await asyncio.shield(first.future)
+                result = await asyncio.shield(waitable(first.future))
             except LedgerError:
                 if first.fingerprint == fingerprint:
                     raise  # the same request: the same answer
@@ -167,11 +139,12 @@ class Writer:
             return Recorded(
                 "duplicate", result.position, result.stream_id, result.version, shown_key
             )
-        pending = _Pending(
+        future: asyncio.Future[Recorded] = loop.create_future()
+        pending = Pending(
             decide,
             key,
             fingerprint,
-            loop.create_future(),
+            future,
             shown_key,
             hints=hints,
             duplicate_as=duplicate_as,
@@ -181,7 +154,38 @@ class Writer:
             self._in_flight[key] = pending
             pending.future.add_done_callback(functools.partial(self._forget, key))
         self._queue.put_nowait(pending)
-        return await asyncio.shield(pending.future)
+        return await asyncio.shield(future)
+
+    async def submit_many(self, items: list[Item]) -> list[Recorded | BaseException]:
+        """Decides a request's client commands, each as ``submit`` would, with
+        one wait for all of them: no task, future or shield per command.
+
+        A copy of a key already in flight (earlier in this request, or in
+        another) waits for the first copy through ``submit``, as before.
+        """
+        if self._task is None or self._task.done():
+            return [Unavailable("the ledger writer is not running")] * len(items)
+        group = Group(len(items), asyncio.get_running_loop())
+        copies: list[tuple[int, Awaitable[Recorded]]] = []
+        for index, (decide, shown_key, fingerprint, hints, claims) in enumerate(items):
+            key = None if shown_key is None else CLIENT_KEYS + shown_key
+            if key is not None and key in self._in_flight:
+                copy = self.submit(decide, shown_key, fingerprint, hints=hints, claims=claims)
+                copies.append((index, copy))
+                continue
+            pending = Pending(
+                decide, key, fingerprint, group.slot(index), shown_key, hints=hints, claims=claims
+            )
+            if key is not None:
+                self._in_flight[key] = pending
+                pending.future.add_done_callback(functools.partial(self._forget, key))
+            self._queue.put_nowait(pending)
+        group.seal()
+        copied = asyncio.gather(*(c for _, c in copies), return_exceptions=True)
+        await asyncio.shield(group.future)  # a hang-up does not cancel what is queued
+        for (index, _), outcome in zip(copies, await copied, strict=True):
+            group.outcomes[index] = outcome
+        return [o for o in group.outcomes if o is not None]
 
     # -- the loop ------------------------------------------------------------------
     async def _write_loop(self) -> None:
@@ -213,7 +217,7 @@ class Writer:
                     if not p.future.done():
                         p.future.set_exception(error)
 
-    async def _process(self, batch: list[_Pending]) -> None:
+    async def _process(self, batch: list[Pending]) -> None:
         self.stats["batches"] += 1
         self.stats["batch_size_max_seen"] = max(self.stats["batch_size_max_seen"], len(batch))
         keys = [p.key for p in batch if p.key is not None]
@@ -234,7 +238,7 @@ class Writer:
             {h for p in batch for h in p.hints}, self._conn
         )
         decided = await self._decide(batch, known, work)
-        retry: list[tuple[int, _Pending]] = []
+        retry: list[tuple[int, Pending]] = []
         if decided.units:
             await self._commit(decided, work, retry)
         await self._answer_refusals(decided.refused, retry)
@@ -242,9 +246,9 @@ class Writer:
         self._retry.extend(p for _, p in retry)
 
     async def _decide(
-        self, batch: list[_Pending], known: dict[str, tuple[bytes, int, UUID, int]], work: Batch
-    ) -> _Decided:
-        decided = _Decided()
+        self, batch: list[Pending], known: dict[str, tuple[bytes, int, UUID, int]], work: Batch
+    ) -> Decided:
+        decided = Decided()
         for index, p in enumerate(batch):
             if p.key is not None and p.key in known:
                 self._answer_known(p, known[p.key])
@@ -278,7 +282,7 @@ class Writer:
         return decided
 
     async def _commit(
-        self, decided: _Decided, work: Batch, retry: list[tuple[int, _Pending]]
+        self, decided: Decided, work: Batch, retry: list[tuple[int, Pending]]
     ) -> None:
         units, owners, unit_index = decided.units, decided.owners, decided.unit_index
         try:
@@ -299,7 +303,7 @@ class Writer:
             self._repository.evict(work.touched)
             raise
 
-    def _answer_known(self, p: _Pending, known: tuple[bytes, int, UUID, int]) -> None:
+    def _answer_known(self, p: Pending, known: tuple[bytes, int, UUID, int]) -> None:
         digest, position, stream_id, version = known
         if digest != hashlib.sha256(p.fingerprint).digest():
             p.future.set_exception(conflict(p.duplicate_as, p.shown_key))
@@ -307,7 +311,7 @@ class Writer:
             p.future.set_result(Recorded("duplicate", position, stream_id, version, p.shown_key))
 
     async def _answer_refusals(
-        self, refused: list[tuple[int, _Pending, LedgerError]], retry: list[tuple[int, _Pending]]
+        self, refused: list[tuple[int, Pending, LedgerError]], retry: list[tuple[int, Pending]]
     ) -> None:
         """Answers the commands a rule refused, unless the refusal may be stale.
 
@@ -317,7 +321,7 @@ class Writer:
         committed meanwhile is answered as the duplicate it is.
         """
         first_drop = min((index for index, _ in retry), default=None)
-        final: list[tuple[int, _Pending, LedgerError]] = []
+        final: list[tuple[int, Pending, LedgerError]] = []
         for index, p, error in refused:
             if first_drop is not None and index > first_drop and p.attempts < _ATTEMPTS_MAX:
                 p.attempts += 1
@@ -335,9 +339,9 @@ class Writer:
 
     async def _recheck_refusals(
         self,
-        refused: list[tuple[int, _Pending, LedgerError]],
-        retry: list[tuple[int, _Pending]],
-    ) -> list[tuple[int, _Pending, LedgerError]]:
+        refused: list[tuple[int, Pending, LedgerError]],
+        retry: list[tuple[int, Pending]],
+    ) -> list[tuple[int, Pending, LedgerError]]:
         """The refusals that stand; those decided on state the log has since
         moved past are decided again.
 
@@ -368,11 +372,11 @@ class Writer:
 
     async def _commit_alone(
         self,
-        p: _Pending,
+        p: Pending,
         unit: Unit,
         work: Batch,
         index: int,
-        retry: list[tuple[int, _Pending]],
+        retry: list[tuple[int, Pending]],
     ) -> None:
         try:
             outcome = await self.store.commit([unit], self._conn)
@@ -391,12 +395,12 @@ class Writer:
 
     def _settle(
         self,
-        owners: list[_Pending],
+        owners: list[Pending],
         units: list[Unit],
         outcome: Any,
         work: Batch,
         unit_index: list[int],
-        retry: list[tuple[int, _Pending]],
+        retry: list[tuple[int, Pending]],
     ) -> None:
         for p, unit, positions, dropped, index in zip(
             owners, units, outcome.positions, outcome.dropped, unit_index, strict=True
