@@ -172,6 +172,13 @@ async def metrics(request: web.Request) -> web.Response:
     lines = [generate_latest(m.registry).decode()]
     for name, value in ledger.stats.items():
         lines.append(f"# TYPE omniledger_writer_{name} gauge\nomniledger_writer_{name} {value}\n")
+    pool = request.app[STORE].pool
+    for name, value in (
+        ("omniledger_writer_queue_depth", ledger.queue_depth),
+        ("omniledger_db_pool_size", pool.get_size()),
+        ("omniledger_db_pool_in_use", pool.get_size() - pool.get_idle_size()),
+    ):
+        lines.append(f"# TYPE {name} gauge\n{name} {value}\n")
     try:
         _, _, gauges = await _health(request.app)
     except (*DB_ERRORS, asyncpg.PostgresError):

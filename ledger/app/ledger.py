@@ -39,6 +39,11 @@ class Ledger:
         self._writer = Writer(store, self._repository, batch_size_max=batch_size_max)
         self.stats = self._writer.stats
 
+    @property
+    def queue_depth(self) -> int:
+        """Decisions waiting for the writer (a gauge on /metrics)."""
+        return self._writer.queue_depth
+
     def start(self) -> None:
         self._writer.start()
 

@@ -72,7 +72,21 @@ class Writer:
         self._batch_size_max = batch_size_max
         self._task: asyncio.Task[None] | None = None
         self._conn: Connection | None = None
-        self.stats = {"batches": 0, "events": 0, "batch_size_max_seen": 0, "retries": 0}
+        #: counters for /metrics: group commits, events, the largest group seen,
+        #: retried decisions, and decisions taken (decisions / batches = the mean
+        #: group size)
+        self.stats = {
+            "batches": 0,
+            "events": 0,
+            "batch_size_max_seen": 0,
+            "retries": 0,
+            "decisions": 0,
+        }
+
+    @property
+    def queue_depth(self) -> int:
+        """Decisions waiting for the writer's next group."""
+        return self._queue.qsize()
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -220,6 +234,7 @@ class Writer:
     async def _process(self, batch: list[Pending]) -> None:
         self.stats["batches"] += 1
         self.stats["batch_size_max_seen"] = max(self.stats["batch_size_max_seen"], len(batch))
+        self.stats["decisions"] += len(batch)
         keys = [p.key for p in batch if p.key is not None]
         if self._conn is None or self._conn.is_closed():
             # The writer's own connection: no pool hand-over and reset per statement.

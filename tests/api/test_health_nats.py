@@ -34,3 +34,28 @@ async def test_nats_away_is_degraded_and_named(settings, ledger, store, nats_url
     status, body = await _health(settings, ledger, store, f"nats://127.0.0.1:{port},{nats_url}")
     assert (status, body["nats"]) == (200, "ok"), body
     assert not any(p.startswith("nats:") for p in body["problems"])
+
+
+async def test_metrics_show_the_writer_and_the_pool(api, uid) -> None:
+    """Issue 13: /metrics had no group-commit sizes, writer queue depth or pool use."""
+
+    async def scrape() -> dict[str, float]:
+        resp = await api.client.get("/metrics")
+        found = {}
+        for line in (await resp.text()).splitlines():
+            name, _, value = line.partition(" ")
+            if name.startswith(("omniledger_writer_", "omniledger_db_pool_")):
+                found[name] = float(value)
+        return found
+
+    before = await scrape()
+    seller = uid("s")
+    await api.seller(seller)
+    for i in range(3):
+        await api.place(seller, uid(f"o{i}"), "100")
+    after = await scrape()
+    assert after["omniledger_writer_events"] - before["omniledger_writer_events"] == 4
+    assert after["omniledger_writer_decisions"] - before["omniledger_writer_decisions"] >= 4
+    assert after["omniledger_writer_batches"] > before["omniledger_writer_batches"]
+    assert after["omniledger_writer_queue_depth"] == 0
+    assert after["omniledger_db_pool_size"] >= after["omniledger_db_pool_in_use"] >= 0
