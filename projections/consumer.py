@@ -51,8 +51,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from ledger.contract.messages import SUBJECT_PREFIX
-from projections import envelope, schema
-from projections.batch import Item, ReadLog, poison_row, recorded_at, without_gaps
+from projections import schema
+from projections.batch import Item, ReadLog, decode_shared, poison_row, recorded_at, without_gaps
 from projections.cursor import DurableCursor
 from projections.envelope import PoisonMessage
 from projections.projection import Projection
@@ -313,7 +313,7 @@ class Consumer(DurableCursor):
 
     def _decode(self, msg: Msg) -> Item:
         try:
-            message = envelope.decode(msg.data, verify_hash=self.verify_hash)
+            message = decode_shared(msg.data, verify_hash=self.verify_hash)
         except PoisonMessage as e:
             return Item(msg, None, None, None, str(e))
         try:
