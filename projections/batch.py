@@ -4,6 +4,7 @@ run of them without a gap (filled from the log), and the rows of its poison.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -99,7 +100,9 @@ async def without_gaps(
     return ordered, None
 
 
-_decoded: dict[tuple[bool, bytes], dict[str, Any]] = {}
+#: an OrderedDict: popping a plain dict's first key again and again scans the
+#: dead slots left at its front (quadratic until the dict is resized)
+_decoded: collections.OrderedDict[tuple[bool, bytes], dict[str, Any]] = collections.OrderedDict()
 
 
 def decode_shared(body: bytes, *, verify_hash: bool) -> dict[str, Any]:
@@ -117,7 +120,7 @@ def decode_shared(body: bytes, *, verify_hash: bool) -> dict[str, Any]:
     if message is None:
         message = envelope.decode(body, verify_hash=verify_hash)
         if len(_decoded) >= DECODED_MAX:
-            del _decoded[next(iter(_decoded))]  # the oldest: dicts keep insertion order
+            _decoded.popitem(last=False)  # the oldest
         _decoded[key] = message
     return message
 
