@@ -250,6 +250,12 @@ class Relay:
                     continue
                 if window:
                     await self._settle(window.popleft())
+                    # pages already answered: one checkpoint for them all
+                    while window and all(f.done() for f in window[0].futures):
+                        await self._settle(window.popleft())
+                    await self._store.set_relay_checkpoint(
+                        self._config.stream_name, self.published_position
+                    )
                     continue
                 await lock_conn.fetchval("SELECT 1")
                 checked = loop.time()
@@ -290,7 +296,7 @@ class Relay:
         return _Page([m["position"] for m in events], futures)
 
     async def _settle(self, page: _Page) -> None:
-        """Waits for a page's acks, checks each landed at its position, then checkpoints."""
+        """Waits for a page's acks and checks each landed at its position."""
         try:
             acks = await asyncio.wait_for(
                 asyncio.gather(*page.futures), timeout=self._config.ack_timeout_s
@@ -307,7 +313,6 @@ class Relay:
             if ack.seq != position:
                 raise _StreamBehind(f"position {position} landed at sequence {ack.seq}")
         self.published_position = page.positions[-1]
-        await self._store.set_relay_checkpoint(self._config.stream_name, page.positions[-1])
 
 
 @dataclass(slots=True)
