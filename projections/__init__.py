@@ -99,7 +99,7 @@ async def run_projections(
     timezone: str = DEFAULT_TIMEZONE,
     durable_prefix: str = "projection_",
     names: Sequence[str] = PROJECTION_NAMES,
-    batch_size_max: int = 500,
+    batch_size_max: int = 2000,
     linger_s: float = 0.0,
     read_log: ReadLog | None = None,
 ) -> None:

@@ -4,6 +4,7 @@ run of them without a gap (filled from the log), and the rows of its poison.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,13 +18,26 @@ from projections import envelope
 from projections.envelope import PoisonMessage
 from projections.puller import stream_seq
 
-__all__ = ["FILL_MAX", "Item", "ReadLog", "poison_row", "recorded_at", "run_from", "without_gaps"]
+__all__ = [
+    "FILL_MAX",
+    "Item",
+    "ReadLog",
+    "decode_shared",
+    "poison_row",
+    "recorded_at",
+    "run_from",
+    "without_gaps",
+]
 
 # the log lines keep the name they had when this was part of projections/consumer.py
 log = logging.getLogger("projections.consumer")
 
 #: At most this many positions the stream left out are read from the log per batch.
 FILL_MAX: Final = 5000
+
+#: Decoded envelopes kept for the other consumers of the process: about two
+#: batches of each of three read models (a decoded message is ~1-2 KB).
+DECODED_MAX: Final = 8192
 
 #: ``read_log(after, limit)``: up to ``limit`` messages of the log after ``after``, in order.
 ReadLog = Callable[[int, int], Awaitable[list[dict[str, Any]]]]
@@ -84,6 +98,31 @@ async def without_gaps(
     if len(ordered) != through - stored:  # the log itself is short: never skip ahead
         return ordered, stored + len(ordered)
     return ordered, None
+
+
+#: an OrderedDict: popping a plain dict's first key again and again scans the
+#: dead slots left at its front (quadratic until the dict is resized)
+_decoded: collections.OrderedDict[tuple[bool, bytes], dict[str, Any]] = collections.OrderedDict()
+
+
+def decode_shared(body: bytes, *, verify_hash: bool) -> dict[str, Any]:
+    """``envelope.decode(body)``, once per body for all the consumers of this process.
+
+    The read models each have a consumer of the same stream, so the same
+    bytes arrive up to three times, close together; decoding them (JSON,
+    timestamps, the hash check) is the largest part of a message's cost.
+    The same bytes always decode to the same message, so a recent result is
+    handed out again. It is shared: nothing may modify it (the parse
+    functions and the consumer only read). A poison body is not kept.
+    """
+    key = (verify_hash, body)
+    message = _decoded.get(key)
+    if message is None:
+        message = envelope.decode(body, verify_hash=verify_hash)
+        if len(_decoded) >= DECODED_MAX:
+            _decoded.popitem(last=False)  # the oldest
+        _decoded[key] = message
+    return message
 
 
 def run_from(items: dict[int, Item], first: int, last: int) -> list[Item]:

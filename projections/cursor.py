@@ -63,7 +63,7 @@ class DurableCursor:
         if (
             config.filter_subject != self.filter_subject
             or config.max_ack_pending != self.batch_size_max
-            or config.ack_policy != AckPolicy.EXPLICIT
+            or config.ack_policy != AckPolicy.ALL
         ):
             return False
         if info.num_ack_pending:
@@ -86,7 +86,7 @@ class DurableCursor:
                 durable_name=self.durable,
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                 opt_start_seq=start_seq,
-                ack_policy=AckPolicy.EXPLICIT,
+                ack_policy=AckPolicy.ALL,
                 ack_wait=self.ack_wait_s,
                 max_ack_pending=self.batch_size_max,
                 filter_subject=self.filter_subject,

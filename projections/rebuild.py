@@ -29,6 +29,7 @@ same when it starts, since its cursor is then past the stored position.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -129,56 +130,88 @@ async def _fold_all(
     batch_size_max: int,
     verify_hash: bool,
 ) -> _Folded:
+    """Folds the messages into the shadow tables, a batch a transaction.
+
+    A batch is written by a task while the next one is read and parsed: the
+    log is read on another connection of the pool, so PostgreSQL writes one
+    batch while this process parses the next. Writes stay one at a time and
+    in order (each waits for the one before), as a fold's loads need.
+    """
     folded = _Folded()
     facts: list[Any] = []
     poison: list[tuple[Any, ...]] = []
+    writing: asyncio.Task[None] | None = None
 
     async def flush() -> None:
-        async with conn.transaction():
-            if facts:
-                await shadow.apply(conn, facts)
-            if poison:
-                await conn.executemany(
-                    """INSERT INTO projection_poison
-                           (name, stream_seq, subject, position, body, error)
-                       VALUES ($1, 0, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
-                    poison,
-                )
-        facts.clear()
-        poison.clear()
-        if on_progress is not None:
-            outcome = on_progress(folded.position, folded.count)
-            if inspect.isawaitable(outcome):
-                await outcome
+        nonlocal writing, facts, poison
+        if writing is not None:
+            await writing
+        writing = asyncio.create_task(
+            _write(conn, shadow, facts, poison, on_progress, folded.position, folded.count)
+        )
+        facts, poison = [], []
 
-    pending = 0
-    async for raw in messages:
-        try:
-            message = envelope.check(raw, verify_hash=verify_hash)
-        except PoisonMessage as e:
-            poison.append(_poison_row(shadow.name, raw, None, str(e)))
-            folded.poison += 1
-            continue
-        position = message["position"]
-        if position <= folded.position:
-            continue  # a duplicate, or out of order: the log is read in position order
-        try:
-            fact = shadow.parse(message)
-        except PoisonMessage as e:
-            poison.append(_poison_row(shadow.name, raw, position, str(e)))
-            folded.poison += 1
-            fact = None
-        if fact is not None:
-            facts.append(fact)
-        folded.position = position
-        folded.recorded_at = envelope.recorded_at(message)
-        folded.count += 1
-        pending += 1
-        if pending >= batch_size_max:
-            await flush()
-            pending = 0
-    await flush()
+    try:
+        pending = 0
+        async for raw in messages:
+            try:
+                message = envelope.check(raw, verify_hash=verify_hash)
+            except PoisonMessage as e:
+                poison.append(_poison_row(shadow.name, raw, None, str(e)))
+                folded.poison += 1
+                continue
+            position = message["position"]
+            if position <= folded.position:
+                continue  # a duplicate, or out of order: the log is read in position order
+            try:
+                fact = shadow.parse(message)
+            except PoisonMessage as e:
+                poison.append(_poison_row(shadow.name, raw, position, str(e)))
+                folded.poison += 1
+                fact = None
+            if fact is not None:
+                facts.append(fact)
+            folded.position = position
+            folded.recorded_at = envelope.recorded_at(message)
+            folded.count += 1
+            pending += 1
+            if pending >= batch_size_max:
+                await flush()
+                pending = 0
+        await flush()
+        assert writing is not None
+        await writing
+    finally:
+        if writing is not None and not writing.done():
+            writing.cancel()
+            await asyncio.wait([writing])  # ended before the connection is used again
     return folded
+
+
+async def _write(
+    conn: Connection,
+    shadow: Projection,
+    facts: list[Any],
+    poison: list[tuple[Any, ...]],
+    on_progress: ProgressCallback | None,
+    position: int,
+    count: int,
+) -> None:
+    """One batch in one transaction, then its progress report."""
+    async with conn.transaction():
+        if facts:
+            await shadow.apply(conn, facts)
+        if poison:
+            await conn.executemany(
+                """INSERT INTO projection_poison
+                       (name, stream_seq, subject, position, body, error)
+                   VALUES ($1, 0, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+                poison,
+            )
+    if on_progress is not None:
+        outcome = on_progress(position, count)
+        if inspect.isawaitable(outcome):
+            await outcome
 
 
 def _poison_row(name: str, raw: Any, position: int | None, error: str) -> tuple[Any, ...]:

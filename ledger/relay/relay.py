@@ -20,6 +20,7 @@ standby takes over within about a second of the leader's connection dying.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ log = logging.getLogger("omniledger.relay")
 #: Advisory lock key of the relay election (any constant unique to this app).
 RELAY_LOCK_KEY: Final = 7203012
 _PAGE_EVENTS_MAX: Final = 1000
+#: Pages published before the oldest one's acks are awaited: reading and
+#: publishing the next page overlaps the server's acks of the earlier ones.
+_WINDOW_PAGES: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +136,9 @@ class Relay:
         listener = await self._pool.acquire()
         try:
             await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            js = nc.jetstream(timeout=10)
+            js = nc.jetstream(
+                timeout=10, publish_async_max_pending=_WINDOW_PAGES * _PAGE_EVENTS_MAX
+            )
             while True:
                 try:
                     position = await self._prepare_stream(js)
@@ -214,60 +220,104 @@ class Relay:
         return last_seq
 
     async def _publish_from(self, js: Any, position: int, lock_conn: Connection) -> None:
-        stream = self._config.stream_name
+        """Publishes pages in a window: the next page goes out while earlier ones await acks.
+
+        Up to ``_WINDOW_PAGES`` pages are in flight; the oldest is settled
+        (acks checked, checkpoint written) before the window takes another,
+        so the checkpoint only moves over positions the stream acknowledged,
+        in order. Order on the stream is still the log's: every message is
+        sent on the one connection, after the one before it, and the server
+        refuses any that does not follow its expected last sequence.
+        """
         loop = asyncio.get_running_loop()
         checked = loop.time()
-        while True:
-            self._wake.clear()
-            if loop.time() - checked >= self._config.idle_poll_s:
-                # The leader's lock lives as long as its connection: a dead one
-                # means a standby may lead now. Checked idle or busy, so that
-                # a busy leader steps down within about a poll interval too.
-                await lock_conn.fetchval("SELECT 1")
-                checked = loop.time()
-            events = await self._store.read_log(position, _PAGE_EVENTS_MAX)
-            if not events:
+        window: collections.deque[_Page] = collections.deque()
+        try:
+            while True:
+                self._wake.clear()
+                if loop.time() - checked >= self._config.idle_poll_s:
+                    # The leader's lock lives as long as its connection: a dead one
+                    # means a standby may lead now. Checked idle or busy, so that
+                    # a busy leader steps down within about a poll interval too.
+                    await lock_conn.fetchval("SELECT 1")
+                    checked = loop.time()
+                events = []
+                if len(window) < _WINDOW_PAGES:
+                    events = await self._read_page(position, linger=not window)
+                if events:
+                    window.append(await self._publish_page(js, events))
+                    position = events[-1]["position"]
+                    continue
+                if window:
+                    await self._settle(window.popleft())
+                    # pages already answered: one checkpoint for them all
+                    while window and all(f.done() for f in window[0].futures):
+                        await self._settle(window.popleft())
+                    await self._store.set_relay_checkpoint(
+                        self._config.stream_name, self.published_position
+                    )
+                    continue
                 await lock_conn.fetchval("SELECT 1")
                 checked = loop.time()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._config.idle_poll_s)
-                continue
-            if self._config.linger_s and len(events) < _PAGE_EVENTS_MAX:
-                await asyncio.sleep(self._config.linger_s)
-                events += await self._store.read_log(
-                    events[-1]["position"], _PAGE_EVENTS_MAX - len(events)
+        finally:
+            for page in window:  # given up: their acks are read from the stream's state
+                for future in page.futures:
+                    future.cancel()
+
+    async def _read_page(self, position: int, *, linger: bool) -> list[dict[str, Any]]:
+        events = await self._store.read_log(position, _PAGE_EVENTS_MAX)
+        if linger and events and self._config.linger_s and len(events) < _PAGE_EVENTS_MAX:
+            # nothing else in flight: wait a little for more commits, fewer pages
+            await asyncio.sleep(self._config.linger_s)
+            events += await self._store.read_log(
+                events[-1]["position"], _PAGE_EVENTS_MAX - len(events)
+            )
+        return events
+
+    async def _publish_page(self, js: Any, events: list[dict[str, Any]]) -> _Page:
+        stream = self._config.stream_name
+        prefix = self._config.subject_prefix
+        futures = []
+        for message in events:
+            pos = message["position"]
+            futures.append(
+                await js.publish_async(
+                    subject_for(message["type"], prefix),
+                    orjson.dumps(message),
+                    headers={
+                        "Nats-Msg-Id": str(pos),
+                        "Nats-Expected-Last-Sequence": str(pos - 1),
+                    },
+                    stream=stream,
                 )
-            futures = []
-            for message in events:
-                pos = message["position"]
-                futures.append(
-                    await js.publish_async(
-                        subject_for(message["type"], self._config.subject_prefix),
-                        orjson.dumps(message),
-                        headers={
-                            "Nats-Msg-Id": str(pos),
-                            "Nats-Expected-Last-Sequence": str(pos - 1),
-                        },
-                        stream=stream,
-                    )
-                )
-            try:
-                acks = await asyncio.wait_for(
-                    asyncio.gather(*futures), timeout=self._config.ack_timeout_s
-                )
-            except (APIError, NoStreamResponseError) as e:
-                # A wrong expected sequence or a missing stream: resync from the stream.
-                raise _StreamBehind(f"publish refused: {e}") from e
-            except TimeoutError:
-                raise _Unanswered(
-                    f"positions {events[0]['position']}-{events[-1]['position']} were not"
-                    f" acknowledged within {self._config.ack_timeout_s} s"
-                ) from None
-            for ack, message in zip(acks, events, strict=True):
-                if ack.seq != message["position"]:
-                    raise _StreamBehind(
-                        f"position {message['position']} landed at sequence {ack.seq}"
-                    )
-            position = events[-1]["position"]
-            self.published_position = position
-            await self._store.set_relay_checkpoint(stream, position)
+            )
+        return _Page([m["position"] for m in events], futures)
+
+    async def _settle(self, page: _Page) -> None:
+        """Waits for a page's acks and checks each landed at its position."""
+        try:
+            acks = await asyncio.wait_for(
+                asyncio.gather(*page.futures), timeout=self._config.ack_timeout_s
+            )
+        except (APIError, NoStreamResponseError) as e:
+            # A wrong expected sequence or a missing stream: resync from the stream.
+            raise _StreamBehind(f"publish refused: {e}") from e
+        except TimeoutError:
+            raise _Unanswered(
+                f"positions {page.positions[0]}-{page.positions[-1]} were not"
+                f" acknowledged within {self._config.ack_timeout_s} s"
+            ) from None
+        for ack, position in zip(acks, page.positions, strict=True):
+            if ack.seq != position:
+                raise _StreamBehind(f"position {position} landed at sequence {ack.seq}")
+        self.published_position = page.positions[-1]
+
+
+@dataclass(slots=True)
+class _Page:
+    """Published messages whose acks are awaited, and their positions, in order."""
+
+    positions: list[int]
+    futures: list[asyncio.Future[Any]]

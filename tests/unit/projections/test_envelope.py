@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from projections.batch import decode_shared
 from projections.envelope import PoisonMessage, decode
 from tests.unit.projections.log_builder import LogBuilder
 
@@ -45,3 +46,16 @@ def test_a_time_without_offset_is_poison() -> None:
     m = log.order("s1", "o1", "10.00", at="2026-11-30T10:00:00")
     with pytest.raises(PoisonMessage, match="offset"):
         decode(body(m))
+
+
+def test_the_consumers_share_a_decode_but_never_skip_a_check() -> None:
+    m = LogBuilder().capture("s1", "o1", "10.00")
+    first = decode_shared(body(m), verify_hash=True)
+    assert first == m
+    assert decode_shared(bytes(body(m)), verify_hash=True) is first  # equal bytes, one decode
+    m["data"]["amount"] = "10000.00"
+    altered = body(m)
+    assert decode_shared(altered, verify_hash=False)["data"]["amount"] == "10000.00"
+    for _ in range(2):  # kept without the check is not handed out with it; poison not kept
+        with pytest.raises(PoisonMessage, match="hash mismatch"):
+            decode_shared(altered, verify_hash=True)
