@@ -165,6 +165,9 @@ def _preflight(settings: Settings) -> str | None:
     if settings.port:
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # as the server binds (aiohttp sets it): connections of an earlier
+            # `up` still in TIME_WAIT do not make the port taken, a listener does
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((settings.host, settings.port))
             except OSError as e:
