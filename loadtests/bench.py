@@ -498,6 +498,19 @@ async def insert_baseline(world: World, http: aiohttp.ClientSession) -> dict[str
     }
 
 
+async def _json_result(child: Child, out: Path, timeout_s: float) -> dict[str, Any]:
+    """Runs a baseline child to its end; its last JSON line, with its peak RSS."""
+    child.start()
+    code = await child.wait(timeout_s)
+    text = await asyncio.to_thread(out.read_text, errors="replace")
+    line = next((x for x in reversed(text.splitlines()) if x.startswith("{")), None)
+    if code != 0 or line is None:
+        raise child.failed("failed")
+    result: dict[str, Any] = json.loads(line)
+    result["peak_rss_kb"] = max(child.peak_rss_kb or 0, result.get("peak_rss_kb") or 0) or None
+    return result
+
+
 async def batched_insert_baseline(world: World) -> dict[str, Any]:
     """Raw batched INSERTs of our row shape (``loadtests.baseline_batched_insert``)."""
     o = world.options
@@ -506,17 +519,7 @@ async def batched_insert_baseline(world: World) -> dict[str, Any]:
     command = [sys.executable, "-m", "loadtests.baseline_batched_insert", "--dsn", dsn,
                "--duration", str(o.duration_s), "--batch-size", str(o.batch_size)]  # fmt: skip
     child = world.children.add(Child("baseline_batched_insert", command, log_path=out, cwd=REPO))
-    child.start()
-    code = await child.wait(o.duration_s + 60)
-    line = next(
-        (x for x in reversed(out.read_text(errors="replace").splitlines()) if x.startswith("{")),
-        None,
-    )
-    if code != 0 or line is None:
-        raise child.failed("failed")
-    result: dict[str, Any] = json.loads(line)
-    result["peak_rss_kb"] = max(child.peak_rss_kb or 0, result.get("peak_rss_kb") or 0) or None
-    return result
+    return await _json_result(child, out, o.duration_s + 60)
 
 
 async def eventsourcing_baseline(world: World) -> dict[str, Any]:
@@ -553,20 +556,11 @@ async def eventsourcing_baseline(world: World) -> dict[str, Any]:
             cwd=REPO,
         )
     )
-    child.start()
-    code = await child.wait(o.duration_s + 60)
-    line = next(
-        (x for x in reversed(out.read_text(errors="replace").splitlines()) if x.startswith("{")),
-        None,
-    )
-    if code != 0 or line is None:
-        raise child.failed("failed")
-    result: dict[str, Any] = json.loads(line)
+    result = await _json_result(child, out, o.duration_s + 60)
     result["what"] = (
         f"eventsourcing {version_of('eventsourcing')} Application on eventsourcing.postgres,"
         f" one new aggregate per save, {o.es_threads} threads"
     )
-    result["peak_rss_kb"] = max(child.peak_rss_kb or 0, result.get("peak_rss_kb") or 0) or None
     return result
 
 

@@ -110,7 +110,8 @@ async def rebuild(
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock_key)
     result = RebuildResult(name, folded.position, folded.count, folded.poison, generation)
-    log.info("projection %s rebuilt: %s", name, result)
+    # the command line prints the outcome in words; this is for a debug log
+    log.debug("projection %s rebuilt: %s", name, result)
     return result
 
 

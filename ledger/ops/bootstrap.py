@@ -340,7 +340,8 @@ async def _cmd_check(settings: Settings, args: Any) -> int:
                 clean = False
                 print(f"{name}: BEHIND the log by {behind} events (at position {position}, "
                       f"log head {head}, after waiting {args.wait_s:g} s; at most "
-                      f"{args.lag_max} allowed)")  # fmt: skip
+                      f"{args.lag_max} allowed); is its `omniledger project` running?"
+                      f" (GET /healthz shows it)")  # fmt: skip
         for name in PROJECTION_NAMES:
             drift = await check_projection(
                 pool, name, _log_reader(store), timezone=settings.timezone
@@ -349,9 +350,10 @@ async def _cmd_check(settings: Settings, args: Any) -> int:
                 print(f"{name}: ok at position {drift.position}")
             else:
                 clean = False
-                print(f"{name}: DIFFERS at position {drift.position}")
+                print(f"{name}: DIFFERS at position {drift.position} (amounts in minor units)")
                 for line in drift.differences:
                     print(f"  {line}")
+                print(f"  to rebuild it from the log: omniledger projections rebuild {name}")
         clean = await _check_balances_independently(store, pool) and clean
     finally:
         await pool.close()

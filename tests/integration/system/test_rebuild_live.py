@@ -182,6 +182,8 @@ async def test_rebuild_and_check_while_the_service_runs(
     run = await traffic.run_while(cli("check-projections"))
     assert run.rc == 1, run
     assert "balances: DIFFERS" in run.out, run
+    # issue 13: the way out is named
+    assert "to rebuild it from the log: omniledger projections rebuild balances" in run.out, run
     differences = [line for line in run.out.splitlines() if victim in line]
     assert any("proj_balances" in line for line in differences), run
     assert any(line.startswith(f"balances: seller {victim} IDR") for line in differences), run
