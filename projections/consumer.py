@@ -58,6 +58,21 @@ from projections.envelope import PoisonMessage
 from projections.projection import Projection
 from projections.puller import ConsumerGone, Puller, stream_seq
 
+#: Failures of the servers, not of the code: logged in one line and retried.
+_UNAVAILABLE: Final = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    # a connection the server closed in the middle of an operation (asyncpg's
+    # protocol state then refuses the next one)
+    asyncpg.InternalClientError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    nats.errors.TimeoutError,
+)
+
 __all__ = ["DEFAULT_STREAM", "Consumer", "ConsumerGone", "ReadLog", "StepResult"]
 
 log = logging.getLogger(__name__)
@@ -161,7 +176,17 @@ class Consumer(DurableCursor):
                     await self.close()
                 except Exception as e:
                     delay_s = self._next_delay()
-                    if isinstance(e, nats.js.errors.NotFoundError):
+                    if isinstance(e, _UNAVAILABLE):
+                        # PostgreSQL or NATS away (a restart, `up` killed): one line,
+                        # not a traceback per read model per try
+                        log.warning(
+                            "projection %s: %s unavailable (%s); retrying in %.2fs",
+                            self.projection.name,
+                            "NATS" if isinstance(e, nats.errors.Error) else "database",
+                            e,
+                            delay_s,
+                        )
+                    elif isinstance(e, nats.js.errors.NotFoundError):
                         # not made yet (a fresh start: the relay makes it), or being
                         # refilled by the relay after it fell behind the log
                         log.info(

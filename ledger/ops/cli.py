@@ -49,6 +49,19 @@ def _setup_logging(level: str, command: str) -> None:
         format=f"%(asctime)s %(levelname)-7s [{command}] %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("asyncpg.pool").addFilter(_without_traceback)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """asyncpg's pool warns with a traceback each time it cannot reconnect (the
+    database restarting, `up` killed): the reason, on the same line, is enough."""
+    if record.levelno <= logging.WARNING and record.exc_info:
+        reason = record.exc_info[1]
+        record.msg = f"{record.getMessage()} ({type(reason).__name__}: {reason})"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]

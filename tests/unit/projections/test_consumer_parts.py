@@ -42,3 +42,24 @@ def test_stream_seq_from_the_ack_subject(reply: str, seq: int) -> None:
     assert stream_seq(msg) == seq
     if seq:
         assert msg.metadata.sequence.stream == seq  # what nats-py reads from it too
+
+
+def test_server_failures_are_one_line_not_a_traceback() -> None:
+    """Issue 13: a projection child killed with the service (its database gone)
+    printed a 40-line asyncpg traceback per read model; these are logged in one
+    line and retried, a bug still with its traceback."""
+    import asyncpg
+    import nats.errors
+
+    from projections.consumer import _UNAVAILABLE
+
+    for error in (
+        ConnectionRefusedError(111, "Connection refused"),
+        asyncpg.CannotConnectNowError("the database system is shutting down"),
+        asyncpg.InternalClientError("cannot switch to state 12"),
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        nats.errors.ConnectionClosedError(),
+    ):
+        assert isinstance(error, _UNAVAILABLE), error
+    assert not isinstance(ValueError("a bug"), _UNAVAILABLE)
+    assert not isinstance(asyncpg.UniqueViolationError("a bug"), _UNAVAILABLE)

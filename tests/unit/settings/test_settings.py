@@ -80,3 +80,27 @@ def test_districts_default_to_makassar_and_may_be_replaced_or_opened() -> None:
         "Maros",
     )
     assert Settings.from_env({"OMNILEDGER_DISTRICTS": "*"}).districts == ()
+
+
+def test_asyncpg_pool_warnings_keep_their_reason_and_lose_the_traceback() -> None:
+    """asyncpg's pool warned with a full traceback on every failed reconnect."""
+    import logging
+    import sys
+
+    from ledger.ops.cli import _without_traceback
+
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except ConnectionRefusedError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("asyncpg.pool", logging.WARNING, "pool.py", 1,
+                               "Failed to restore the pool connection floor; %s", ("retrying",),
+                               exc_info)  # fmt: skip
+    assert _without_traceback(record)
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "Failed to restore the pool connection floor; retrying"
+        " (ConnectionRefusedError: [Errno 111] Connection refused)"
+    )
+    error = logging.LogRecord("asyncpg.pool", logging.ERROR, "pool.py", 1, "bug", (), exc_info)
+    assert _without_traceback(error) and error.exc_info is not None  # errors keep theirs
