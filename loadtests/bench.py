@@ -66,12 +66,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-import asyncpg
 
+from loadtests.baselines import postgres_backends, run_baselines, wait_healthy
 from loadtests.generator import connections_for, run_wrk
 from loadtests.lag import LAG_POLL_INTERVAL_S, LagWatch, summarize_lag
-from loadtests.processes import Child, ChildFailed, Children, peak_rss_kb
-from loadtests.report import exact_command, machine_info, ratios, version_of, write_benchmarks
+from loadtests.processes import Child, ChildFailed, Children
+from loadtests.report import exact_command, machine_info, ratios, write_benchmarks
 from loadtests.world import (
     DEFAULT_NATS_URL,
     DEFAULT_PG_ADMIN_DSN,
@@ -80,7 +80,6 @@ from loadtests.world import (
     World,
     free_port,
     nats_server,
-    pg_parts,
     postgres_server,
 )
 
@@ -90,7 +89,6 @@ log = logging.getLogger("loadtests")
 
 REPO: Final = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD: Final = REPO / "BENCHMARKS.md"
-HEALTHY_TIMEOUT_S: Final = 90.0
 #: the service finishes the requests it holds before it exits (graceful stop)
 SERVICE_STOP_TIMEOUT_S: Final = 60.0
 HTTP_TIMEOUT_S: Final = 5.0
@@ -287,29 +285,6 @@ async def start_service(world: World, http: aiohttp.ClientSession, database_url:
     return Service(ports, processes, o.serve_workers)
 
 
-async def wait_healthy(
-    http: aiohttp.ClientSession, base_url: str, child: Child, workers: int = 1
-) -> None:
-    """Until every one of ``workers`` API processes on the port has answered
-    ``/healthz`` 200: a load that began before one listens would never reach it
-    (its connections are kept alive)."""
-    deadline = time.monotonic() + HEALTHY_TIMEOUT_S
-    seen: set[str] = set()
-    while time.monotonic() < deadline:
-        if not child.running():
-            raise child.failed("exited before it was healthy")
-        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-            # a new connection each time: the kernel picks the worker per connection
-            async with http.get(f"{base_url}/healthz", headers={"Connection": "close"}) as r:
-                if r.status == 200:
-                    seen.add(r.headers.get("X-Omniledger-Worker", "1"))
-                    if len(seen) >= workers:
-                        return
-                    continue
-        await asyncio.sleep(0.2)
-    raise child.failed(f"not healthy within {HEALTHY_TIMEOUT_S:.0f} s")
-
-
 async def register_sellers(world: World, http: aiohttp.ClientSession, base_url: str) -> None:
     headers = {"Authorization": f"Bearer {world.admin_key}"}
     gate = asyncio.Semaphore(8)
@@ -384,31 +359,6 @@ def group_commit(before: list[dict[str, float]], after: list[dict[str, float]]) 
 # -- phases -------------------------------------------------------------------------------
 
 
-async def postgres_backends(world: World, dbname: str) -> dict[str, Any]:
-    """Peak RSS of the PostgreSQL backends serving ``dbname`` (local servers only)."""
-    try:
-        conn = await asyncpg.connect(world.pg_admin_dsn, timeout=5)
-        try:
-            pids = [
-                r["pid"]
-                for r in await conn.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = $1", dbname
-                )
-            ]
-        finally:
-            await conn.close()
-    except (TimeoutError, OSError, asyncpg.PostgresError) as e:
-        return {"error": repr(e)}
-    peaks = [kb for kb in (peak_rss_kb(pid) for pid in pids) if kb is not None]
-    return {
-        "backends": len(pids),
-        "measured": len(peaks),
-        "peak_rss_kb_max": max(peaks) if peaks else None,
-        "peak_rss_kb_sum": sum(peaks) if peaks else None,
-        "note": "VmHWM counts the shared buffers each backend touched",
-    }
-
-
 async def ledger_phase(
     world: World,
     http: aiohttp.ClientSession,
@@ -463,105 +413,6 @@ async def ledger_phase(
         "generator_peak_rss_kb": run.peak_rss_kb,
         "postgres_backends": backends,
     }
-
-
-async def insert_baseline(world: World, http: aiohttp.ClientSession) -> dict[str, Any]:
-    o = world.options
-    dbname = f"bench_insert_{world.tag}"
-    dsn = await world.create_database(dbname)
-    port = free_port()
-    child = world.children.add(
-        Child(
-            "baseline_insert",
-            [sys.executable, "-m", "loadtests.baseline_insert", "--dsn", dsn, "--port", str(port)],
-            log_path=world.log_path("baseline-insert"),
-            cwd=REPO,
-        )
-    )
-    child.start()
-    await wait_healthy(http, f"http://127.0.0.1:{port}", child)
-    if o.warmup_s:
-        await run_wrk(world, mode="insert", phase="w", ports=[port], duration_s=o.warmup_s)
-    run = await run_wrk(world, mode="insert", phase="i", ports=[port], duration_s=o.duration_s)
-    backends = await postgres_backends(world, dbname)
-    await child.stop()
-    return {
-        "what": "bare aiohttp endpoint, one INSERT per request via an asyncpg pool (10)",
-        "duration_s": round(run.duration_s, 3),
-        "requests": run.requests,
-        "requests_per_s": round(run.ok_requests / run.duration_s, 1),
-        "errors": run.errors,
-        "latency_ms": run.latency_ms(),
-        "peak_rss_kb": child.peak_rss_kb,
-        "generator_peak_rss_kb": run.peak_rss_kb,
-        "postgres_backends": backends,
-    }
-
-
-async def _json_result(child: Child, out: Path, timeout_s: float) -> dict[str, Any]:
-    """Runs a baseline child to its end; its last JSON line, with its peak RSS."""
-    child.start()
-    code = await child.wait(timeout_s)
-    text = await asyncio.to_thread(out.read_text, errors="replace")
-    line = next((x for x in reversed(text.splitlines()) if x.startswith("{")), None)
-    if code != 0 or line is None:
-        raise child.failed("failed")
-    result: dict[str, Any] = json.loads(line)
-    result["peak_rss_kb"] = max(child.peak_rss_kb or 0, result.get("peak_rss_kb") or 0) or None
-    return result
-
-
-async def batched_insert_baseline(world: World) -> dict[str, Any]:
-    """Raw batched INSERTs of our row shape (``loadtests.baseline_batched_insert``)."""
-    o = world.options
-    dsn = await world.create_database(f"bench_raw_{world.tag}")
-    out = world.log_path("baseline-batched-insert")
-    command = [sys.executable, "-m", "loadtests.baseline_batched_insert", "--dsn", dsn,
-               "--duration", str(o.duration_s), "--batch-size", str(o.batch_size)]  # fmt: skip
-    child = world.children.add(Child("baseline_batched_insert", command, log_path=out, cwd=REPO))
-    return await _json_result(child, out, o.duration_s + 60)
-
-
-async def eventsourcing_baseline(world: World) -> dict[str, Any]:
-    o = world.options
-    dbname = f"bench_es_{world.tag}"
-    await world.create_database(dbname)
-    pg = pg_parts(world.pg_admin_dsn)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTGRES_")}
-    env.update(
-        PERSISTENCE_MODULE="eventsourcing.postgres",
-        POSTGRES_DBNAME=dbname,
-        POSTGRES_HOST=pg["host"],
-        POSTGRES_PORT=pg["port"],
-        POSTGRES_USER=pg["user"],
-        POSTGRES_PASSWORD=pg["password"],
-        POSTGRES_POOL_SIZE=str(o.es_threads),
-        PYTHONUNBUFFERED="1",
-    )
-    out = world.log_path("baseline-eventsourcing")
-    child = world.children.add(
-        Child(
-            "baseline_eventsourcing",
-            [
-                sys.executable,
-                "-m",
-                "loadtests.baseline_eventsourcing",
-                "--duration",
-                str(o.duration_s),
-                "--threads",
-                str(o.es_threads),
-            ],
-            log_path=out,
-            env=env,
-            cwd=REPO,
-        )
-    )
-    result = await _json_result(child, out, o.duration_s + 60)
-    result["what"] = (
-        f"eventsourcing {version_of('eventsourcing')} Application on eventsourcing.postgres,"
-        f" one new aggregate per save, {o.es_threads} threads"
-    )
-    return result
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -650,16 +501,21 @@ async def _measure(world: World, http: aiohttp.ClientSession, stream: Stream) ->
         await child.stop(SERVICE_STOP_TIMEOUT_S)
         if child.returncode not in (0, -signal.SIGTERM):
             world.notes.append(f"{child.name} exited {child.returncode} on SIGTERM")
-    log.info("baseline: one INSERT per request, %d s", o.duration_s)
-    one_insert = await insert_baseline(world, http)
-    log.info("one INSERT: %s requests/s", one_insert["requests_per_s"])
-    log.info("baseline: eventsourcing Application, %d threads, %d s", o.es_threads, o.duration_s)
-    es = await eventsourcing_baseline(world)
-    log.info("eventsourcing: %s events/s", es["events_per_s"])
-    log.info("baseline: raw batched INSERT, %d rows per transaction, %d s", o.batch_size,
-             o.duration_s)  # fmt: skip
-    raw = await batched_insert_baseline(world)
-    log.info("raw batched INSERT: %s events/s", raw["events_per_s"])
+    baselines = await run_baselines(world, http)
+    return _report(world, machine, service, single, batched, baselines)
+
+
+def _report(
+    world: World,
+    machine: dict[str, Any],
+    service: Service,
+    single: dict[str, Any],
+    batched: dict[str, Any],
+    baselines: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's JSON report (``BENCHMARKS.md`` is written from it)."""
+    o = world.options
+    es, one_insert, raw = (baselines[k] for k in ("eventsourcing", "one_insert", "batched_insert"))
     service_rss: dict[str, int | None] = {}
     for child in service.processes:
         service_rss[child.name] = child.peak_rss_kb
@@ -696,7 +552,7 @@ async def _measure(world: World, http: aiohttp.ClientSession, stream: Stream) ->
         "machine": machine,
         "single_event": single,
         "batched": batched,
-        "baselines": {"eventsourcing": es, "one_insert": one_insert, "batched_insert": raw},
+        "baselines": baselines,
         "peak_rss_kb": {
             **service_rss,
             "generator (wrk, max over runs)": max(generator) if generator else None,
