@@ -15,11 +15,13 @@ when none is given and nothing listens on 127.0.0.1:5432 / :4222):
    100-event batches; while each runs it polls ``GET /v1/projections`` (and
    the relay's stream against ``/healthz``) every 100 ms, and afterwards
    times how long until the lag is zero;
-4. stops the service, then measures two baselines on the same PostgreSQL
-   server, each in a fresh database: ``loadtests/baseline_insert.py`` (bare
-   aiohttp + one asyncpg INSERT per request, same generator, same bodies) and
-   ``loadtests/baseline_eventsourcing.py`` (a plain ``eventsourcing``
-   Application, one new aggregate per save, 8 threads);
+4. stops the service, then measures three baselines on the same PostgreSQL
+   server, each in a fresh database (``loadtests/baselines.py``):
+   ``loadtests/baseline_insert.py`` (bare aiohttp + one asyncpg INSERT per
+   request, same generator, same bodies), ``loadtests/baseline_eventsourcing.py``
+   (a plain ``eventsourcing`` Application, one new aggregate per save, 8
+   threads) and ``loadtests/baseline_batched_insert.py`` (raw batched INSERTs
+   of our row shape, 100 per transaction, 8 connections);
 5. prints one JSON document (figures, ratios, peak RSS per process, machine,
    the exact command) and, with ``--write``, replaces its section in
    ``BENCHMARKS.md``.
