@@ -1,4 +1,4 @@
-# A little over 400 lines: Consumer is one state machine (stored position,
+# A little over 400 lines (445): Consumer is one state machine (stored position,
 # generation, expected stream sequence, failures) and reads best whole; its
 # pull requests (puller.py), cursor alignment (cursor.py) and batch helpers
 # (batch.py) are already apart.
