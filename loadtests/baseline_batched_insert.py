@@ -9,6 +9,12 @@ phase of ``loadtests/bench.py`` is divided by (issue 12 asks for >= 0.35x).
 
     python -m loadtests.baseline_batched_insert --dsn postgresql://... --duration 10
 
+``--head-lock`` adds what orders our log: each transaction first moves one
+head row (``UPDATE ... RETURNING``, the row lock held to COMMIT), so the
+transactions run one at a time as the ledger's group commits do. Its
+transactions per second, times the events per transaction, is the ceiling of
+one ledger under one head lock (docs/capacity.md).
+
 Prints one JSON line: events, transactions, elapsed_s, events_per_s, per-transaction
 latency percentiles, peak RSS. Every loop is bounded by the deadline and ``--events-max``.
 """
@@ -53,7 +59,11 @@ CREATE INDEX IF NOT EXISTS {_TABLE}_recorded_at_idx ON {_TABLE} (recorded_at);
 CREATE INDEX IF NOT EXISTS {_TABLE}_occurred_at_idx ON {_TABLE} (occurred_at);
 CREATE INDEX IF NOT EXISTS {_TABLE}_seller_idx ON {_TABLE} (seller_id, notification_id)
     WHERE seller_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {_TABLE}_head (id boolean PRIMARY KEY, position bigint NOT NULL);
+INSERT INTO {_TABLE}_head VALUES (true, 0) ON CONFLICT DO NOTHING;
 """
+
+_MOVE_HEAD = f"UPDATE {_TABLE}_head SET position = position + $1 WHERE id RETURNING position"
 
 _INSERT = f"""
 INSERT INTO {_TABLE} (originator_id, originator_version, topic, state, type, occurred_at,
@@ -99,7 +109,12 @@ def _rows(batch_size: int) -> list[list[Any]]:
 
 
 async def run(
-    dsn: str, duration_s: float, connections: int, batch_size: int, events_max: int
+    dsn: str,
+    duration_s: float,
+    connections: int,
+    batch_size: int,
+    events_max: int,
+    head_lock: bool = False,
 ) -> dict[str, Any]:
     pool = await asyncpg.create_pool(dsn, min_size=connections, max_size=connections)
     assert pool is not None
@@ -118,6 +133,8 @@ async def run(
                     rows = _rows(batch_size)
                     began = time.perf_counter()
                     async with conn.transaction():
+                        if head_lock:
+                            await conn.fetchval(_MOVE_HEAD, batch_size)
                         await conn.execute(_INSERT, *rows)
                     latencies.append(time.perf_counter() - began)
                     done += 1
@@ -134,6 +151,7 @@ async def run(
         "what": (
             f"raw batched INSERT of rows shaped like omniledger_events, {batch_size} rows per"
             f" transaction, {connections} asyncpg connections"
+            + (", one head row moved per transaction" if head_lock else "")
         ),
         "events": events,
         "transactions": transactions,
@@ -166,9 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--events-max", type=int, default=50_000_000)
+    parser.add_argument(
+        "--head-lock", action="store_true", help="serialize transactions on one head row"
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(
-        run(args.dsn, args.duration, args.connections, args.batch_size, args.events_max)
+        run(
+            args.dsn,
+            args.duration,
+            args.connections,
+            args.batch_size,
+            args.events_max,
+            args.head_lock,
+        )
     )
     print(json.dumps(result), flush=True)
     return 0 if result["events"] > 0 else 1
