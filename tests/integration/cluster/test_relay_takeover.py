@@ -49,13 +49,14 @@ class Takeover:
     acked_during: int  # acknowledged between the kill and the standby's first publish
     stream_behind_at_kill: int  # events committed but not yet on the stream at the kill
     head: int
+    failed_attempts: int  # of the clients' requests, any kind (a retry follows each)
 
     def line(self) -> str:
         return (
             f"relay takeover: {self.takeover_s:.2f} s from kill -9 to the standby's first "
             f"publish; {self.acked_during} writes acknowledged in between, {self.acked_total} "
             f"in all; stream {self.stream_behind_at_kill} events behind at the kill; "
-            f"log head {self.head}; lost 0, doubled 0"
+            f"log head {self.head}; {self.failed_attempts} failed attempts; lost 0, doubled 0"
         )
 
 
@@ -131,6 +132,7 @@ async def _kill_leader_under_load(
         acked_during=len(during),
         stream_behind_at_kill=max(0, committed - on_stream),
         head=final,
+        failed_attempts=sum(load.failures.values()),
     ), load
 
 
