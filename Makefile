@@ -11,6 +11,8 @@
 install: .venv/.installed
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
 	  || echo "wrk not installed: the benchmark smoke test will fail" >&2
+	@command -v haproxy >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy; } \
+	  || echo "haproxy not installed: tests/unit/deploy's check of its config will fail" >&2
 
 # the checks first (ruff, ruff format, mypy --strict over ledger/, projections/,
 # gateways/): CI runs this target, and a type error fails it like a test

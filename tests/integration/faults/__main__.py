@@ -57,9 +57,20 @@ def main(argv: list[str] | None = None) -> int:
             cwd=ROOT, env=env,
         )  # fmt: skip
         rows = [orjson.loads(line) for line in Path(f.name).read_bytes().splitlines() if line]
-    Path(args.output).write_text(report(rows, started, rc))
+    output = Path(args.output)
+    output.write_text(report(rows, started, rc) + _later_sections(output))
     print(f"wrote {args.output} ({len(rows)} scenarios, pytest exit code {rc})")
     return rc
+
+
+#: sections other commands keep in the same file (issue 15's clusters), left as they are
+LATER_SECTIONS = "\n## Issue "
+
+
+def _later_sections(output: Path) -> str:
+    text = output.read_text() if output.exists() else ""
+    at = text.find(LATER_SECTIONS)
+    return "" if at < 0 else text[at:]
 
 
 def report(rows: list[dict[str, Any]], started: datetime.datetime, rc: int) -> str:
