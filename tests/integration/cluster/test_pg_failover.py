@@ -1,0 +1,201 @@
+"""Issue 15, point 2: the PostgreSQL primary dies and its synchronous standby takes over.
+
+A primary and a streaming standby of this module's own (``postgres_pair.py``,
+configured by the files ``deploy/postgres/`` ships), ``omniledger up`` given
+both in one multi-host URL with ``target_session_attrs=read-write``. Under the
+fault suite's bounded load (``tests/integration/faults/scenario.py``) the
+primary's postmaster and backends get SIGKILL, the standby is promoted with
+``pg_ctl promote`` after ``DETECT_S`` (what a failover manager takes to decide),
+and the service must find the new primary by itself, without a restart. Then
+everything ``scenario.run`` checks must hold on the new primary: every
+acknowledged write in the log exactly once at its position, the stream equal
+to the log (no gap, no double), ``omniledger verify`` and
+``check-projections`` clean, balances equal to ``replay``.
+
+``python -m tests.integration.cluster.pg_failover_report`` runs this module and
+appends its figures to RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import nats.js.errors
+import pytest
+
+from tests.integration.cluster.postgres_pair import PostgresPair
+from tests.integration.faults import scenario
+from tests.integration.system.conftest import Deployment, Http, Run, Service, free_port, run_cli
+
+#: how long the primary is gone before the standby is promoted
+DETECT_S = 2.0
+#: the service takes writes again within this of the promotion
+WRITES_BACK_BOUND_S = 15.0
+#: where this module's extra figures go (JSON lines), when set
+FIGURES: dict[str, Any] = {}
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+async def pair() -> AsyncIterator[PostgresPair]:
+    # not under pytest's basetemp, as in tests/integration/faults/conftest.py: the
+    # PostgreSQL account must keep its way to the data folders for the whole run
+    root = Path(tempfile.mkdtemp(prefix="ol-pgpair-"))
+    p = PostgresPair(root)
+    try:
+        await p.start()
+        yield p
+    finally:
+        p.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class _Pg:
+    """What ``scenario`` reads of a stack's PostgreSQL: a DSN (the new primary, after)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+
+class FailoverStack:
+    """The face of ``tests.integration.faults.stack.Stack`` that ``scenario.run`` uses,
+    over the pair, the shared NATS (a stream of our own) and one ``omniledger up``."""
+
+    def __init__(self, pair: PostgresPair, nats_url: str, root: Path) -> None:
+        self.pair = pair
+        self.pg = _Pg(pair.url())
+        tag = uuid.uuid4().hex[:8]
+        data_dir = root / "omniledger"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.deployment = Deployment(
+            dsn=pair.url(),
+            nats_url=nats_url,
+            stream=f"LEDGER_PGF{tag}",
+            prefix=f"pgf{tag}",
+            data_dir=data_dir,
+        )
+        self.service = Service(self.deployment, free_port(), root / "up.log")
+        self.session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+    def http(self) -> Http:
+        assert self.session is not None
+        return Http(self.session, self.url, self.deployment.admin_key, self.service.log)
+
+    async def cli(self, *args: str, timeout_s: float = 60.0) -> Run:
+        return await run_cli(self.deployment, *args, timeout_s=timeout_s)
+
+    def children(self) -> dict[str, list[int]]:
+        return {}  # only named in scenario's failure messages
+
+    async def heal(self) -> None:
+        """Nothing to bring back: the scenario runs once, on a fresh pair."""
+
+    async def open(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        await self.service.start(timeout_s=60)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        await self.service.stop()
+        nc = await nats.connect(self.deployment.nats_url)
+        try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(self.deployment.stream)
+        finally:
+            await nc.close()
+
+
+@pytest.fixture
+async def stack(pair: PostgresPair, nats_url: str, tmp_path: Path) -> AsyncIterator[FailoverStack]:
+    s = FailoverStack(pair, nats_url, tmp_path)
+    try:
+        await s.open()
+        yield s
+    finally:
+        await s.close()
+
+
+async def _probe_writes(
+    stack: FailoverStack, seller: str, stop: asyncio.Event, acked: list[float]
+) -> None:
+    """One careful client writing every 50 ms (retrying each write with its key until it is
+    acknowledged); appends the monotonic time of each acknowledgement to ``acked``."""
+    http = stack.http()
+    n = 0
+    while not stop.is_set():
+        body = {
+            "idempotency_key": uuid.uuid4().hex, "type": "order.placed",
+            "occurred_at": "2026-11-30T10:00:00+08:00", "seller_id": seller,
+            "order_id": f"{seller}-{n}", "channel": "pos", "amount": "10.00",
+        }  # fmt: skip
+        while not stop.is_set():
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                status, _ = await http.post("/v1/events", body)
+                if status in (200, 201):
+                    acked.append(time.monotonic())
+                    break
+                assert status == 503, status  # nothing else is right while the primary is away
+            await asyncio.sleep(0.05)
+        n += 1
+        await asyncio.sleep(0.05)
+
+
+async def test_primary_failover(stack: FailoverStack, pair: PostgresPair) -> None:
+    seen: dict[str, Any] = {}
+
+    async def fault(s: Any) -> float:
+        probe_seller = f"pgf-probe-{uuid.uuid4().hex[:6]}"
+        await stack.http().seller(probe_seller)
+        stop = asyncio.Event()
+        acks: list[float] = []
+        probe = asyncio.create_task(_probe_writes(stack, probe_seller, stop, acks))
+        await asyncio.sleep(0.5)
+        killed_at = time.monotonic()
+        pids = pair.primary.kill()
+        await pair.primary.gone(pids)
+        await asyncio.sleep(DETECT_S)
+        promote_started = time.monotonic()
+        await pair.promote()
+        promoted_at = time.monotonic()
+        try:
+            # the probe's first acknowledgement after the promotion, then a little more
+            while time.monotonic() < promoted_at + WRITES_BACK_BOUND_S and not probe.done():
+                if acks and acks[-1] > promoted_at:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            await probe
+        after = [t for t in acks if t > killed_at]
+        seen.update(
+            killed_at=killed_at,
+            promote_s=promoted_at - promote_started,
+            acked_while_down=sum(1 for t in acks if killed_at < t < promote_started),
+            writes_back_s=(after[0] - killed_at) if after else None,
+            writes_back_after_promotion_s=(after[0] - promoted_at) if after else None,
+        )
+        return promoted_at
+
+    figures = await scenario.run(stack, "postgres-failover", fault)  # type: ignore[arg-type]
+    print(seen)
+    assert figures.answers_503 + figures.other_failures > 0, "the outage went unnoticed"
+    assert seen["acked_while_down"] == 0, seen  # no write taken while no primary ran
+    assert seen["writes_back_s"] is not None, f"no write after the promotion: {seen}"
+    assert seen["writes_back_after_promotion_s"] < WRITES_BACK_BOUND_S, seen
