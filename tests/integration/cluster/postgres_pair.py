@@ -197,9 +197,7 @@ class PostgresPair:
             shutil.copyfile(DEPLOY_POSTGRES / name, node.pgdata / name)
             self._own(node.pgdata / name)
         conf = node.pgdata / "postgresql.conf"
-        lines = [
-            line for line in conf.read_text().splitlines() if not line.startswith("include '")
-        ]
+        lines = [line for line in conf.read_text().splitlines() if not line.startswith("include '")]
         conf.write_text("\n".join([*lines, f"include '{role}.conf'", ""]))
 
     # -- lifecycle -------------------------------------------------------------------------

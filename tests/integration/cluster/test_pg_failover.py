@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import nats
 import nats.js.errors
+import orjson
 import pytest
 
 from tests.integration.cluster.postgres_pair import PostgresPair
@@ -68,22 +70,45 @@ class _Pg:
         self.dsn = dsn
 
 
+@pytest.fixture(scope="module")
+async def names(nats_url: str) -> AsyncIterator[tuple[str, str]]:
+    """(stream, subject prefix) of this module's services, on the shared NATS: one pair of
+    names for the module, as its services share one database; the stream is deleted at
+    the end (its consumers go with it)."""
+    tag = uuid.uuid4().hex[:8]
+    stream = f"LEDGER_PGF{tag}"
+    yield stream, f"pgf{tag}"
+    nc = await nats.connect(nats_url)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
 class FailoverStack:
     """The face of ``tests.integration.faults.stack.Stack`` that ``scenario.run`` uses,
     over the pair, the shared NATS (a stream of our own) and one ``omniledger up``."""
 
-    def __init__(self, pair: PostgresPair, nats_url: str, root: Path) -> None:
+    def __init__(
+        self,
+        pair: PostgresPair,
+        nats_url: str,
+        names: tuple[str, str],
+        root: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.pair = pair
         self.pg = _Pg(pair.url())
-        tag = uuid.uuid4().hex[:8]
         data_dir = root / "omniledger"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.deployment = Deployment(
             dsn=pair.url(),
             nats_url=nats_url,
-            stream=f"LEDGER_PGF{tag}",
-            prefix=f"pgf{tag}",
+            stream=names[0],
+            prefix=names[1],
             data_dir=data_dir,
+            extra_env=extra_env or {},
         )
         self.service = Service(self.deployment, free_port(), root / "up.log")
         self.session: aiohttp.ClientSession | None = None
@@ -113,21 +138,88 @@ class FailoverStack:
         if self.session is not None:
             await self.session.close()
         await self.service.stop()
-        nc = await nats.connect(self.deployment.nats_url)
-        try:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(self.deployment.stream)
-        finally:
-            await nc.close()
 
 
 @pytest.fixture
-async def stack(pair: PostgresPair, nats_url: str, tmp_path: Path) -> AsyncIterator[FailoverStack]:
-    s = FailoverStack(pair, nats_url, tmp_path)
+async def stack(
+    pair: PostgresPair, nats_url: str, names: tuple[str, str], tmp_path: Path
+) -> AsyncIterator[FailoverStack]:
+    s = FailoverStack(pair, nats_url, names, tmp_path)
     try:
         await s.open()
         yield s
     finally:
+        await s.close()
+
+
+async def _order(http: Http, seller: str, order: str) -> int:
+    status, out = await http.post("/v1/events", {
+        "idempotency_key": f"k-{order}", "type": "order.placed",
+        "occurred_at": "2026-11-30T10:00:00+08:00", "seller_id": seller,
+        "order_id": order, "channel": "pos", "amount": "25.00",
+    })  # fmt: skip
+    assert status == 201, out
+    return int(out["position"])
+
+
+async def test_reads_from_the_standby(
+    pair: PostgresPair, nats_url: str, names: tuple[str, str], tmp_path: Path
+) -> None:
+    """OMNILEDGER_READ_DATABASE_URL: the read endpoints and the auditors' commands read the
+    standby and say how far behind it is. Replay paused on the standby shows it: the
+    writes are acknowledged (the standby still flushes them) but the reads do not see them
+    until replay resumes, and say so."""
+    standby = pair.standby.dsn()
+    s = FailoverStack(pair, nats_url, names, tmp_path, {"OMNILEDGER_READ_DATABASE_URL": standby})
+    await s.open()
+    conn = await asyncpg.connect(standby)
+    try:
+        http = s.http()
+        seller = f"rr-{uuid.uuid4().hex[:6]}"
+        await http.seller(seller)
+        first = await _order(http, seller, f"{seller}-1")
+        status, balance = await http.get(f"/v1/sellers/{seller}/balance?min_position={first}")
+        assert status == 200 and balance["as_of_position"] >= first, balance
+        assert balance["pending"] == "25.00" and 0 <= balance["replica_lag_s"] < 5, balance
+        for path in ("/v1/projections", f"/v1/events?after={first - 1}",
+                     f"/v1/sellers/{seller}/recaps?from=2026-11-30&to=2026-11-30",
+                     "/v1/recaps/daily?date=2026-11-30"):  # fmt: skip
+            status, body = await http.get(path)
+            assert status == 200 and "replica_lag_s" in body, (path, body)
+        status, page = await http.get(f"/v1/events?after={first - 1}")
+        assert [e["position"] for e in page["events"]] == [first], page
+
+        await conn.execute("SELECT pg_wal_replay_pause()")
+        second = await _order(http, seller, f"{seller}-2")  # acknowledged: flushed on both
+        await asyncio.sleep(1.2)  # the lag is cached for 0.5 s
+        status, page = await http.get(f"/v1/events?after={first - 1}")
+        assert status == 200, page
+        assert [e["position"] for e in page["events"]] == [first], "read from the primary?"
+        assert page["replica_lag_s"] >= 1.0, page
+        # a reader who asks for its own write waits for the standby, then 503: never stale
+        status, body = await http.get(f"/v1/sellers/{seller}/balance?min_position={second}")
+        assert status == 503, body
+        export = await s.cli("export", "--after", str(first - 1))
+        assert export.rc == 0, export
+        assert [orjson.loads(x)["position"] for x in export.out.splitlines()] == [first], export
+        line = next(x for x in export.err.splitlines() if "read database" in x)
+        assert f"127.0.0.1:{pair.standby.port}/omniledger" in line, line
+        assert "a standby, replay lag" in line and pair.password not in line, line
+        lag_s = float(line.split("replay lag ")[1].split(" s")[0])
+        assert lag_s >= 1.0, line
+
+        await conn.execute("SELECT pg_wal_replay_resume()")
+        status, balance = await http.get(f"/v1/sellers/{seller}/balance?min_position={second}")
+        assert status == 200 and balance["pending"] == "50.00", balance
+        verify = await s.cli("verify")
+        assert verify.rc == 0 and verify.out.startswith("ok:"), verify
+        assert "a standby, replay lag 0.00 s" in verify.err, verify
+        replay = await s.cli("replay", "--as-of", "2100-01-01T00:00:00Z", "--seller", seller)
+        assert replay.rc == 0 and replay.json()["balances"][0]["pending"] == "50.00", replay
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.execute("SELECT pg_wal_replay_resume()")
+        await conn.close()
         await s.close()
 
 
