@@ -20,16 +20,20 @@ from ledger.api.http import (
     add_health_check,
     json_response,
     principal,
+    replica_fields,
     require,
 )
-from ledger.api.spec import DAY, ID, MONEY, POSITION, Param, nullable, obj, spec
+from ledger.api.spec import DAY, ID, MONEY, POSITION, REPLICA_LAG_S, Param, nullable, obj, spec
 from ledger.domain.commands import CHANNELS, parse_day, parse_identifier
 from ledger.domain.errors import Forbidden, NotFound, ValidationError
 from projections import reads
 
 __all__ = ["ProjectionRoutes"]
 
+#: the read models' reads: OMNILEDGER_READ_DATABASE_URL's pool when set
 _POOL = web.AppKey("projection_pool", asyncpg.Pool)
+#: in every answer read from the read database (``replica_fields``)
+_LAG: Final = {"replica_lag_s": REPLICA_LAG_S}
 
 # -- what the routes promise (the OpenAPI document is built from these) ---------------------
 
@@ -60,7 +64,9 @@ _CHANNEL_NAME: Final = {"type": "string", "examples": sorted(CHANNELS)}
                     "type": "array",
                     "items": obj({"date": DAY, "channel": _CHANNEL_NAME, **_SUMS}),
                 },
-            }
+                **_LAG,
+            },
+            optional=_LAG,
         )
     },
     errors=(404, 422),
@@ -83,7 +89,8 @@ async def get_seller_recaps(request: web.Request) -> web.Response:
     if await reads.seller_balance(request.app[_POOL], seller_id) is None:
         raise NotFound(f"seller {seller_id} is not known to the recaps yet")
     rows = await reads.seller_recaps(request.app[_POOL], seller_id, date_from, date_to)
-    return json_response({"seller_id": seller_id, "recaps": rows})
+    lag = await replica_fields(request.app)
+    return json_response({"seller_id": seller_id, "recaps": rows, **lag})
 
 
 @spec(
@@ -107,7 +114,9 @@ async def get_seller_recaps(request: web.Request) -> web.Response:
                         }
                     ),
                 },
-            }
+                **_LAG,
+            },
+            optional=_LAG,
         )
     },
     errors=(422,),
@@ -118,7 +127,8 @@ async def get_city_recap(request: web.Request) -> web.Response:
     day = request.query.get("date")
     if not day:
         raise ValidationError("date is required (YYYY-MM-DD)", field="date")
-    return json_response(await reads.city_recap(request.app[_POOL], day))
+    recap = await reads.city_recap(request.app[_POOL], day)
+    return json_response(recap | await replica_fields(request.app))
 
 
 @spec(
@@ -138,7 +148,9 @@ async def get_city_recap(request: web.Request) -> web.Response:
                         }
                     ),
                 },
-            }
+                **_LAG,
+            },
+            optional=_LAG,
         )
     },
     errors=(422,),  # documented so since issue 10; kept so the document only grows
@@ -148,16 +160,23 @@ async def get_projections(request: web.Request) -> web.Response:
     store = request.app[STORE]
     head, _ = await store.head()
     head_recorded_at = await store.head_recorded_at()
+    # head from the primary, positions from the read database: a read model's lag
+    # there counts what replication has not brought yet too
     status = await reads.projection_status(request.app[_POOL], head, head_recorded_at)
-    return json_response({"head_position": head, "projections": status})
+    lag = await replica_fields(request.app)
+    return json_response({"head_position": head, "projections": status, **lag})
 
 
 class ProjectionRoutes:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """``read_pool``: OMNILEDGER_READ_DATABASE_URL's, for the read routes; /healthz
+    asks the primary (``pool``), which the projections write."""
+
+    def __init__(self, pool: asyncpg.Pool, read_pool: asyncpg.Pool | None = None) -> None:
         self._pool = pool
+        self._read_pool = read_pool or pool
 
     def setup(self, app: web.Application) -> None:
-        pool = self._pool
+        pool = self._read_pool
         app[_POOL] = pool
 
         async def balance(seller_id: str, currency: str) -> dict[str, Any] | None:
@@ -169,7 +188,7 @@ class ProjectionRoutes:
         async def health(head: int) -> HealthPart:
             # from the database, not from a process of ours: a read model run by
             # another machine's `omniledger project` shows here too
-            status = await reads.projection_status(pool, head, None)
+            status = await reads.projection_status(self._pool, head, None)
             lag_max = app[SETTINGS].health_lag_events_max
             lagging = [p for p in status if p["lag_events"] > lag_max]
             fields = {

@@ -23,6 +23,8 @@ from ledger.api.context import (
     KEY_CACHE,
     LEDGER,
     METRICS,
+    READ_STORE,
+    REPLICA_LAG,
     SETTINGS,
     STORE,
     Metrics,
@@ -32,6 +34,7 @@ from ledger.api.openapi import OPENAPI_DOCUMENT, get_openapi, get_public_openapi
 from ledger.app.ledger import Ledger
 from ledger.ops.settings import Settings
 from ledger.store import LedgerStore
+from ledger.store.replica import ReplicaLag
 
 __all__ = ["CORE_ROUTES", "Extension", "create_app"]
 
@@ -64,8 +67,12 @@ def create_app(
     store: LedgerStore,
     *,
     extensions: Iterable[Extension] = (),
+    read_store: LedgerStore | None = None,
 ) -> web.Application:
-    """The aiohttp application; the caller owns the ledger's and pool's lifecycle."""
+    """The aiohttp application; the caller owns the ledger's and pools' lifecycle.
+
+    ``read_store``: on OMNILEDGER_READ_DATABASE_URL (a standby), for the reads of the log.
+    """
     app = web.Application(
         middlewares=[answer_errors, authenticate, read_body_in_time],
         client_max_size=BODY_BYTES_MAX,
@@ -73,6 +80,9 @@ def create_app(
     app[SETTINGS] = settings
     app[LEDGER] = ledger
     app[STORE] = store
+    app[READ_STORE] = read_store or store
+    if read_store is not None:
+        app[REPLICA_LAG] = ReplicaLag(read_store.pool)
     app[METRICS] = Metrics()
     app[KEY_CACHE] = {}
     app[BALANCE_READER] = balance.write_side_balance(store)

@@ -10,7 +10,13 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from ledger.api.auth import principal, require
-from ledger.api.context import AS_OF_READER, BALANCE_POSITION, BALANCE_READER, STORE
+from ledger.api.context import (
+    AS_OF_READER,
+    BALANCE_POSITION,
+    BALANCE_READER,
+    STORE,
+    replica_fields,
+)
 from ledger.api.responses import POSITION_MAX, int_param, json_response
 from ledger.api.spec import ID, TIME, Param, ref, spec
 from ledger.domain import balances
@@ -103,7 +109,8 @@ async def get_balance(request: web.Request) -> web.Response:
         if reader is None:
             raise NotFound("time travel is not enabled on this server")
         await _require_registered(store, seller_id)
-        return json_response(await reader(seller_id, currency, as_of, known_at))  # type: ignore[operator]
+        answer = await reader(seller_id, currency, as_of, known_at)  # type: ignore[operator]
+        return json_response(answer | await replica_fields(request.app))
     position = request.app[BALANCE_POSITION]
     wanted = int_param(request, "min_position", 0, low=0, high=POSITION_MAX)
     if wanted:
@@ -120,8 +127,9 @@ async def get_balance(request: web.Request) -> web.Response:
         balance = zero_balance(seller_id, currency, at) | {"seen": False}
     else:
         balance["seen"] = True
+    # head from the primary: lag_events counts what replication has not brought yet too
     balance["lag_events"] = max(head - balance["as_of_position"], 0)
-    return json_response(balance)
+    return json_response(balance | await replica_fields(request.app))
 
 
 #: ``2026-11-30T10:00:00 08:00``: a ``+08:00`` offset sent unencoded in a URL

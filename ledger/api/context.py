@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -20,9 +20,12 @@ __all__ = [
     "KEY_CACHE",
     "LEDGER",
     "METRICS",
+    "READ_STORE",
+    "REPLICA_LAG",
     "SETTINGS",
     "STORE",
     "Metrics",
+    "replica_fields",
 ]
 
 BODY_BYTES_MAX: Final = 1024 * 1024
@@ -30,6 +33,11 @@ BODY_BYTES_MAX: Final = 1024 * 1024
 LEDGER: Final = web.AppKey("ledger", Ledger)
 STORE: Final = web.AppKey("store", LedgerStore)
 SETTINGS: Final = web.AppKey("settings", Settings)
+#: What the read endpoints read the log from: OMNILEDGER_READ_DATABASE_URL's store, else STORE.
+READ_STORE: Final = web.AppKey("read_store", LedgerStore)
+#: Set only when reads come from OMNILEDGER_READ_DATABASE_URL: an async callable
+#: giving its lag in seconds (``ledger.store.replica.ReplicaLag``).
+REPLICA_LAG: Final = web.AppKey("replica_lag", object)
 METRICS: Final[web.AppKey[Metrics]] = web.AppKey("metrics")
 KEY_CACHE: Final = web.AppKey("key_cache", dict)
 BALANCE_READER: Final = web.AppKey("balance_reader", object)
@@ -39,6 +47,12 @@ BALANCE_POSITION: Final = web.AppKey("balance_position", object)
 AS_OF_READER: Final = web.AppKey("as_of_reader", object)
 #: ``ledger.api.health.HealthCheck``s added by extensions (``add_health_check``)
 HEALTH_CHECKS: Final = web.AppKey("health_checks", list)
+
+
+async def replica_fields(app: web.Application) -> dict[str, Any]:
+    """``{"replica_lag_s": ...}`` for an answer read from the read database; ``{}`` without one."""
+    lag = app.get(REPLICA_LAG)
+    return {} if lag is None else {"replica_lag_s": await lag()}  # type: ignore[operator]
 
 
 class Metrics:

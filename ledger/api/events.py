@@ -8,10 +8,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from ledger.api.auth import Principal, principal, require
-from ledger.api.context import LEDGER, STORE
+from ledger.api.context import LEDGER, READ_STORE, replica_fields
 from ledger.api.context import METRICS as _METRICS
 from ledger.api.responses import POSITION_MAX, bounded_error, int_param, json_response, read_json
-from ledger.api.spec import POSITION, Param, Reply, nullable, obj, ref, spec
+from ledger.api.spec import POSITION, REPLICA_LAG_S, Param, Reply, nullable, obj, ref, spec
 from ledger.app.ledger import Ledger
 from ledger.domain.commands import Command, parse_command
 from ledger.domain.errors import BadRequest, LedgerError, ValidationError
@@ -119,7 +119,9 @@ async def _record_batch(
                     **nullable(POSITION),
                     "description": "pass as after= for the next page; null at the end",
                 },
-            }
+                "replica_lag_s": REPLICA_LAG_S,
+            },
+            optional=("replica_lag_s",),
         )
     },
     errors=(422,),
@@ -135,6 +137,7 @@ async def _record_batch(
 async def get_events(request: web.Request) -> web.Response:
     after = int_param(request, "after", 0, low=0, high=POSITION_MAX)
     limit = int_param(request, "limit", LOG_PAGE_DEFAULT, low=1, high=LOG_PAGE_MAX)
-    events = await request.app[STORE].read_log(after, limit)
+    events = await request.app[READ_STORE].read_log(after, limit)
     next_after = events[-1]["position"] if len(events) == limit else None
-    return json_response({"events": events, "next_after": next_after})
+    lag = await replica_fields(request.app)
+    return json_response({"events": events, "next_after": next_after, **lag})

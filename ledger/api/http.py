@@ -20,8 +20,10 @@ from ledger.api.context import (
     BALANCE_POSITION,
     BALANCE_READER,
     LEDGER,
+    READ_STORE,
     SETTINGS,
     STORE,
+    replica_fields,
 )
 from ledger.api.events import BATCH_EVENTS_MAX, LOG_PAGE_MAX
 from ledger.api.health import HEALTH_LAG_EVENTS_MAX, HealthPart, add_health_check
@@ -36,6 +38,7 @@ __all__ = [
     "HEALTH_LAG_EVENTS_MAX",
     "LEDGER",
     "LOG_PAGE_MAX",
+    "READ_STORE",
     "ROLES",
     "SETTINGS",
     "STORE",
@@ -50,6 +53,7 @@ __all__ = [
     "json_response",
     "principal",
     "read_json",
+    "replica_fields",
     "require",
     "serve",
     "write_side_balance",

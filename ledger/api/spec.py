@@ -40,6 +40,7 @@ __all__ = [
     "GATEWAY",
     "ID",
     "MONEY",
+    "REPLICA_LAG_S",
     "TIME",
     "Param",
     "Reply",
@@ -108,6 +109,12 @@ AMOUNT: Final[Schema] = {
     f"zero, except a fee; at most {AMOUNT_MINOR_MAX} (2^63-1) minor units.",
 }
 POSITION: Final[Schema] = {"type": "integer", "minimum": 0}
+#: Only in answers read from OMNILEDGER_READ_DATABASE_URL (``ledger.store.replica``).
+REPLICA_LAG_S: Final[Schema] = {
+    **nullable({"type": "number", "minimum": 0}),
+    "description": "only when reads come from a read replica: how many seconds it is behind"
+    " the primary (0 when it has replayed all it received; null: not known yet)",
+}
 
 _ERROR_DETAIL: Final[Schema] = obj(
     {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
@@ -214,8 +221,9 @@ _BALANCE: Final[Schema] = obj(
             "description": "false: the read model has not seen this registered seller yet"
             " (as of as_of_position); the zeros are not yet the seller's balance",
         },
+        "replica_lag_s": REPLICA_LAG_S,
     },
-    optional=("as_of", "known_at", "lag_events", "seen"),
+    optional=("as_of", "known_at", "lag_events", "seen", "replica_lag_s"),
 )
 
 #: The shared schemas (``ref(name)``), in the document's ``components``.

@@ -10,7 +10,15 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ledger.api.http import AS_OF_READER, LEDGER, SETTINGS, STORE, json_response, require
+from ledger.api.http import (
+    AS_OF_READER,
+    LEDGER,
+    READ_STORE,
+    SETTINGS,
+    STORE,
+    json_response,
+    require,
+)
 from ledger.api.spec import DAY, Param, Reply, obj, ref, spec
 from ledger.audit.findings import FINDING_LISTS as _FINDING_KINDS
 from ledger.audit.replay import reconcile_report, replay_balances
@@ -128,7 +136,8 @@ class AsOfLimit:
 
 class AuditRoutes:
     def setup(self, app: web.Application) -> None:
-        store: LedgerStore = app[STORE]
+        # the log as of a time: from the read database when there is one
+        store: LedgerStore = app[READ_STORE]
         settings = app[SETTINGS]
         limit = AsOfLimit(settings.as_of_reads_max, settings.as_of_time_share_pct)
 

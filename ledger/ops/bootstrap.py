@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # imported where used: `omniledger verify` should not load NA
 
 log = logging.getLogger("omniledger")
 
-__all__ = ["Servers", "connect", "embedded_servers", "supervisor_health"]
+__all__ = ["Servers", "connect", "connect_reads", "embedded_servers", "supervisor_health"]
 
 
 @dataclass
@@ -112,6 +112,13 @@ async def connect(settings: Settings, *, pool_size_max: int | None = None) -> as
     return pool
 
 
+async def connect_reads(settings: Settings, *, pool_size_max: int | None = None) -> asyncpg.Pool:
+    """A pool on OMNILEDGER_READ_DATABASE_URL (a streaming standby) when set, else on
+    OMNILEDGER_DATABASE_URL."""
+    url = settings.read_database_url or settings.database_url
+    return await connect(replace(settings, database_url=url), pool_size_max=pool_size_max)
+
+
 def admin_key_for(settings: Settings) -> str:
     """The configured admin key, or one generated once and kept in the data folder."""
     if settings.admin_key:
@@ -163,13 +170,16 @@ async def prepare(settings: Settings, pool: asyncpg.Pool) -> None:
     await ensure_schema(pool, [projection(n, timezone=settings.timezone) for n in PROJECTION_NAMES])
 
 
-def extensions(settings: Settings, pool: asyncpg.Pool) -> list[Any]:
-    """Route sets added to the core's app: gateways, projection reads, audit."""
+def extensions(
+    settings: Settings, pool: asyncpg.Pool, read_pool: asyncpg.Pool | None = None
+) -> list[Any]:
+    """Route sets added to the core's app: gateways, projection reads, audit;
+    ``read_pool`` (OMNILEDGER_READ_DATABASE_URL's) serves the read models' routes."""
     from gateways.routes import GatewayRoutes
     from ledger.audit.routes import AuditRoutes
     from projections.routes import ProjectionRoutes
 
-    return [GatewayRoutes(), AuditRoutes(), ProjectionRoutes(pool)]
+    return [GatewayRoutes(), AuditRoutes(), ProjectionRoutes(pool, read_pool)]
 
 
 def supervisor_health(supervisor: Supervisor) -> Any:

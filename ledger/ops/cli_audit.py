@@ -13,10 +13,27 @@ import sys
 from collections.abc import Awaitable
 from typing import Any
 
-from ledger.ops.bootstrap import connect, migrated_store, readable_store
+from ledger.ops.bootstrap import connect, connect_reads, migrated_store, readable_store
 from ledger.ops.settings import Settings
 
 __all__ = ["cmd_export", "cmd_reconcile", "cmd_replay", "cmd_verify"]
+
+
+async def _connect_reader(settings: Settings, *, pool_size_max: int) -> Any:
+    """A pool for a command that only reads: on OMNILEDGER_READ_DATABASE_URL when set,
+    said in one line with how far that database is behind its primary."""
+    pool = await connect_reads(settings, pool_size_max=pool_size_max)
+    if settings.read_database_url:
+        from ledger.store.replica import database_label, replica_state
+
+        try:
+            state = (await replica_state(pool)).describe()
+        except BaseException:
+            await pool.close()
+            raise
+        print(f"omniledger: using the read database {database_label(settings.read_database_url)}"
+              f" (OMNILEDGER_READ_DATABASE_URL): {state}", file=sys.stderr)  # fmt: skip
+    return pool
 
 
 def _progress(total: int, label: str) -> Any:
@@ -41,7 +58,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> Awaitable[int]:
 
     assert settings.database_url is not None
     processes = args.workers or min(os.cpu_count() or 1, _VERIFY_PROCESSES_MAX)
-    helpers = RangeHelpers.fork(settings.database_url, processes - 1)
+    url = settings.read_database_url or settings.database_url
+    helpers = RangeHelpers.fork(url, processes - 1)
     # --workers N asks for N ranges however short the log: that is how tests cover the split
     range_min = 1 if args.workers else RANGE_EVENTS_MIN
     return _verify_live(settings, helpers, range_min)
@@ -54,7 +72,7 @@ _VERIFY_PROCESSES_MAX = 8
 async def _verify_live(settings: Settings, helpers: Any, range_min: int) -> int:
     from ledger.audit.verify import verify_live
 
-    pool = await connect(settings, pool_size_max=2)
+    pool = await _connect_reader(settings, pool_size_max=2)
     try:
         store = await readable_store(pool)
         head, _ = await store.head()
@@ -139,7 +157,7 @@ def _verify_outcome(report: Any) -> int:
 async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.audit.replay import export_beancount, export_jsonl
 
-    pool = await connect(settings, pool_size_max=2)
+    pool = await _connect_reader(settings, pool_size_max=2)
     try:
         store = await readable_store(pool)
         out = sys.stdout
@@ -170,7 +188,7 @@ async def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     except ValidationError as e:
         print(f"omniledger: {e.message}", file=sys.stderr)
         return 2
-    pool = await connect(settings, pool_size_max=2)
+    pool = await _connect_reader(settings, pool_size_max=2)
     try:
         store = await readable_store(pool)
         if args.seller and not await store.stream_exists(seller_stream_id(args.seller)):

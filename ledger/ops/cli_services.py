@@ -75,6 +75,7 @@ async def _run_service(
     tasks: list[asyncio.Task[Any]] = []
     runner: web.AppRunner | None = None
     ledger: Ledger | None = None
+    read_pool = None
     try:
         store = await migrated_store(pool)
         await wiring.prepare(settings, pool)
@@ -88,8 +89,19 @@ async def _run_service(
                 from ledger.ops.workers import worker_health
 
                 extra = [*extra, worker_health(worker_index)]
+            read_store = None
+            if settings.read_database_url:
+                # the read endpoints on a standby (issue 15); the writes stay on the primary
+                from ledger.store import LedgerStore
+
+                read_pool = await wiring.connect_reads(settings)
+                read_store = LedgerStore(read_pool)
             app = create_app(
-                settings, ledger, store, extensions=[*wiring.extensions(settings, pool), *extra]
+                settings,
+                ledger,
+                store,
+                extensions=[*wiring.extensions(settings, pool, read_pool), *extra],
+                read_store=read_store,
             )
             # with the header/body deadlines and the connection cap of settings
             runner = await serve(
@@ -121,6 +133,8 @@ async def _run_service(
         await _cancel(tasks)
         if ledger is not None:
             await ledger.stop()
+        if read_pool is not None:
+            await read_pool.close()
         await pool.close()
         log.info("stopped")
 

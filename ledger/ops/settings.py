@@ -27,6 +27,9 @@ class SettingsError(ValueError):
 class Settings:
     #: PostgreSQL; ``None`` means "start the embedded one under data_dir" (``up`` only)
     database_url: str | None = None
+    #: PostgreSQL for the read endpoints and the auditors' commands (a streaming
+    #: standby); ``None``: they read ``database_url``, like the writes
+    read_database_url: str | None = None
     #: NATS with JetStream; ``None`` means "start the embedded one under data_dir" (``up`` only)
     nats_url: str | None = None
     data_dir: Path = Path(".omniledger")
@@ -95,7 +98,8 @@ class Settings:
         stream = _stream(text("STREAM") or "LEDGER")
         log_level = _log_level(text("LOG_LEVEL") or "INFO")
         return cls(
-            database_url=_url("DATABASE_URL", text("DATABASE_URL"), ("postgresql", "postgres")),
+            database_url=_pg_url("DATABASE_URL", text("DATABASE_URL")),
+            read_database_url=_pg_url("READ_DATABASE_URL", text("READ_DATABASE_URL")),
             nats_url=_url("NATS_URL", text("NATS_URL"), ("nats", "tls")),
             data_dir=Path(text("DATA_DIR") or ".omniledger"),
             host=text("HOST") or "127.0.0.1",
@@ -220,6 +224,26 @@ def _url(name: str, raw: str | None, schemes: tuple[str, ...]) -> str | None:
         raise SettingsError(
             f"OMNILEDGER_{name} must start with {' or '.join(s + '://' for s in schemes)}"
         )
+    return raw
+
+
+def _pg_url(name: str, raw: str | None) -> str | None:
+    """A PostgreSQL URL naming one host or several: libpq's multi-host form
+    (``postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write``),
+    which asyncpg takes too, so that a promoted standby is found. Every port
+    given must be a valid one."""
+    if raw is None:
+        return None
+    user, at, hosts = urllib.parse.urlsplit(raw).netloc.rpartition("@")
+    if "," not in hosts:
+        return _url(name, raw, ("postgresql", "postgres"))
+    for host in hosts.split(","):
+        if not host or host.startswith(":"):
+            raise SettingsError(f"OMNILEDGER_{name}: a host without a name in {hosts!r}")
+        # "[::1]:5432", "h:5432", "h": urlsplit checks one host at a time
+        _url(name, f"postgresql://{user}{at}{host}/", ("postgresql",))
+    # the scheme, checked on the URL with its host list cut to one host
+    _url(name, raw.replace(hosts, "h", 1), ("postgresql", "postgres"))
     return raw
 
 

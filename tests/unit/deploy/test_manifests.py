@@ -39,7 +39,7 @@ BIN = Path(sys.executable).parent
 K8S_VERSION = "1.30"
 #: deploy/ folders whose files come from sibling branches of issue 15 (natscluster,
 #: pgfailover); emptied at the merge, after which a missing file fails
-PENDING: frozenset[str] = frozenset({"nats", "postgres"})
+PENDING: frozenset[str] = frozenset({"nats"})
 
 
 def _compose() -> dict[str, Any]:

@@ -24,6 +24,10 @@ def test_the_defaults() -> None:
         ("DATABASE_URL", "postgresql://postgres@127.0.0.1:notaport/x", "DATABASE_URL"),
         ("DATABASE_URL", "postgresql://h:70000/x", "DATABASE_URL"),
         ("DATABASE_URL", "mysql://h/x", "postgresql://"),
+        ("DATABASE_URL", "postgresql://u@a:5432,b:99999/x", "DATABASE_URL"),
+        ("DATABASE_URL", "postgresql://u@a:5432,/x", "DATABASE_URL"),
+        ("DATABASE_URL", "mysql://u@a:5432,b:5433/x", "postgresql://"),
+        ("READ_DATABASE_URL", "postgresql://h:70000/x", "READ_DATABASE_URL"),
         ("NATS_URL", "not a url:xx", "nats://"),
         ("NATS_URL", "nats://127.0.0.1:port", "NATS_URL"),
         ("LOG_LEVEL", "verbose", "LOG_LEVEL"),
@@ -49,6 +53,14 @@ def test_a_bad_value_is_named(name: str, value: str, says: str) -> None:
          "postgresql://postgres@127.0.0.1:5432/test"),
         ("DATABASE_URL", "postgres:///omniledger?host=/tmp", "database_url",
          "postgres:///omniledger?host=/tmp"),
+        # a primary and its standby: libpq's multi-host form (issue 15)
+        ("DATABASE_URL", "postgresql://u:pw@127.0.0.1:5433,127.0.0.1:5434/db"
+         "?target_session_attrs=read-write", "database_url", "postgresql://u:pw@127.0.0.1:5433,"
+         "127.0.0.1:5434/db?target_session_attrs=read-write"),
+        ("DATABASE_URL", "postgresql://u@[::1]:5432,db-b/x", "database_url",
+         "postgresql://u@[::1]:5432,db-b/x"),
+        ("READ_DATABASE_URL", "postgresql://u@standby:5432/x", "read_database_url",
+         "postgresql://u@standby:5432/x"),
         ("NATS_URL", "nats://127.0.0.1:4222", "nats_url", "nats://127.0.0.1:4222"),
         ("NATS_URL", "tls://nats.example:4443", "nats_url", "tls://nats.example:4443"),
         ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
