@@ -164,12 +164,13 @@ async def prepare(settings: Settings, pool: asyncpg.Pool) -> None:
 
 
 def extensions(settings: Settings, pool: asyncpg.Pool) -> list[Any]:
-    """Route sets added to the core's app: gateways, projection reads, audit."""
+    """Route sets added to the core's app: gateways, projection reads, audit, the pages."""
+    from dasbor import DasborPages
     from gateways.routes import GatewayRoutes
     from ledger.audit.routes import AuditRoutes
     from projections.routes import ProjectionRoutes
 
-    return [GatewayRoutes(), AuditRoutes(), ProjectionRoutes(pool)]
+    return [GatewayRoutes(), AuditRoutes(), ProjectionRoutes(pool), DasborPages(pool)]
 
 
 def supervisor_health(supervisor: Supervisor) -> Any:
