@@ -9,6 +9,7 @@ server, for every page and form, never only by hiding a menu entry.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -59,7 +60,7 @@ USER: Final = web.RequestKey("dasbor_user", object)
 LANG: Final = web.RequestKey("dasbor_lang", str)
 #: part of every static file's URL: bump it when a file under static/ changes, so
 #: browsers holding the old one fetch the new (the library's version is in its path)
-_ASSET_VERSION: Final = "1"
+_ASSET_VERSION: Final = "2"
 
 #: no inline script or style, nothing from another origin: the chart library is ours
 _CSP: Final = (
@@ -114,6 +115,7 @@ async def _current_user(request: web.Request) -> User | None:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/dasbor/static/"):
         return await handler(request)  # the CSS and the chart library: no session needed
+    started = time.perf_counter()
     lang = choose_language(request.cookies.get("lang"), request.headers.get("Accept-Language"))
     request[LANG] = lang
     user = await _current_user(request)
@@ -152,6 +154,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"  # balances are not for a shared cache
+    # the page's time on the server, session look-up to rendered HTML (what
+    # loadtests/dasbor_pages.py measures; browsers show it in their developer tools)
+    response.headers["Server-Timing"] = f"page;dur={(time.perf_counter() - started) * 1000:.1f}"
     return response
 
 

@@ -19,7 +19,12 @@
               borderWidth: kind === "line" ? 2 : 0, pointRadius: kind === "line" ? 2 : 0};
     });
     var valueAxis = {beginAtZero: true, stacked: kind === "stacked",
-                     ticks: {callback: function (v) { return isMoney ? rupiah.format(v) : v; }}};
+                     ticks: {precision: 0,
+                             callback: function (v) { return isMoney ? rupiah.format(v) : v; }}};
+    if (kind === "hbar") {
+      // one bar per district: the box grows with their number, not a fixed height
+      canvas.parentNode.style.height = (60 + 26 * spec.labels.length) + "px";
+    }
     var labelAxis = {stacked: kind === "stacked", ticks: {autoSkip: true, maxRotation: 0}};
     new Chart(canvas, {
       type: kind === "line" ? "line" : "bar",
