@@ -131,6 +131,9 @@ async def _orders_page(
             "orders": listed,
             "channels": HAND_CHANNELS,
             "idem": secrets.token_urlsafe(16),
+            # when the form was shown: the facts' occurred_at, the same however
+            # often the form is sent (a new time would make the key a conflict)
+            "at": _now(),
             "error": error,
             "done": request.query.get("ok"),
             "may_write": user_of(request).principal.role in ("seller", "admin"),
@@ -176,7 +179,7 @@ async def record_order(request: web.Request) -> web.StreamResponse:
             "order_id": order_id,
             "channel": channel,
             "amount": amount,
-            "occurred_at": _now(),
+            "occurred_at": _text(form, "at", 40),
         }
         outcome = await _record(request, {"type": "order.placed", "idempotency_key": idem, **fact})
         if form.get("paid_cash") == "1":
@@ -187,9 +190,9 @@ async def record_order(request: web.Request) -> web.StreamResponse:
 
 
 def _order_number(request: web.Request, channel: str, idem: str) -> str:
-    """``WA-20261130-3f9a1c``: short, readable, and the same for a form sent twice."""
+    """``WH-20261130-3f9a1c0b``: short, readable, and the same for a form sent twice."""
     today = local_today(request.config_dict[SETTINGS].zone)
-    tag = "".join(c for c in idem if c.isalnum())[:6].lower()
+    tag = "".join(c for c in idem if c.isalnum())[:8].lower()
     return f"{channel[:2].upper()}-{today:%Y%m%d}-{tag}"
 
 
@@ -221,7 +224,7 @@ async def order_action(request: web.Request) -> web.StreamResponse:
                 "order_id": order_id,
                 "channel": channel,
                 "amount": parse_rupiah(_text(form, "amount", 40)),
-                "occurred_at": _now(),
+                "occurred_at": _text(form, "at", 40),
             }
             outcome = await _record(request, _cash_payment(fact, idem))
         elif action == "batal":
@@ -230,7 +233,7 @@ async def order_action(request: web.Request) -> web.StreamResponse:
                 "idempotency_key": f"{idem}:cancel",
                 "order_id": order_id,
                 "channel": channel,
-                "occurred_at": _now(),
+                "occurred_at": _text(form, "at", 40),
             }
             outcome = await _record(request, event)
         else:

@@ -129,3 +129,59 @@ async def test_bahasa_by_default_english_when_asked(api: Api, browsers: Any, uid
     assert "Available" in html, "the user's switch wins over the browser's language"
     status, headers, _ = await b.get("/dasbor/bahasa/id?next=https://evil.example/")
     assert headers["Location"] == "/dasbor/"
+
+
+async def test_the_order_form_records_once_however_often_it_is_sent(
+    api: Api, browsers: Any, store: LedgerStore, uid
+) -> None:
+    seller = uid("s")
+    b = browsers()
+    await b.sign_in(await _seller_key(api, seller))
+    _, _, html = await b.get(f"/dasbor/penjual/{seller}/pesanan")
+    at = html.split('name="at" value="')[1].split('"')[0]
+    form = {"csrf": csrf_of(html), "idem": uid("idem"), "at": at, "channel": "whatsapp",
+            "order_id": "", "amount": "Rp 150.000", "paid_cash": "1"}  # fmt: skip
+    head_before, _ = await store.head()
+    status, headers, body = await b.post(f"/dasbor/penjual/{seller}/pesanan", form)
+    assert status == 303, body[:500]
+    assert headers["Location"].endswith("/pesanan?ok=recorded")
+    assert (await store.head())[0] == head_before + 2, "the order and its cash payment"
+    events = await api.events_after(head_before)
+    assert [e["type"] for e in events] == ["order.placed", "payment.captured"]
+    placed, paid = events[0]["data"], events[1]["data"]
+    assert placed["seller_id"] == seller and placed["amount"] == "150000.00"
+    assert placed["channel"] == "whatsapp" and placed["order_id"].startswith("WH-")
+    assert paid["gateway"] == "cash" and paid["amount"] == "150000.00"
+    assert paid["order_id"] == placed["order_id"]
+    # the same form again (a double tap, a reload): nothing new
+    status, headers, _ = await b.post(f"/dasbor/penjual/{seller}/pesanan", form)
+    assert status == 303 and headers["Location"].endswith("?ok=duplicate")
+    assert (await store.head())[0] == head_before + 2
+    # a bad amount is answered on the page, and records nothing
+    status, _, body = await b.post(
+        f"/dasbor/penjual/{seller}/pesanan", {**form, "idem": uid("x"), "amount": "banyak"}
+    )
+    assert status == 422 and 'id="form-error"' in body
+    assert (await store.head())[0] == head_before + 2
+
+
+async def test_an_auditor_reads_but_posts_no_form(
+    api: Api, browsers: Any, store: LedgerStore, uid
+) -> None:
+    seller = uid("s")
+    await api.seller(seller)
+    status, out = await api.post("/v1/keys", {"role": "auditor"})
+    assert status == 201
+    b = browsers()
+    await b.sign_in(out["key"])
+    status, _, html = await b.get(f"/dasbor/penjual/{seller}/pesanan")
+    assert status == 200 and 'id="order-form"' not in html
+    head_before, _ = await store.head()
+    form = {"csrf": csrf_of(html), "idem": uid("i"), "channel": "whatsapp", "amount": "1000"}
+    status, _, _ = await b.post(f"/dasbor/penjual/{seller}/pesanan", form)
+    assert status == 403
+    status, _, _ = await b.post(
+        f"/dasbor/registri/{seller}/kurasi", {"csrf": csrf_of(html), "status": "verified"}
+    )
+    assert status == 403
+    assert (await store.head())[0] == head_before
