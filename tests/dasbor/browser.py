@@ -8,7 +8,6 @@ nothing up. Each driver gets a fresh profile in a temporary folder.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Final
 
@@ -95,11 +94,6 @@ def screenshot(driver: webdriver.Chrome, name: str) -> Path:
     finally:
         phone(driver, PHONE_HEIGHT)
     return path
-
-
-def copy_to(path: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, target)
 
 
 #: per chart: its datasets and whether any pixel of the canvas was painted

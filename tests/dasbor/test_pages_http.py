@@ -185,3 +185,19 @@ async def test_an_auditor_reads_but_posts_no_form(
     )
     assert status == 403
     assert (await store.head())[0] == head_before
+
+
+async def test_the_recap_downloads_as_csv(api: Api, browsers: Any, uid) -> None:
+    seller = uid("s")
+    b = browsers()
+    await b.sign_in(await _seller_key(api, seller))
+    status, headers, body = await b.get(
+        f"/dasbor/penjual/{seller}/rekap.csv?from=2026-11-01&to=2026-11-30"
+    )
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert f'filename="rekap-{seller}-2026-11-01-2026-11-30.csv"' in headers["Content-Disposition"]
+    assert body.splitlines()[0] == (
+        "date,channel,currency,orders,order_value,payments,captured,refunds,refunded,fees,net"
+    )
+    status, _, body = await b.get(f"/dasbor/penjual/{seller}/rekap.csv?from=2026-11-30&to=x")
+    assert status == 422 and 'id="error"' in body
