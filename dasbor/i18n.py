@@ -18,6 +18,7 @@ from ledger.domain.errors import ValidationError
 
 __all__ = [
     "LANGUAGES",
+    "STATUS_WORDS",
     "choose_language",
     "days_back",
     "local_today",
@@ -121,8 +122,24 @@ _EN: Final[dict[str, str]] = {
     "Sebelumnya": "Previous",
     "Bahasa": "Language",
     "tunai": "cash",
-    "Berikutnya ditampilkan": "Showing",
-    "Tampilkan untuk rentang maksimum": "At most this many days at once:",
+    "Belum dibayar": "Open",
+    "Dibayar sebagian": "Partly paid",
+    "Lunas": "Paid",
+    "Dibatalkan": "Cancelled",
+}
+
+
+#: the words shown for an order's status (``ledger.domain.orders.order_status``)
+#: and a seller's curation status; the value is a key of the table above
+STATUS_WORDS: Final[dict[str, str]] = {
+    "open": "Belum dibayar",
+    "partially_paid": "Dibayar sebagian",
+    "paid": "Lunas",
+    "refunded": "Dikembalikan",
+    "cancelled": "Dibatalkan",
+    "verified": "Terverifikasi",
+    "pending": "Menunggu",
+    "rejected": "Ditolak",
 }
 
 

@@ -19,7 +19,7 @@ import aiohttp_jinja2
 import asyncpg
 from aiohttp import web
 
-from dasbor.i18n import choose_language, translate
+from dasbor.i18n import STATUS_WORDS, choose_language, translate
 from dasbor.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE, SessionStore, same_token
 from ledger.api.http import STORE, Principal
 from ledger.api.responses import status_for
@@ -166,6 +166,8 @@ def page_context(request: web.Request) -> dict[str, Any]:
     return {
         "lang": lang,
         "t": lambda text: translate(str(lang), text),
+        # a status as words: "paid" -> "Lunas" (or "Paid")
+        "status": lambda code: translate(str(lang), STATUS_WORDS.get(code, code)),
         "user": user,
         "csrf": user.csrf if isinstance(user, User) else None,
         "path": request.path_qs,
