@@ -119,3 +119,40 @@ async def test_the_registry_follows_registrations_and_curations(
         "c": ("Toko c", "", "pending", False, False, False, False, False),
     }
     await rebuilt_and_checked(pool, "registry")
+
+
+async def test_orders_and_payouts_follow_the_ledger(
+    stream: Stream, pool: asyncpg.Pool, ledger: Ledger, pg_dsn: str, schema_name: str,
+    nats_url: str,
+) -> None:  # fmt: skip
+    await register(ledger, "a", "Tamalate", None)
+    await register(ledger, "b", "Wajo", None)
+    order = dict(type="order.placed", seller_id="a", channel="whatsapp")
+    await record(ledger, 1, **order, order_id="o1", amount="150000")
+    await record(ledger, 2, type="payment.captured", order_id="o1", channel="whatsapp",
+                 amount="150000", gateway="cash", gateway_ref="kas-1")  # fmt: skip
+    await record(ledger, 3, **order, order_id="o2", amount="5000")
+    await record(ledger, 4, type="order.cancelled", order_id="o2", channel="whatsapp")
+    await record(ledger, 5, **order | {"seller_id": "b"}, order_id="o3", amount="7000")
+    await record(ledger, 6, type="payout.sent", seller_id="a", amount="100000", reference="trf-1")
+    await project(pool, stream, pg_dsn, schema_name, nats_url, ["orders"])
+    rows = await pool.fetch(
+        "SELECT seller_id, order_id, amount_minor, captured_minor, cancelled"
+        " FROM proj_orders ORDER BY order_id"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("a", "o1", 15000000, 15000000, False),
+        ("a", "o2", 500000, 0, True),
+        ("b", "o3", 700000, 0, False),
+    ]
+    payouts = await pool.fetch("SELECT seller_id, reference, amount_minor FROM proj_payouts")
+    assert [tuple(r) for r in payouts] == [("a", "trf-1", 10000000)]
+    await rebuilt_and_checked(pool, "orders")
+    # the rebuilt table keeps the index the seller's page reads by, under its live name
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND indexname = 'proj_orders_by_seller'"
+        )
+        == 1
+    )
