@@ -249,7 +249,7 @@ def _models(raw: str | None) -> tuple[str, ...] | None:
     if raw is None:
         return None
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
-    known = ("balances", "recaps", "city")
+    known = ("balances", "recaps", "city", "registry", "orders")
     for name in names:
         if name not in known:
             raise SettingsError(
