@@ -167,7 +167,7 @@ def page_context(request: web.Request) -> dict[str, Any]:
         "lang": lang,
         "t": lambda text: translate(str(lang), text),
         # a status as words: "paid" -> "Lunas" (or "Paid")
-        "status": lambda code: translate(str(lang), STATUS_WORDS.get(code, code)),
+        "status": lambda code: translate(str(lang), STATUS_WORDS.get(str(code), str(code))),
         "user": user,
         "csrf": user.csrf if isinstance(user, User) else None,
         "path": request.path_qs,
