@@ -21,6 +21,7 @@ __all__ = [
     "STATUS_WORDS",
     "choose_language",
     "days_back",
+    "local_time",
     "local_today",
     "money",
     "parse_rupiah",
@@ -203,6 +204,21 @@ def parse_rupiah(text: str) -> str:
         raise ValidationError("amount must be rupiah like 150000 or 150.000", field="amount")
     whole = found.group(1).replace(".", "")
     return f"{whole}.{(found.group(2) or '0').ljust(2, '0')}"
+
+
+def local_time(value: datetime | str | None, zone: tzinfo) -> str:
+    """A moment as the city reads it: ``05/12/2026 02:46`` (Makassar time, day first)."""
+    if value is None or value == "":
+        return "-"
+    moment = value
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        except ValueError:
+            return moment
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(zone)
+    return moment.strftime("%d/%m/%Y %H:%M")
 
 
 def local_today(zone: tzinfo, now: datetime | None = None) -> date:

@@ -19,9 +19,9 @@ import aiohttp_jinja2
 import asyncpg
 from aiohttp import web
 
-from dasbor.i18n import STATUS_WORDS, choose_language, translate
+from dasbor.i18n import STATUS_WORDS, choose_language, local_time, translate
 from dasbor.sessions import LOGIN_CSRF_COOKIE, SESSION_COOKIE, SessionStore, same_token
-from ledger.api.http import STORE, Principal
+from ledger.api.http import SETTINGS, STORE, Principal
 from ledger.api.responses import status_for
 from ledger.domain.errors import LedgerError
 
@@ -60,7 +60,7 @@ USER: Final = web.RequestKey("dasbor_user", object)
 LANG: Final = web.RequestKey("dasbor_lang", str)
 #: part of every static file's URL: bump it when a file under static/ changes, so
 #: browsers holding the old one fetch the new (the library's version is in its path)
-_ASSET_VERSION: Final = "2"
+_ASSET_VERSION: Final = "3"
 
 #: no inline script or style, nothing from another origin: the chart library is ours
 _CSP: Final = (
@@ -168,6 +168,7 @@ def page_context(request: web.Request) -> dict[str, Any]:
         "t": lambda text: translate(str(lang), text),
         # a status as words: "paid" -> "Lunas" (or "Paid")
         "status": lambda code: translate(str(lang), STATUS_WORDS.get(str(code), str(code))),
+        "when": lambda value: local_time(value, request.config_dict[SETTINGS].zone),
         "user": user,
         "csrf": user.csrf if isinstance(user, User) else None,
         "path": request.path_qs,

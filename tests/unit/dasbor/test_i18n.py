@@ -84,3 +84,14 @@ def test_the_day_is_makassars_not_utcs() -> None:
     assert local_today(ZoneInfo("Asia/Makassar"), late_utc) == date(2026, 12, 1)
     assert days_back(date(2026, 12, 1), 3) == [date(2026, 11, 29), date(2026, 11, 30),
                                                date(2026, 12, 1)]  # fmt: skip
+
+
+def test_moments_are_shown_in_makassar_time() -> None:
+    from dasbor.i18n import local_time
+
+    zone = ZoneInfo("Asia/Makassar")
+    assert local_time("2026-11-30T17:30:00+00:00", zone) == "01/12/2026 01:30"
+    assert local_time("2026-11-30T17:30:00Z", zone) == "01/12/2026 01:30"
+    assert local_time(datetime(2026, 11, 30, 17, 30, tzinfo=UTC), zone) == "01/12/2026 01:30"
+    assert local_time(None, zone) == "-"
+    assert local_time("not a time", zone) == "not a time"
