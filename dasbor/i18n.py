@@ -210,12 +210,13 @@ def local_time(value: datetime | str | None, zone: tzinfo) -> str:
     """A moment as the city reads it: ``05/12/2026 02:46`` (Makassar time, day first)."""
     if value is None or value == "":
         return "-"
-    moment = value
-    if isinstance(moment, str):
+    if isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            return moment
+            return value
+    else:
+        moment = value
     if moment.tzinfo is not None:
         moment = moment.astimezone(zone)
     return moment.strftime("%d/%m/%Y %H:%M")
