@@ -24,8 +24,9 @@ import projections.dasbor_reads as dasbor_reads
 from dasbor.i18n import days_back, local_today, parse_rupiah, translate
 from dasbor.pages import LANG, POOL, page, render, user_of
 from ledger.api.http import LEDGER, SETTINGS, STORE
+from ledger.api.responses import status_for
 from ledger.domain.commands import parse_command, parse_identifier
-from ledger.domain.errors import Forbidden, NotFound, ValidationError
+from ledger.domain.errors import Forbidden, LedgerError, NotFound, ValidationError
 from ledger.domain.sellers import seller_stream_id
 from projections import reads
 
@@ -184,8 +185,8 @@ async def record_order(request: web.Request) -> web.StreamResponse:
         outcome = await _record(request, {"type": "order.placed", "idempotency_key": idem, **fact})
         if form.get("paid_cash") == "1":
             await _record(request, _cash_payment(fact, idem))
-    except ValidationError as e:
-        return await _orders_page(request, seller_id, e.message, 422)
+    except LedgerError as e:  # a rule of the ledger: said on the form's page
+        return await _orders_page(request, seller_id, e.message, status_for(e))
     raise web.HTTPSeeOther(f"/dasbor/penjual/{quote(seller_id)}/pesanan?ok={outcome}")
 
 
@@ -238,8 +239,8 @@ async def order_action(request: web.Request) -> web.StreamResponse:
             outcome = await _record(request, event)
         else:
             raise web.HTTPNotFound()
-    except ValidationError as e:
-        return await _orders_page(request, seller_id, e.message, 422)
+    except LedgerError as e:  # a rule of the ledger: said on the form's page
+        return await _orders_page(request, seller_id, e.message, status_for(e))
     raise web.HTTPSeeOther(f"/dasbor/penjual/{quote(seller_id)}/pesanan?ok={outcome}")
 
 

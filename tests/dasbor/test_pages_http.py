@@ -201,3 +201,45 @@ async def test_the_recap_downloads_as_csv(api: Api, browsers: Any, uid) -> None:
     )
     status, _, body = await b.get(f"/dasbor/penjual/{seller}/rekap.csv?from=2026-11-30&to=x")
     assert status == 422 and 'id="error"' in body
+
+
+async def test_an_open_order_is_paid_in_cash_or_cancelled_from_its_buttons(
+    api: Api, browsers: Any, store: LedgerStore, uid
+) -> None:
+    seller, other = uid("s"), uid("other")
+    b = browsers()
+    await b.sign_in(await _seller_key(api, seller))
+    await api.seller(other)
+    await api.place(other, uid("theirs"), "50000", channel="whatsapp")
+    _, _, html = await b.get(f"/dasbor/penjual/{seller}/pesanan")
+    at = html.split('name="at" value="')[1].split('"')[0]
+    base = {"csrf": csrf_of(html), "at": at}
+    for order_id in (uid("o1"), uid("o2")):
+        form = {**base, "idem": order_id, "channel": "instagram", "order_id": order_id,
+                "amount": "75.000"}  # fmt: skip
+        status, _, body = await b.post(f"/dasbor/penjual/{seller}/pesanan", form)
+        assert status == 303, body[:300]
+    head, _ = await store.head()
+    paid = {**base, "idem": uid("p"), "channel": "instagram", "order_id": uid("o1"),
+            "amount": "75000,00"}  # fmt: skip
+    status, headers, body = await b.post(f"/dasbor/penjual/{seller}/pesanan/bayar", paid)
+    assert status == 303 and headers["Location"].endswith("?ok=recorded"), body[:300]
+    cancel = {**base, "idem": uid("c"), "channel": "instagram", "order_id": uid("o2")}
+    status, headers, _ = await b.post(f"/dasbor/penjual/{seller}/pesanan/batal", cancel)
+    assert status == 303 and headers["Location"].endswith("?ok=recorded")
+    events = await api.events_after(head)
+    assert [(e["type"], e["data"]["order_id"]) for e in events] == [
+        ("payment.captured", uid("o1")),
+        ("order.cancelled", uid("o2")),
+    ]
+    assert events[0]["data"]["gateway"] == "cash"
+    # another seller's order is not this seller's to pay or cancel, whatever the form says
+    head, _ = await store.head()
+    theirs = {**base, "idem": uid("t"), "channel": "whatsapp", "order_id": uid("theirs")}
+    status, _, body = await b.post(f"/dasbor/penjual/{seller}/pesanan/batal", theirs)
+    assert status == 422 and 'id="form-error"' in body and "no order" in body
+    status, _, _ = await b.post(
+        f"/dasbor/penjual/{seller}/pesanan/bayar", {**theirs, "amount": "50000"}
+    )
+    assert status == 422
+    assert (await store.head())[0] == head
