@@ -218,7 +218,9 @@ async def test_projection_status_reports_lag(
     assert status == [
         {"name": "balances", "position": 0, "lag_events": 13, "lag_seconds": None},
         {"name": "city", "position": 8, "lag_events": 5, "lag_seconds": 5.0},
+        {"name": "orders", "position": 0, "lag_events": 13, "lag_seconds": None},
         {"name": "recaps", "position": 0, "lag_events": 13, "lag_seconds": None},
+        {"name": "registry", "position": 0, "lag_events": 13, "lag_seconds": None},
     ]
     caught_up = await reads.projection_status(pool, 8, datetime.now(UTC))
     assert caught_up[1] == {"name": "city", "position": 8, "lag_events": 0, "lag_seconds": 0.0}
