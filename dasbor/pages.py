@@ -60,7 +60,7 @@ USER: Final = web.RequestKey("dasbor_user", object)
 LANG: Final = web.RequestKey("dasbor_lang", str)
 #: part of every static file's URL: bump it when a file under static/ changes, so
 #: browsers holding the old one fetch the new (the library's version is in its path)
-_ASSET_VERSION: Final = "3"
+_ASSET_VERSION: Final = "4"
 
 #: no inline script or style, nothing from another origin: the chart library is ours
 _CSP: Final = (

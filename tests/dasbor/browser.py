@@ -38,6 +38,7 @@ _FLAGS: Final = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    "--lang=id-ID",
 )
 
 

@@ -32,7 +32,7 @@ from tests.dasbor.browser import (
     screenshot,
     wait_for,
 )
-from tests.integration.system.conftest import Deployment, Http, Service, free_port
+from tests.integration.system.conftest import Deployment, Http, Service, free_port, run_cli
 from tests.support.servers import fresh_database
 
 BALANCE_FIELDS = ("available", "pending", "captured_total", "refunded_total", "fees_total",
@@ -246,9 +246,19 @@ async def test_the_admin_sees_the_city_recap_and_the_curation_counts(
     row = wait_for(driver, "#count-table tbody tr[data-district='Tamalate']")
     cells = row.find_elements(By.TAG_NAME, "td")
     halal_after = int(row.find_element(By.CSS_SELECTOR, "td[data-lacking='halal']").text)
-    assert halal_after == int(cells[1].text) - 1, row.text
+    sellers = int(cells[1].text)
+    assert halal_after == sellers - 1, row.text
+
+    driver.get(f"{service.url}/dasbor/registri?district=Tamalate&lacking=halal")
+    answer = wait_for(driver, "#answer").text
+    assert answer.startswith(f"{halal_after} / {sellers}"), answer
 
     for name in ("suspense", "ledger"):
         driver.get(f"{service.url}/dasbor/{name}")
         wait_for(driver, "main h1")
         check_page(driver, name)
+    # the last `omniledger verify` shows on the ledger's page
+    run = await run_cli(service.deployment, "verify")
+    assert run.rc == 0, run
+    driver.refresh()
+    assert "baik" in wait_for(driver, "#verify strong.good").text
