@@ -153,6 +153,14 @@ async def run(database_url: str, requests: int, seed: bool) -> dict[str, Any]:
         await store.add_key(hash_key(seller_key), "seller", volume["seller_id"])
         ledger = Ledger(store)
         ledger.start()
+        # the seed writes read models only: the measured seller is registered in
+        # the log too, so that the curation form (which reads the seller's own
+        # events) has one to show; the same fingerprint makes a re-run a duplicate
+        await ledger.register_seller(
+            seller_id=volume["seller_id"], name=f"Toko {volume['seller_id']}",
+            district=volume["district"], nib=None, channels={},
+            occurred_at=datetime.now(UTC).isoformat(), fingerprint=b"dasbor_pages",
+        )  # fmt: skip
         app = create_app(settings, ledger, store, extensions=bootstrap.extensions(settings, pool))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
