@@ -23,9 +23,9 @@ from the log and swapped in while its consumer keeps running.
 Read models (``name``: tables): ``balances``: ``proj_balances``,
 ``proj_balance_orders``; ``recaps``: ``proj_seller_daily``; ``city``:
 ``proj_city_sellers``, ``proj_city_daily``, ``proj_city_district_daily``,
-``proj_city_active_sellers``; ``registry``: ``proj_registry``; ``orders``: ``proj_orders``,
-``proj_payouts``. Shared: ``projection_positions``,
-``projection_poison``.
+``proj_city_active_sellers``, ``proj_city_active_counts``; ``registry``:
+``proj_registry``; ``orders``: ``proj_orders``, ``proj_payouts``. Shared:
+``projection_positions``, ``projection_poison``.
 
 This package imports ``ledger.contract.messages`` and ``ledger.domain`` only; nothing
 runs at import time. ``run_projections`` is the entry for ``omniledger

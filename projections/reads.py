@@ -107,11 +107,12 @@ async def city_days(pool: asyncpg.Pool, first: date, last: date) -> list[dict[st
         # in the order a rebuild's swap takes them, so that the two cannot
         # deadlock (each would otherwise hold a table the other waits for).
         await conn.execute(
-            "LOCK TABLE proj_city_daily, proj_city_district_daily, proj_city_active_sellers"
+            "LOCK TABLE proj_city_daily, proj_city_district_daily, proj_city_active_counts"
             " IN ACCESS SHARE MODE"
         )
+        # a seller is active in one district a day: the day's count is their sum
         active = await conn.fetch(
-            """SELECT day, count(*) AS n FROM proj_city_active_sellers
+            """SELECT day, sum(sellers) AS n FROM proj_city_active_counts
                WHERE day BETWEEN $1 AND $2 GROUP BY day""",
             first,
             last,
@@ -124,10 +125,9 @@ async def city_days(pool: asyncpg.Pool, first: date, last: date) -> list[dict[st
         )
         districts = await conn.fetch(
             f"""SELECT d.day, d.district, d.currency, {_SUMS},
-                       coalesce(a.n, 0) AS active_sellers
+                       coalesce(a.sellers, 0) AS active_sellers
                 FROM proj_city_district_daily d
-                LEFT JOIN (SELECT day, district, count(*) AS n FROM proj_city_active_sellers
-                           WHERE day BETWEEN $1 AND $2 GROUP BY day, district) a
+                LEFT JOIN proj_city_active_counts a
                        ON a.day = d.day AND a.district = d.district
                 WHERE d.day BETWEEN $1 AND $2 ORDER BY d.day, d.district, d.currency""",
             first,
@@ -143,7 +143,7 @@ async def city_days(pool: asyncpg.Pool, first: date, last: date) -> list[dict[st
         for i in range((last - first).days + 1)
     }
     for r in active:
-        days[r["day"]]["active_sellers"] = r["n"]
+        days[r["day"]]["active_sellers"] = int(r["n"])
     for r in channels:
         days[r["day"]]["channels"].append({"channel": r["channel"], **_sums(r)})
     for r in districts:
