@@ -169,6 +169,8 @@ def page_context(request: web.Request) -> dict[str, Any]:
         # a status as words: "paid" -> "Lunas" (or "Paid")
         "status": lambda code: translate(str(lang), STATUS_WORDS.get(str(code), str(code))),
         "when": lambda value: local_time(value, request.config_dict[SETTINGS].zone),
+        # counts and positions grouped the Indonesian way: 1.000.000
+        "number": lambda n: f"{int(n):,}".replace(",", "."),
         "user": user,
         "csrf": user.csrf if isinstance(user, User) else None,
         "path": request.path_qs,

@@ -198,6 +198,11 @@ def report(result: dict[str, Any], command: str) -> str:
         f" (session look-up to rendered HTML), {result['requests']} requests per page after"
         " 2 warm-up requests, one at a time.",
         "",
+        "The database was filled once by `python -m loadtests.dasbor_seed --database-url ...`"
+        " (or `--seed` here): 2,000 sellers and the read-model rows of 1,000,000 events"
+        " (480,000 orders over 180 days), made inside PostgreSQL; the log holds only the"
+        " measured seller's registration.",
+        "",
         f"Volume: log head {v['head']:,}; {v['sellers']:,} sellers in the balances model;"
         f" the seller measured has {v['seller_recap_rows']:,} recap rows; district"
         f" {v['district']}. Every page must render in under {BUDGET_MS:.0f} ms.",

@@ -147,7 +147,8 @@ async def test_a_seller_records_a_whatsapp_sale_and_sees_it(
     status, api_balance = await http.get(f"/v1/sellers/{seller}/balance")
     assert status == 200, api_balance
     assert shown_balance(driver) == {f: money(api_balance[f]) for f in BALANCE_FIELDS}
-    assert driver.find_element(By.ID, "as-of-position").text == str(api_balance["as_of_position"])
+    position = f"{api_balance['as_of_position']:,}".replace(",", ".")
+    assert driver.find_element(By.ID, "as-of-position").text == position
     drawn = charts(driver)
     assert [c["series"] for c in drawn] == [4], drawn  # qris: gross, fees, net, refunds
     assert all(c["painted"] > 0 and c["labels"] == 30 for c in drawn), drawn
