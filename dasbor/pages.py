@@ -115,6 +115,8 @@ async def _current_user(request: web.Request) -> User | None:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/dasbor/static/"):
         return await handler(request)  # the CSS and the chart library: no session needed
+    if request.path == "/dasbor":
+        raise web.HTTPMovedPermanently("/dasbor/")  # the address as typed in the README
     started = time.perf_counter()
     lang = choose_language(request.cookies.get("lang"), request.headers.get("Accept-Language"))
     request[LANG] = lang

@@ -108,6 +108,10 @@ async def test_sign_out_ends_the_session_on_the_server(api: Api, browsers: Any, 
 
 
 async def test_anonymous_pages_send_to_sign_in(browsers: Any) -> None:
+    status, headers, _ = await browsers().get("/dasbor")
+    assert status == 301 and headers["Location"] == "/dasbor/"
+    status, headers, _ = await browsers().get("/dasbor/")
+    assert status == 303 and headers["Location"] == "/dasbor/masuk"
     status, headers, _ = await browsers().get("/dasbor/kota")
     assert status == 303 and headers["Location"] == "/dasbor/masuk?next=/dasbor/kota"
 
