@@ -6,6 +6,7 @@ form records nothing.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from ledger.store import LedgerStore
@@ -247,3 +248,20 @@ async def test_an_open_order_is_paid_in_cash_or_cancelled_from_its_buttons(
     )
     assert status == 422
     assert (await store.head())[0] == head
+
+
+async def test_an_expired_session_opens_nothing(api: Api, browsers: Any, pool, uid) -> None:
+    seller = uid("s")
+    b = browsers()
+    await b.sign_in(await _seller_key(api, seller))
+    token = next(c.value for c in b.session.cookie_jar if c.key == "dasbor_session")
+    digest = hashlib.sha256(token.encode()).digest()
+    row = await pool.fetchrow("SELECT * FROM dasbor_sessions WHERE token_sha256 = $1", digest)
+    assert row is not None and row["key_sha256"] != token.encode(), "only hashes are kept"
+    await pool.execute(
+        "UPDATE dasbor_sessions SET expires_at = now() - interval '1 second'"
+        " WHERE token_sha256 = $1",
+        digest,
+    )
+    status, headers, _ = await b.get(f"/dasbor/penjual/{seller}")
+    assert status == 303 and headers["Location"].startswith("/dasbor/masuk")
