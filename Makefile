@@ -13,14 +13,17 @@ install: .venv/.installed
 	  || echo "wrk not installed: the benchmark smoke test will fail" >&2
 	@command -v haproxy >/dev/null || { apt-get update -qq && apt-get install -y -qq haproxy; } \
 	  || echo "haproxy not installed: tests/unit/deploy's check of its config will fail" >&2
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } \
+	  || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } \
+	  || echo "chromium not installed: the dasbor browser tests will fail" >&2
 
 # the checks first (ruff, ruff format, mypy --strict over ledger/, projections/,
-# gateways/): CI runs this target, and a type error fails it like a test
+# gateways/, dasbor/): CI runs this target, and a type error fails it like a test
 test: install check
 	.venv/bin/python -m pytest
 
 check: install
-	.venv/bin/ruff check . && .venv/bin/ruff format --check ledger projections gateways loadtests && .venv/bin/mypy
+	.venv/bin/ruff check . && .venv/bin/ruff format --check ledger projections gateways loadtests dasbor && .venv/bin/mypy
 
 bench: install
 	.venv/bin/python -m loadtests.bench --duration 10 --write

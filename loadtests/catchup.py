@@ -65,6 +65,7 @@ PROJECTION_TABLES: Final = (
     "proj_city_daily",
     "proj_city_district_daily",
     "proj_city_active_sellers",
+    "proj_city_active_counts",
 )
 
 

@@ -12,6 +12,9 @@ from the log and swapped in while its consumer keeps running.
                    alignment) and ``batch.py`` (a batch's items, gaps filled from the log)
 - ``balances.py``  per seller and currency: pending, available and totals
 - ``recaps.py``    per seller, day and channel; the city per channel and district
+- ``registry.py``  per seller: name, district, curation status, certificates held
+- ``orders.py``    per order: its seller, amounts and status; per payout (a seller's page)
+- ``dasbor_reads.py`` the queries behind the dasbor's pages
 - ``reads.py``     the queries behind ``GET /v1/sellers/.../balance``, ``.../recaps``,
                    ``/v1/recaps/daily`` and ``/v1/projections``
 - ``rebuild.py``   rebuild into shadow tables, then swap atomically
@@ -20,8 +23,9 @@ from the log and swapped in while its consumer keeps running.
 Read models (``name``: tables): ``balances``: ``proj_balances``,
 ``proj_balance_orders``; ``recaps``: ``proj_seller_daily``; ``city``:
 ``proj_city_sellers``, ``proj_city_daily``, ``proj_city_district_daily``,
-``proj_city_active_sellers``. Shared: ``projection_positions``,
-``projection_poison``.
+``proj_city_active_sellers``, ``proj_city_active_counts``; ``registry``:
+``proj_registry``; ``orders``: ``proj_orders``, ``proj_payouts``. Shared:
+``projection_positions``, ``projection_poison``.
 
 This package imports ``ledger.contract.messages`` and ``ledger.domain`` only; nothing
 runs at import time. ``run_projections`` is the entry for ``omniledger

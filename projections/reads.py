@@ -7,7 +7,7 @@ so it sees one snapshot even while a consumer commits or a rebuild swaps.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
@@ -19,7 +19,13 @@ from ledger.domain.money import format_minor
 from projections.catalog import PROJECTION_NAMES
 from projections.recaps import NO_DISTRICT
 
-__all__ = ["city_recap", "projection_status", "seller_balance", "seller_recaps"]
+__all__ = [
+    "city_days",
+    "city_recap",
+    "projection_status",
+    "seller_balance",
+    "seller_recaps",
+]
 
 #: The longest range ``seller_recaps`` answers in one call.
 RECAP_DAYS_MAX: Final = 366
@@ -89,44 +95,66 @@ async def city_recap(pool: asyncpg.Pool, date: date | str) -> dict[str, Any]:
     for sellers registered without one.
     """
     the_day = _day(date, "date")
+    return (await city_days(pool, the_day, the_day))[0]
+
+
+async def city_days(pool: asyncpg.Pool, first: date, last: date) -> list[dict[str, Any]]:
+    """``city_recap`` of each day of ``[first, last]``, in order (a day with nothing
+    has zero active sellers and no rows): three statements whatever the range."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # One snapshot for the three statements: a consumer may commit between
         # them. The locks are the ones the SELECTs take anyway, taken up front
         # in the order a rebuild's swap takes them, so that the two cannot
         # deadlock (each would otherwise hold a table the other waits for).
         await conn.execute(
-            "LOCK TABLE proj_city_daily, proj_city_district_daily, proj_city_active_sellers"
+            "LOCK TABLE proj_city_daily, proj_city_district_daily, proj_city_active_counts"
             " IN ACCESS SHARE MODE"
         )
-        active = await conn.fetchval(
-            "SELECT count(*) FROM proj_city_active_sellers WHERE day = $1", the_day
+        # a seller is active in one district a day: the day's count is their sum
+        active = await conn.fetch(
+            """SELECT day, sum(sellers) AS n FROM proj_city_active_counts
+               WHERE day BETWEEN $1 AND $2 GROUP BY day""",
+            first,
+            last,
         )
         channels = await conn.fetch(
-            f"""SELECT channel, currency, {_SUMS} FROM proj_city_daily
-                WHERE day = $1 ORDER BY channel, currency""",
-            the_day,
+            f"""SELECT day, channel, currency, {_SUMS} FROM proj_city_daily
+                WHERE day BETWEEN $1 AND $2 ORDER BY day, channel, currency""",
+            first,
+            last,
         )
         districts = await conn.fetch(
-            f"""SELECT d.district, d.currency, {_SUMS},
-                       (SELECT count(*) FROM proj_city_active_sellers a
-                        WHERE a.day = d.day AND a.district = d.district) AS active_sellers
+            f"""SELECT d.day, d.district, d.currency, {_SUMS},
+                       coalesce(a.sellers, 0) AS active_sellers
                 FROM proj_city_district_daily d
-                WHERE d.day = $1 ORDER BY d.district, d.currency""",
-            the_day,
+                LEFT JOIN proj_city_active_counts a
+                       ON a.day = d.day AND a.district = d.district
+                WHERE d.day BETWEEN $1 AND $2 ORDER BY d.day, d.district, d.currency""",
+            first,
+            last,
         )
-    return {
-        "date": the_day.isoformat(),
-        "active_sellers": active,
-        "channels": [{"channel": r["channel"], **_sums(r)} for r in channels],
-        "districts": [
+    days: dict[date, dict[str, Any]] = {
+        first + timedelta(days=i): {
+            "date": (first + timedelta(days=i)).isoformat(),
+            "active_sellers": 0,
+            "channels": [],
+            "districts": [],
+        }
+        for i in range((last - first).days + 1)
+    }
+    for r in active:
+        days[r["day"]]["active_sellers"] = int(r["n"])
+    for r in channels:
+        days[r["day"]]["channels"].append({"channel": r["channel"], **_sums(r)})
+    for r in districts:
+        days[r["day"]]["districts"].append(
             {
                 "district": None if r["district"] == NO_DISTRICT else r["district"],
                 "active_sellers": r["active_sellers"],
                 **_sums(r),
             }
-            for r in districts
-        ],
-    }
+        )
+    return list(days.values())
 
 
 async def projection_status(

@@ -24,6 +24,7 @@ The folds are pure; ``apply`` loads what the fold needs and writes deltas.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
@@ -305,6 +306,7 @@ class CityRecapProjection(Projection):
         "proj_city_daily",
         "proj_city_district_daily",
         "proj_city_active_sellers",
+        "proj_city_active_counts",
     )
 
     def __init__(self, *, timezone: str = DEFAULT_TIMEZONE, suffix: str = "") -> None:
@@ -314,6 +316,7 @@ class CityRecapProjection(Projection):
         daily = self.table("proj_city_daily")
         district_daily = self.table("proj_city_district_daily")
         active = self.table("proj_city_active_sellers")
+        counts = self.table("proj_city_active_counts")
         self._ddl = [
             f"""
             CREATE TABLE IF NOT EXISTS {sellers} (
@@ -346,6 +349,22 @@ class CityRecapProjection(Projection):
             )""",
             _widen_sums(daily),
             _widen_sums(district_daily),
+            # how many sellers were active per day and district: a range of days
+            # reads these few rows, not every active seller's; counted from the
+            # active sellers once when the table is new (a model made before it)
+            f"""
+            DO $$ BEGIN
+                IF to_regclass('{counts}') IS NULL THEN
+                    CREATE TABLE {counts} (
+                        day date NOT NULL,
+                        district text NOT NULL,
+                        sellers bigint NOT NULL,
+                        CONSTRAINT {counts}_pkey PRIMARY KEY (day, district)
+                    );
+                    INSERT INTO {counts}
+                        SELECT day, district, count(*) FROM {active} GROUP BY day, district;
+                END IF;
+            END $$""",
         ]
         self._load_districts = (
             f"SELECT seller_id, district FROM {sellers} WHERE seller_id = ANY($1::text[])"
@@ -364,7 +383,12 @@ class CityRecapProjection(Projection):
         self._insert_active = f"""
             INSERT INTO {active} (day, seller_id, district)
             SELECT * FROM unnest($1::date[], $2::text[], $3::text[])
-            ON CONFLICT (day, seller_id) DO NOTHING"""
+            ON CONFLICT (day, seller_id) DO NOTHING
+            RETURNING day, district"""
+        self._count_active = f"""
+            INSERT INTO {counts} AS c (day, district, sellers)
+            SELECT * FROM unnest($1::date[], $2::text[], $3::bigint[])
+            ON CONFLICT (day, district) DO UPDATE SET sellers = c.sellers + EXCLUDED.sellers"""
 
     def ddl(self) -> list[str]:
         return list(self._ddl)
@@ -388,9 +412,18 @@ class CityRecapProjection(Projection):
             await conn.execute(self._upsert_district, *_sum_args(changes.districts))
         if changes.active:
             items_ = sorted(changes.active.items())
-            await conn.execute(
+            # only the sellers not yet active that day come back: those are counted
+            new = await conn.fetch(
                 self._insert_active,
                 [k[0] for k, _ in items_],
                 [k[1] for k, _ in items_],
                 [v for _, v in items_],
             )
+            counted = sorted(Counter((r["day"], r["district"]) for r in new).items())
+            if counted:
+                await conn.execute(
+                    self._count_active,
+                    [k[0] for k, _ in counted],
+                    [k[1] for k, _ in counted],
+                    [n for _, n in counted],
+                )

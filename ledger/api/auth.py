@@ -11,7 +11,14 @@ from aiohttp import web
 
 from ledger.api.context import KEY_CACHE as _KEYS
 from ledger.api.context import STORE
-from ledger.domain.commands import Command, OrderFact, PlaceOrder, SendPayout
+from ledger.domain.commands import (
+    CancelOrder,
+    CapturePayment,
+    Command,
+    OrderFact,
+    PlaceOrder,
+    SendPayout,
+)
 from ledger.domain.errors import Forbidden, Unauthorized
 from ledger.store import LedgerStore
 
@@ -28,6 +35,9 @@ __all__ = [
 ]
 
 ROLES: Final = frozenset({"admin", "gateway", "payouts", "seller", "auditor"})
+#: The one gateway a seller key may name: money the seller took in hand
+#: (a WhatsApp or market-stall order no gateway reports, issue 14).
+SELLER_GATEWAY: Final = "cash"
 PRINCIPAL: Final = web.RequestKey("principal", object)
 
 
@@ -53,9 +63,13 @@ class Principal:
         bound to a gateway posts only facts naming that gateway; one bound to a
         seller only that seller's facts (checked where the order is loaded: the
         command carries the scope, and another seller's order is unknown to it).
+        A seller key records its own orders no gateway reports: ``order.placed``,
+        ``order.cancelled``, and ``payment.captured`` with gateway ``cash``.
         """
         if self.role == "admin":
             return command
+        if self.role == "seller":
+            self._seller_may_post(command)
         if isinstance(command, SendPayout):
             if self.role != "payouts":
                 raise Forbidden("payouts need an admin or payouts key", field="type")
@@ -74,6 +88,25 @@ class Principal:
                                 field="seller_id")  # fmt: skip
             return replace(command, seller_scope=self.seller_id)
         return command
+
+    def _seller_may_post(self, command: Command) -> None:
+        if not isinstance(command, PlaceOrder | CancelOrder | CapturePayment):
+            raise Forbidden(
+                "a seller key posts only order.placed, order.cancelled and"
+                f" payment.captured with gateway {SELLER_GATEWAY}",
+                field="type",
+            )
+        gateway = command.gateway if isinstance(command, OrderFact) else None
+        if gateway not in (None, SELLER_GATEWAY) or (
+            isinstance(command, CapturePayment) and gateway != SELLER_GATEWAY
+        ):
+            raise Forbidden(
+                f"a seller key records only payments in {SELLER_GATEWAY}"
+                f" (gateway {SELLER_GATEWAY}); a gateway reports the others",
+                field="gateway",
+            )
+        if self.seller_id is None:  # a seller key always names one (``POST /v1/keys``)
+            raise Forbidden("this seller key names no seller", field="seller_id")
 
 
 def require(*roles: str) -> Callable[[Callable[..., Awaitable[web.StreamResponse]]], Any]:

@@ -63,7 +63,7 @@ _BATCH_RESULT: Final = {
         ]
     },
 )
-@require("admin", "gateway", "payouts")
+@require("admin", "gateway", "payouts", "seller")
 async def post_events(request: web.Request) -> web.Response:
     ledger = request.app[LEDGER]
     caller = principal(request)

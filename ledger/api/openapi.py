@@ -56,6 +56,9 @@ def served(app: web.Application) -> list[Route]:
     """``(method, path, handler)`` of every route ``app`` serves, in the order added."""
     routes = []
     for resource in app.router.resources():
+        if isinstance(resource, web.PrefixedSubAppResource):
+            # a sub-application serves pages, not the API (dasbor/ under /dasbor/)
+            continue
         for route in resource:
             if route.method == "HEAD":  # aiohttp adds HEAD to every GET
                 continue

@@ -13,7 +13,7 @@ from ledger.api.spec import CHANNEL, ID, MONEY, Param, obj, ref, spec
 from ledger.domain.commands import CHANNELS, parse_identifier
 from ledger.domain.errors import NotFound
 from ledger.domain.money import format_minor
-from ledger.domain.orders import Order, order_stream_id
+from ledger.domain.orders import ORDER_STATUSES, Order, order_status, order_stream_id
 
 __all__ = ["get_order"]
 
@@ -26,7 +26,7 @@ ORDER: Final = obj(
         "stream_id": {"type": "string", "format": "uuid"},
         "version": {"type": "integer", "description": "the order stream's last version"},
         "status": {
-            "enum": ["open", "partially_paid", "paid", "refunded", "cancelled"],
+            "enum": list(ORDER_STATUSES),
             "description": "refunded: captured, then all of it refunded",
         },
         "currency": {"type": "string"},
@@ -66,18 +66,8 @@ async def get_order(request: web.Request) -> web.Response:
         raise NotFound(f"no order {order_id}{on}")
     assert isinstance(order, Order)
     currency = order.currency
-    status = (
-        "cancelled"
-        if order.cancelled
-        else (
-            "refunded"
-            if order.captured_minor and order.net_captured_minor == 0
-            else "paid"
-            if order.captured_minor >= order.amount_minor
-            else "partially_paid"
-            if order.captured_minor
-            else "open"
-        )
+    status = order_status(
+        order.amount_minor, order.captured_minor, order.refunded_minor, cancelled=order.cancelled
     )
     return json_response(
         {

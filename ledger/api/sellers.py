@@ -29,7 +29,7 @@ from ledger.domain.districts import district_in
 from ledger.domain.errors import BadRequest, ValidationError
 from ledger.domain.sellers import CERTIFICATION_KINDS, CURATION_STATUSES
 
-__all__ = ["post_curation", "post_sellers"]
+__all__ = ["parse_curation", "post_curation", "post_sellers"]
 
 NAME_CHARS_MAX: Final = 200
 DISTRICT_CHARS_MAX: Final = 100
@@ -168,6 +168,18 @@ async def post_curation(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     reject_nul(body)
+    status, certs = parse_curation(body)
+    result = await request.app[LEDGER].curate_seller(
+        seller_id=seller_id,
+        status=status,
+        certifications=certs,
+        occurred_at=datetime.now(UTC).isoformat(),
+    )
+    return json_response(result.as_dict(), 201)
+
+
+def parse_curation(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """A curation's status and certifications as recorded (the dasbor's form uses it too)."""
     status = body.get("status")
     if not isinstance(status, str) or status not in CURATION_STATUSES:
         raise ValidationError(
@@ -201,10 +213,4 @@ async def post_curation(request: web.Request) -> web.Response:
             except ValidationError as e:
                 raise ValidationError(e.message, field="certifications") from None
         certs.append(entry)
-    result = await request.app[LEDGER].curate_seller(
-        seller_id=seller_id,
-        status=status,
-        certifications=certs,
-        occurred_at=datetime.now(UTC).isoformat(),
-    )
-    return json_response(result.as_dict(), 201)
+    return status, certs

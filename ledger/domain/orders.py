@@ -24,7 +24,10 @@ from ledger.domain.errors import (
 )
 from ledger.domain.money import format_minor
 
-__all__ = ["Order", "OrderPaid", "order_stream_id"]
+__all__ = ["ORDER_STATUSES", "Order", "OrderPaid", "order_status", "order_stream_id"]
+
+#: What ``GET /v1/orders/...`` and the dasbor say an order is.
+ORDER_STATUSES = ("open", "partially_paid", "paid", "refunded", "cancelled")
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://omni-ledger.example/orders")
 
@@ -38,6 +41,20 @@ class OrderPaid(RuleViolation):
 @lru_cache(maxsize=65536)
 def order_stream_id(channel: str, order_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"{channel}\x1f{order_id}")
+
+
+def order_status(
+    amount_minor: int, captured_minor: int, refunded_minor: int, *, cancelled: bool
+) -> str:
+    """One of ``ORDER_STATUSES``: the order as its facts leave it (refunded: all
+    that was captured went back)."""
+    if cancelled:
+        return "cancelled"
+    if captured_minor and captured_minor == refunded_minor:
+        return "refunded"
+    if captured_minor >= amount_minor:
+        return "paid"
+    return "partially_paid" if captured_minor else "open"
 
 
 class Order(Aggregate):

@@ -173,13 +173,14 @@ async def prepare(settings: Settings, pool: asyncpg.Pool) -> None:
 def extensions(
     settings: Settings, pool: asyncpg.Pool, read_pool: asyncpg.Pool | None = None
 ) -> list[Any]:
-    """Route sets added to the core's app: gateways, projection reads, audit;
+    """Route sets added to the core's app: gateways, projection reads, audit, the pages;
     ``read_pool`` (OMNILEDGER_READ_DATABASE_URL's) serves the read models' routes."""
+    from dasbor import DasborPages
     from gateways.routes import GatewayRoutes
     from ledger.audit.routes import AuditRoutes
     from projections.routes import ProjectionRoutes
 
-    return [GatewayRoutes(), AuditRoutes(), ProjectionRoutes(pool, read_pool)]
+    return [GatewayRoutes(), AuditRoutes(), ProjectionRoutes(pool, read_pool), DasborPages(pool)]
 
 
 def supervisor_health(supervisor: Supervisor) -> Any:

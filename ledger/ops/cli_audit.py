@@ -13,6 +13,8 @@ import sys
 from collections.abc import Awaitable
 from typing import Any
 
+import asyncpg
+
 from ledger.ops.bootstrap import connect, connect_reads, migrated_store, readable_store
 from ledger.ops.settings import Settings
 
@@ -90,9 +92,22 @@ async def _verify_live(settings: Settings, helpers: Any, range_min: int) -> int:
             return 2
         bar.update(report.checked - bar.n)
         bar.close()
+        await _record_verify(store, report, head)
     finally:
         await pool.close()
     return _verify_outcome(report)
+
+
+async def _record_verify(store: Any, report: Any, head: int) -> None:
+    """Keeps the outcome for the dasbor's ledger page; an auditor's read-only
+    role (or a replica) cannot write it, which does not change the verdict."""
+    problems = [] if report.ok else [f"position {report.first_bad_position}: {report.reason}"]
+    try:
+        await store.record_verify(
+            ok=report.ok, events=report.checked, head_position=head, problems=problems
+        )
+    except asyncpg.PostgresError as e:
+        print(f"omniledger verify: outcome not recorded ({e})", file=sys.stderr)
 
 
 async def _verify_file(path: str, *, window: bool) -> int:

@@ -83,6 +83,8 @@ class Settings:
     #: the districts a seller may be registered in (the city recap's); empty:
     #: any district is taken as given
     districts: tuple[str, ...] = MAKASSAR_DISTRICTS
+    #: how long a dasbor sign-in lasts (the session cookie's and its row's life)
+    dasbor_session_ttl_s: int = 8 * 3600
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -132,6 +134,7 @@ class Settings:
             http_connections_max=number("HTTP_CONNECTIONS_MAX", 1000, low=1, high=1_000_000),
             districts=_districts(text("DISTRICTS")),
             health_lag_events_max=number("HEALTH_LAG_EVENTS_MAX", 10_000, low=1, high=2**62),
+            dasbor_session_ttl_s=number("DASBOR_SESSION_TTL_S", 8 * 3600, low=60, high=30 * 86400),
             log_level=log_level,
         )
 
@@ -270,7 +273,7 @@ def _models(raw: str | None) -> tuple[str, ...] | None:
     if raw is None:
         return None
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
-    known = ("balances", "recaps", "city")
+    known = ("balances", "recaps", "city", "registry", "orders")
     for name in names:
         if name not in known:
             raise SettingsError(

@@ -8,7 +8,8 @@ The parts, one module each:
   the race re-checks;
 - ``log``: reading the log, one stream, one seller, the rows as stored;
 - ``keys``: idempotency keys, unique claims, the write path's indexes, API keys;
-- ``suspense``: the suspense list.
+- ``suspense``: the suspense list;
+- ``verify_runs``: the outcomes of ``omniledger verify``.
 
 :class:`LedgerStore` is all of them on one pool.
 """
@@ -22,6 +23,7 @@ from ledger.store.keys import Keys
 from ledger.store.log import LogReads
 from ledger.store.schema import Schema
 from ledger.store.suspense import Suspense
+from ledger.store.verify_runs import VerifyRuns
 
 __all__ = ["LedgerStore"]
 
@@ -32,7 +34,7 @@ __all__ = ["LedgerStore"]
 # forwarding facade would repeat every signature once more. Each part keeps its
 # methods beside its SQL, uses nothing of the others but ``_pool``, and can be
 # read alone; shared statements (the claims' SQL) are module functions.
-class LedgerStore(Schema, Append, LogReads, Keys, Suspense):
+class LedgerStore(Schema, Append, LogReads, Keys, Suspense, VerifyRuns):
     """Every statement the core sends to PostgreSQL, on one connection pool."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:

@@ -270,6 +270,22 @@ MIGRATIONS: Final[list[tuple[int, str, str]]] = [
             FOR EACH STATEMENT EXECUTE FUNCTION omniledger_append_only();
         """,
     ),
+    (
+        7,
+        "the outcome of each `omniledger verify` of the live log",
+        # Not events: a verification is about the log, not a fact of it, and
+        # recording it in the chain would change what the next one checks.
+        """
+        CREATE TABLE IF NOT EXISTS verify_runs (
+            id bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT now(),
+            ok boolean NOT NULL,
+            events bigint NOT NULL,
+            head_position bigint NOT NULL,
+            problems jsonb NOT NULL DEFAULT '[]'
+        );
+        """,
+    ),
 ]
 
 

@@ -15,7 +15,7 @@ AT = "2026-11-30T10:00:00+08:00"
 #: Every authenticated route and the roles that may call it (ledger/api/http.py @require).
 #: "seller" means a seller key for the seller the request is about.
 MATRIX: dict[tuple[str, str], set[str]] = {
-    ("POST", "/v1/events"): {"admin", "gateway"},
+    ("POST", "/v1/events"): {"admin", "gateway", "seller"},
     ("GET", "/v1/events"): {"admin", "auditor"},
     ("GET", "/v1/orders/{channel}/{order_id}"): {"admin", "auditor", "seller"},
     ("POST", "/v1/sellers"): {"admin"},

@@ -25,6 +25,7 @@ import orjson
 from tests.integration.faults import scenario
 from tests.integration.faults.load import LoadConfig
 from tests.integration.faults.test_faults import DOWN_S, FROZEN_S
+from tests.integration.system.conftest import PROJECTIONS
 
 ROOT = Path(__file__).resolve().parents[3]
 COMMAND = "python -m tests.integration.faults"
@@ -135,8 +136,8 @@ def report(rows: list[dict[str, Any]], started: datetime.datetime, rc: int) -> s
         "the start of the first stretch of "
         f"{scenario.STEADY_S:g} s, with at least {scenario.STEADY_ACKS_MIN} writes "
         "acknowledged in it, during which every probe (every "
-        f"{scenario.PROBE_INTERVAL_S:g} s) found the relay and all three read models "
-        "(balances, city, recaps) at or past the log head of "
+        f"{scenario.PROBE_INTERVAL_S:g} s) found the relay and every read model "
+        f"({', '.join(PROJECTIONS)}) at or past the log head of "
         f"{scenario.LAG_TOLERANCE_S:g} s before, so it is exact to about that much; it must "
         "stay "
         f"under {scenario.RECOVERY_BOUND_S:g} s; *zero lag after load* runs from the last "

@@ -10,6 +10,7 @@ import pytest
 from ledger.domain.errors import ValidationError
 from projections import reads
 from projections.recaps import CityRecapProjection, SellerRecapsProjection
+from projections.schema import ensure_schema
 from tests.integration.projections.conftest import ConsumerFactory
 from tests.integration.projections.harness import Stream, drain
 from tests.unit.projections.log_builder import LogBuilder
@@ -136,6 +137,10 @@ async def test_city_recap_per_channel_and_district(
     assert [d["district"] for d in nov30["districts"]] == ["Panakkukang"]
     empty = await reads.city_recap(pool, "2027-01-01")
     assert empty == {"date": "2027-01-01", "active_sellers": 0, "channels": [], "districts": []}
+    # a city model made before the per-district counts gets them from its active sellers
+    await pool.execute("DROP TABLE proj_city_active_counts")
+    await ensure_schema(pool, [CityRecapProjection()])
+    assert await reads.city_recap(pool, "2026-12-01") == recap
 
 
 #: the largest amount the ledger accepts (2**63 - 1 minor units), as a string
@@ -218,7 +223,9 @@ async def test_projection_status_reports_lag(
     assert status == [
         {"name": "balances", "position": 0, "lag_events": 13, "lag_seconds": None},
         {"name": "city", "position": 8, "lag_events": 5, "lag_seconds": 5.0},
+        {"name": "orders", "position": 0, "lag_events": 13, "lag_seconds": None},
         {"name": "recaps", "position": 0, "lag_events": 13, "lag_seconds": None},
+        {"name": "registry", "position": 0, "lag_events": 13, "lag_seconds": None},
     ]
     caught_up = await reads.projection_status(pool, 8, datetime.now(UTC))
     assert caught_up[1] == {"name": "city", "position": 8, "lag_events": 0, "lag_seconds": 0.0}

@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 from nats.aio.client import Client as NATS
 
-from projections import reads, run_projections
+from projections import catalog, reads, run_projections
 from tests.integration.projections.harness import Stream, stored_position, until
 from tests.unit.projections.log_builder import synthetic_log
 
@@ -33,8 +33,9 @@ async def test_run_projections_feeds_every_read_model_until_stopped(
 
         async def caught_up(position: int) -> bool:
             try:
-                positions = [await stored_position(pool, n) for n in ("balances", "recaps", "city")]
-                return positions == [position] * 3
+                names = catalog.PROJECTION_NAMES
+                positions = [await stored_position(pool, n) for n in names]
+                return positions == [position] * len(names)
             except asyncpg.UndefinedTableError:
                 return False
 
@@ -49,7 +50,7 @@ async def test_run_projections_feeds_every_read_model_until_stopped(
         assert balance is not None
         assert {k: balance[k] for k in expected.balance(seller)} == expected.balance(seller)
     durables = {c.name for c in await stream.js.consumers_info(stream.name)}
-    assert durables == {"run_balances", "run_recaps", "run_city"}
+    assert durables == {f"run_{n}" for n in catalog.PROJECTION_NAMES}
     # the city's per-channel order counts add up to the log's orders
     days = {m["occurred_at"][:10] for m in log.messages}
     orders = 0

@@ -31,12 +31,13 @@ import nats.js.errors
 import orjson
 import pytest
 
+from projections.catalog import PROJECTION_NAMES
 from tests.support.servers import fresh_database
 
 ROOT = Path(__file__).resolve().parents[3]
 OMNILEDGER = ROOT / ".venv" / "bin" / "omniledger"
 ADMIN_KEY = "system-test-admin-key"
-PROJECTIONS = ("balances", "city", "recaps")
+PROJECTIONS = tuple(sorted(PROJECTION_NAMES))
 
 
 def free_port() -> int:
