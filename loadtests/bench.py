@@ -84,6 +84,7 @@ from loadtests.world import (
     nats_server,
     postgres_server,
 )
+from projections.catalog import PROJECTION_NAMES
 
 __all__ = ["main"]
 
@@ -260,7 +261,7 @@ async def start_service(world: World, http: aiohttp.ClientSession, database_url:
         processes.append(child)
     # Each read model is one durable consumer whose batches must be applied in
     # order, so projections scale out by giving each process its own models.
-    models = ["balances", "recaps", "city"]
+    models = list(PROJECTION_NAMES)
     shares = [models[i :: o.project_processes] for i in range(o.project_processes)]
     parts = [("relay", "omniledger relay", "omniledger-relay", [])] + [
         (
