@@ -117,6 +117,7 @@ class Consumer(DurableCursor):
         verify_hash: bool = True,
         linger_s: float = 0.0,
         read_log: ReadLog | None = None,
+        api_timeout_s: float = 2.0,
     ) -> None:
         if projection.suffix:
             raise ValueError("a consumer feeds the live tables, not a rebuild's")
@@ -139,7 +140,10 @@ class Consumer(DurableCursor):
         #: ``read_log(after, limit)``: the log's messages from PostgreSQL, to fill a gap
         self._read_log = read_log
         self._nc = nc
-        self._js = nc.jetstream()
+        # A JetStream API request (consumer info, ...) that reached a cluster node
+        # as it died, or a consumer between two leaders, is never answered: ask
+        # again soon rather than wait out nats-py's default 5 s each time.
+        self._js = nc.jetstream(timeout=api_timeout_s)
         self._puller: Puller | None = None
         self._generation: int | None = None
         #: the stream sequence the next batch must start at (None: not known yet)
