@@ -1,0 +1,28 @@
+"""One cluster stack (3 NATS nodes, a fresh database, ``omniledger up``) per module."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cluster.stack import ClusterStack
+from tests.support.servers import fresh_database
+
+
+@pytest.fixture(scope="module")
+async def cluster_stack(pg_admin_dsn: str) -> AsyncIterator[ClusterStack]:
+    root = Path(tempfile.mkdtemp(prefix="omniledger-cluster-"))
+    try:
+        async with fresh_database(pg_admin_dsn, "omniledger_cluster") as dsn:
+            stack = ClusterStack(root, dsn)
+            try:
+                await stack.open()
+                yield stack
+            finally:
+                await stack.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
