@@ -117,10 +117,16 @@ async def _check_cluster(stack: ClusterStack, notes: dict[str, Any]) -> None:
 async def test_kill_9_the_stream_leader_node(cluster_stack: ClusterStack, wipe: bool) -> None:
     name = "nats-node-loss-store-deleted" if wipe else "nats-node-loss"
     notes: dict[str, Any] = {}
-    figures = await scenario.run(cluster_stack, name, _lose_the_leader(notes, wipe=wipe), LOAD)
-    await _check_cluster(cluster_stack, notes)
-    record(name, notes)
-    print(f"{name}: {notes}")
+    try:
+        figures = await scenario.run(cluster_stack, name, _lose_the_leader(notes, wipe=wipe), LOAD)
+        await _check_cluster(cluster_stack, notes)
+    except BaseException as e:
+        notes["error"] = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise
+    finally:
+        notes.pop("children_before", None)
+        record(name, notes)
+        print(f"{name}: {notes}")
     # NATS is not on the write path: a node's loss is never a refused write
     assert figures.answers_503 == 0, figures
     assert figures.acked_during_fault > 0, figures
