@@ -49,9 +49,11 @@ _PAGE_EVENTS_MAX: Final = 1000
 #: Pages published before the oldest one's acks are awaited: reading and
 #: publishing the next page overlaps the server's acks of the earlier ones.
 _WINDOW_PAGES: Final = 4
-#: after unanswered or refused publishes: a cluster electing a leader refuses
-#: every publish at once, and the relay must not spin on it
+#: after unanswered or refused publishes, a pause that doubles while nothing
+#: gets through: a cluster electing a leader refuses every publish at once, and
+#: the relay must neither spin on it nor wait long after the election (4-9 s)
 _UNANSWERED_PAUSE_S: Final = 0.25
+_UNANSWERED_PAUSE_MAX_S: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,7 @@ class Relay:
                 timeout=self._config.api_timeout_s,
                 publish_async_max_pending=_WINDOW_PAGES * _PAGE_EVENTS_MAX,
             )
+            pause_s, published = _UNANSWERED_PAUSE_S, self.published_position
             while True:
                 try:
                     position = await self._prepare_stream(js)
@@ -171,7 +174,10 @@ class Relay:
                     await lock_conn.fetchval("SELECT 1")  # still the leader?
                     log.warning("relay: %s; reading the stream's state again", e or "timeout")
                     self._link_lost.clear()
-                    await asyncio.sleep(_UNANSWERED_PAUSE_S)
+                    if self.published_position > published:  # got through since
+                        pause_s, published = _UNANSWERED_PAUSE_S, self.published_position
+                    await asyncio.sleep(pause_s)
+                    pause_s = min(pause_s * 2, _UNANSWERED_PAUSE_MAX_S)
                 except _StreamBehind as e:
                     # Deleting the stream is for the leader alone: a relay whose
                     # lock connection died is refused by the stream because a
