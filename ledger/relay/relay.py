@@ -162,8 +162,10 @@ class Relay:
                 timeout=self._config.api_timeout_s,
                 publish_async_max_pending=_WINDOW_PAGES * _PAGE_EVENTS_MAX,
             )
+            loop = asyncio.get_running_loop()
             pause_s, published = _UNANSWERED_PAUSE_S, self.published_position
             while True:
+                tried_at = loop.time()
                 try:
                     position = await self._prepare_stream(js)
                     await self._publish_from(js, position, lock_conn)
@@ -176,7 +178,9 @@ class Relay:
                     self._link_lost.clear()
                     if self.published_position > published:  # got through since
                         pause_s, published = _UNANSWERED_PAUSE_S, self.published_position
-                    await asyncio.sleep(pause_s)
+                    # a try that waited out a timeout has paused already: ask again
+                    # at once, to resume as soon as the new leader answers
+                    await asyncio.sleep(max(0.0, pause_s - (loop.time() - tried_at)))
                     pause_s = min(pause_s * 2, _UNANSWERED_PAUSE_MAX_S)
                 except _StreamBehind as e:
                     # Deleting the stream is for the leader alone: a relay whose

@@ -99,15 +99,17 @@ def section(rows: list[dict[str, Any]], started: datetime.datetime, rc: int) -> 
         "(other work shares the machine)",
         "",
         "| scenario | fault | node killed -> new stream leader | writes acknowledged "
-        "| acknowledged while the node was down | 503s | read side past the kill (s) "
+        "| acknowledged while the node was down | 503s | relay past the kill (s) "
+        "| read side past the kill (s) "
         "| node down (s) | node current after its start (s) | recovery (s) | events lost "
         "| events doubled | result |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for name, row in by_name.items():
         cells = [f"`{name}`", FAULTS.get(name, ""),
                  f"{row.get('killed', '-')} -> {row.get('new_leader', '-')}"]  # fmt: skip
-        for key in ("acknowledged", "acked_during_fault", "answers_503", "carried_on_s",
+        for key in ("acknowledged", "acked_during_fault", "answers_503", "relay_past_s",
+                    "carried_on_s",
                     "down_s", "catch_up_s", "recovery_s", "lost", "doubled"):  # fmt: skip
             value = row.get(key)
             cells.append("-" if value is None else f"{value:,}" if isinstance(value, int)
@@ -117,14 +119,17 @@ def section(rows: list[dict[str, Any]], started: datetime.datetime, rc: int) -> 
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "*Read side past the kill* runs from the SIGKILL until the relay and all three "
-        f"read models are {t.EVENTS_PAST_KILL} events past the head of that moment: most "
-        "of it is JetStream electing new leaders for the stream and for each consumer, "
-        "which a follower starts only after 4 to 9 s without its leader "
-        "(nats-server's fixed election timeout); writes are acknowledged all along, since "
-        "they go to PostgreSQL only. *Recovery* is the fault suite's: from the node's "
-        "start until the read side keeps up with the writes again. *Events lost / "
-        "doubled* as in the table above.",
+        "*Relay past the kill* and *read side past the kill* run from the SIGKILL until "
+        f"the relay, and then also all three read models, are {t.EVENTS_PAST_KILL} events "
+        "past the log head of that moment (probed every "
+        f"{scenario.PROBE_INTERVAL_S:g} s): most of it is JetStream electing new leaders "
+        "for the stream and for each consumer, which a follower starts only after 4 to "
+        "9 s without its leader (nats-server's fixed Raft election timeout); writes are "
+        "acknowledged all along, since they go to PostgreSQL only. *Recovery* is the "
+        "fault suite's: from the node's start until the read side keeps up with the "
+        "writes again. *Events lost*: acknowledged writes missing from the log or at "
+        "another position; *events doubled*: positions with two keys, orders placed or "
+        "captured twice; the stream is checked message by message besides.",
         "",
     ]
     return "\n".join(_wrap(line) for line in lines)

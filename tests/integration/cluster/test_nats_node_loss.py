@@ -46,15 +46,21 @@ EVENTS_PAST_KILL = 20
 LOAD = LoadConfig(writers=4, rate_per_s_max=60.0, duration_s=60.0)
 
 
-async def _carried_on(stack: ClusterStack, head: int, killed_at: float) -> float:
-    """Seconds from the kill until the relay and every read model are past ``head``."""
+async def _carried_on(
+    stack: ClusterStack, head: int, killed_at: float, notes: dict[str, Any]
+) -> float:
+    """Seconds from the kill until the relay and every read model are past ``head``
+    (and in ``notes``, until the relay alone was)."""
     deadline = killed_at + CARRY_ON_BOUND_S
     last: Any = None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while time.monotonic() < deadline:
             last = await scenario._probe(session, stack)
+            now = time.monotonic()
+            if last is not None and last[1] >= head + EVENTS_PAST_KILL:
+                notes.setdefault("relay_past_s", round(now - killed_at, 2))
             if last is not None and min(last[1], *last[2]) >= head + EVENTS_PAST_KILL:
-                return time.monotonic() - killed_at
+                return now - killed_at
             await asyncio.sleep(scenario.PROBE_INTERVAL_S)
     raise AssertionError(
         f"with one NATS node down, the read side did not get {EVENTS_PAST_KILL} events past "
@@ -76,7 +82,7 @@ def _lose_the_leader(notes: dict[str, Any], *, wipe: bool) -> scenario.Fault:
         if wipe:
             stack.cluster.wipe(node)
         notes["killed"] = node.name
-        notes["carried_on_s"] = round(await _carried_on(stack, head, killed_at), 2)
+        notes["carried_on_s"] = round(await _carried_on(stack, head, killed_at, notes), 2)
         leader = await stack.stream_leader()
         assert leader is not node, f"{node.name} is dead but still named leader"
         notes["new_leader"] = leader.name
