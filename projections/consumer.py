@@ -1,4 +1,4 @@
-# A little over 400 lines (445): Consumer is one state machine (stored position,
+# A little over 400 lines (453): Consumer is one state machine (stored position,
 # generation, expected stream sequence, failures) and reads best whole; its
 # pull requests (puller.py), cursor alignment (cursor.py) and batch helpers
 # (batch.py) are already apart.
@@ -164,8 +164,10 @@ class Consumer(DurableCursor):
         the cursor with the stored position: the worker does not die with it.
         """
         stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
+                tried_at = loop.time()
                 try:
                     if self._puller is None:
                         await self.start()
@@ -179,7 +181,9 @@ class Consumer(DurableCursor):
                     )
                     await self.close()
                 except Exception as e:
-                    delay_s = self._next_delay()
+                    # a try that waited out a timeout (a cluster electing a consumer
+                    # leader answers nothing for seconds) counts towards the pause
+                    delay_s = max(0.0, self._next_delay() - (loop.time() - tried_at))
                     if isinstance(e, _UNAVAILABLE):
                         # PostgreSQL or NATS away (a restart, `up` killed): one line,
                         # not a traceback per read model per try
