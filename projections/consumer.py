@@ -1,4 +1,4 @@
-# A little over 400 lines (453): Consumer is one state machine (stored position,
+# A little over 400 lines (459): Consumer is one state machine (stored position,
 # generation, expected stream sequence, failures) and reads best whole; its
 # pull requests (puller.py), cursor alignment (cursor.py) and batch helpers
 # (batch.py) are already apart.
@@ -72,6 +72,9 @@ _UNAVAILABLE: Final = (
     nats.errors.NoServersError,
     nats.errors.TimeoutError,
 )
+
+#: after a timed-out try, the next one starts at most this long after it began
+_TIMEOUT_RETRY_S: Final = 4.0
 
 __all__ = ["DEFAULT_STREAM", "Consumer", "ConsumerGone", "ReadLog", "StepResult"]
 
@@ -181,9 +184,13 @@ class Consumer(DurableCursor):
                     )
                     await self.close()
                 except Exception as e:
-                    # a try that waited out a timeout (a cluster electing a consumer
-                    # leader answers nothing for seconds) counts towards the pause
-                    delay_s = max(0.0, self._next_delay() - (loop.time() - tried_at))
+                    delay_s = self._next_delay()
+                    if isinstance(e, TimeoutError):  # nats-py's is one too
+                        # A cluster electing a consumer's leader answers nothing for
+                        # seconds: the wait for the answer was most of the pause, and
+                        # the backoff must not grow past the election.
+                        elapsed_s = loop.time() - tried_at
+                        delay_s = max(0.0, min(delay_s, _TIMEOUT_RETRY_S) - elapsed_s)
                     if isinstance(e, _UNAVAILABLE):
                         # PostgreSQL or NATS away (a restart, `up` killed): one line,
                         # not a traceback per read model per try

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -25,4 +26,7 @@ async def cluster_stack(pg_admin_dsn: str) -> AsyncIterator[ClusterStack]:
             finally:
                 await stack.close()
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("OMNILEDGER_TEST_KEEP_DIRS"):
+            print(f"kept {root} (up.log, nats-N.log, the stores)")
+        else:
+            shutil.rmtree(root, ignore_errors=True)

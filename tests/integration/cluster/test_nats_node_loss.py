@@ -37,7 +37,7 @@ from tests.integration.system.conftest import PROJECTIONS
 #: the killed node stays down at least this long
 DOWN_S = 8.0
 #: within this of the kill, the relay and every read model are past the head of that moment
-CARRY_ON_BOUND_S = 25.0
+CARRY_ON_BOUND_S = 30.0
 #: a node started again is current (caught up) within this
 CATCH_UP_BOUND_S = 30.0
 #: events past the head at the kill the read side must reach while the node is down
