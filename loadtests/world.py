@@ -227,8 +227,10 @@ class Stream:
     async def connect(self) -> None:
         import nats
 
+        from ledger.contract.servers import nats_servers
+
         self.nc = await nats.connect(
-            self.world.nats_url, connect_timeout=5, max_reconnect_attempts=3
+            servers=nats_servers(self.world.nats_url), connect_timeout=5, max_reconnect_attempts=3
         )
         self.js = self.nc.jetstream()
 

@@ -43,6 +43,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from ledger.contract.messages import SUBJECT_PREFIX
+from ledger.contract.servers import nats_servers
 from projections.catalog import PROJECTION_NAMES, projection
 from projections.consumer import DEFAULT_STREAM, Consumer, ReadLog
 from projections.rebuild import RebuildResult, rebuild
@@ -63,13 +64,14 @@ log = logging.getLogger(__name__)
 
 
 async def connect_nats(url: str, name: str, stop: asyncio.Event) -> NATS | None:
-    """Connects, waiting as long as it takes (a growing pause, one log line per
-    try): NATS may start after us, or be away for a while. ``None`` if stopped."""
+    """Connects to one of the servers of ``url`` (comma-separated), waiting as long
+    as it takes (a growing pause, one log line per try): NATS may start after us,
+    or be away for a while. ``None`` if stopped."""
     delay_s = 0.5
     while not stop.is_set():
         try:
             return await nats.connect(
-                url,
+                servers=nats_servers(url),  # a cluster: it moves to another when one goes
                 name=name,
                 max_reconnect_attempts=-1,
                 error_cb=_quiet_nats_error,

@@ -1,4 +1,4 @@
-# A little over 400 lines (445): Consumer is one state machine (stored position,
+# A little over 400 lines (459): Consumer is one state machine (stored position,
 # generation, expected stream sequence, failures) and reads best whole; its
 # pull requests (puller.py), cursor alignment (cursor.py) and batch helpers
 # (batch.py) are already apart.
@@ -73,6 +73,9 @@ _UNAVAILABLE: Final = (
     nats.errors.TimeoutError,
 )
 
+#: after a timed-out try, the next one starts at most this long after it began
+_TIMEOUT_RETRY_S: Final = 4.0
+
 __all__ = ["DEFAULT_STREAM", "Consumer", "ConsumerGone", "ReadLog", "StepResult"]
 
 log = logging.getLogger(__name__)
@@ -117,6 +120,7 @@ class Consumer(DurableCursor):
         verify_hash: bool = True,
         linger_s: float = 0.0,
         read_log: ReadLog | None = None,
+        api_timeout_s: float = 2.0,
     ) -> None:
         if projection.suffix:
             raise ValueError("a consumer feeds the live tables, not a rebuild's")
@@ -139,7 +143,10 @@ class Consumer(DurableCursor):
         #: ``read_log(after, limit)``: the log's messages from PostgreSQL, to fill a gap
         self._read_log = read_log
         self._nc = nc
-        self._js = nc.jetstream()
+        # A JetStream API request (consumer info, ...) that reached a cluster node
+        # as it died, or a consumer between two leaders, is never answered: ask
+        # again soon rather than wait out nats-py's default 5 s each time.
+        self._js = nc.jetstream(timeout=api_timeout_s)
         self._puller: Puller | None = None
         self._generation: int | None = None
         #: the stream sequence the next batch must start at (None: not known yet)
@@ -160,8 +167,10 @@ class Consumer(DurableCursor):
         the cursor with the stored position: the worker does not die with it.
         """
         stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
+                tried_at = loop.time()
                 try:
                     if self._puller is None:
                         await self.start()
@@ -176,6 +185,12 @@ class Consumer(DurableCursor):
                     await self.close()
                 except Exception as e:
                     delay_s = self._next_delay()
+                    if isinstance(e, TimeoutError):  # nats-py's is one too
+                        # A cluster electing a consumer's leader answers nothing for
+                        # seconds: the wait for the answer was most of the pause, and
+                        # the backoff must not grow past the election.
+                        elapsed_s = loop.time() - tried_at
+                        delay_s = max(0.0, min(delay_s, _TIMEOUT_RETRY_S) - elapsed_s)
                     if isinstance(e, _UNAVAILABLE):
                         # PostgreSQL or NATS away (a restart, `up` killed): one line,
                         # not a traceback per read model per try

@@ -25,7 +25,9 @@ __all__ = ["ConsumerGone", "Puller", "stream_seq"]
 
 
 class ConsumerGone(nats.errors.Error):
-    """The durable consumer was deleted under us; ``run()`` re-creates it."""
+    """The durable consumer was deleted under us, or (503 "no responders", in a
+    cluster) has no leader at the moment; ``run()`` starts over, which finds
+    out which and re-creates it only if it is gone."""
 
 
 class Puller:

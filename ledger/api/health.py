@@ -18,6 +18,7 @@ from ledger.api.context import METRICS as _METRICS
 from ledger.api.responses import json_response
 from ledger.api.spec import POSITION, Reply, obj, spec
 from ledger.app.ledger import DB_ERRORS
+from ledger.contract.servers import nats_servers
 
 __all__ = ["HEALTH_LAG_EVENTS_MAX", "HealthCheck", "HealthPart", "add_health_check"]
 
@@ -57,7 +58,7 @@ async def nats_reachable(nats_url: str) -> str | None:
     TCP connection in time; else a short reason. The API itself holds no NATS
     connection: this is how it sees the relay's and the projections' broker."""
     failures = []
-    for server in (s.strip() for s in nats_url.split(",") if s.strip()):
+    for server in nats_servers(nats_url):
         parsed = urllib.parse.urlsplit(server if "://" in server else f"nats://{server}")
         host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
         try:

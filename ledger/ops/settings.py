@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ledger.contract.servers import nats_servers
 from ledger.domain.districts import MAKASSAR_DISTRICTS
 
 __all__ = ["Settings", "SettingsError"]
@@ -30,7 +31,8 @@ class Settings:
     #: PostgreSQL for the read endpoints and the auditors' commands (a streaming
     #: standby); ``None``: they read ``database_url``, like the writes
     read_database_url: str | None = None
-    #: NATS with JetStream; ``None`` means "start the embedded one under data_dir" (``up`` only)
+    #: NATS with JetStream, one URL or a cluster's separated by commas; ``None``
+    #: means "start the embedded one under data_dir" (``up`` only)
     nats_url: str | None = None
     data_dir: Path = Path(".omniledger")
     host: str = "127.0.0.1"
@@ -50,6 +52,7 @@ class Settings:
     subject_prefix: str = "ledger"
     stream_max_age_s: int = 0  # 0: keep forever
     stream_max_bytes: int = -1  # -1: unlimited
+    #: from the environment: 3 when NATS_URL names several servers, else 1 (CONTRACT 6)
     stream_replicas: int = 1
     stream_duplicate_window_s: int = 300
     batch_size_max: int = 2000
@@ -99,10 +102,13 @@ class Settings:
         timezone = _timezone(text("TIMEZONE") or "Asia/Makassar")
         stream = _stream(text("STREAM") or "LEDGER")
         log_level = _log_level(text("LOG_LEVEL") or "INFO")
+        nats_url = _nats_url(text("NATS_URL"))
+        # a cluster keeps the stream on three of its servers: one may die
+        replicas = 3 if nats_url is not None and len(nats_servers(nats_url)) > 1 else 1
         return cls(
             database_url=_pg_url("DATABASE_URL", text("DATABASE_URL")),
             read_database_url=_pg_url("READ_DATABASE_URL", text("READ_DATABASE_URL")),
-            nats_url=_url("NATS_URL", text("NATS_URL"), ("nats", "tls")),
+            nats_url=nats_url,
             data_dir=Path(text("DATA_DIR") or ".omniledger"),
             host=text("HOST") or "127.0.0.1",
             port=number("PORT", 8080, low=0, high=65535),
@@ -119,7 +125,7 @@ class Settings:
             subject_prefix=text("SUBJECT_PREFIX") or "ledger",
             stream_max_age_s=number("STREAM_MAX_AGE_S", 0, low=0, high=10 * 365 * 86400),
             stream_max_bytes=number("STREAM_MAX_BYTES", -1, low=-1, high=2**62),
-            stream_replicas=number("STREAM_REPLICAS", 1, low=1, high=5),
+            stream_replicas=number("STREAM_REPLICAS", replicas, low=1, high=5),
             stream_duplicate_window_s=number("STREAM_DUPLICATE_WINDOW_S", 300, low=120, high=86400),
             batch_size_max=number("BATCH_SIZE_MAX", 2000, low=1, high=100_000),
             projection_linger_ms=number("PROJECTION_LINGER_MS", 50, low=0, high=1000),
@@ -248,6 +254,18 @@ def _pg_url(name: str, raw: str | None) -> str | None:
     # the scheme, checked on the URL with its host list cut to one host
     _url(name, raw.replace(hosts, "h", 1), ("postgresql", "postgres"))
     return raw
+
+
+def _nats_url(raw: str | None) -> str | None:
+    """One NATS URL or several separated by commas, each checked; kept without blanks."""
+    if raw is None:
+        return None
+    servers = nats_servers(raw)
+    if not servers:
+        raise SettingsError("OMNILEDGER_NATS_URL names no server")
+    for server in servers:
+        _url("NATS_URL", server, ("nats", "tls"))
+    return ",".join(servers)
 
 
 def _api_url(name: str, raw: str | None) -> str | None:

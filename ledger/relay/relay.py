@@ -34,6 +34,7 @@ from nats.js import api as js_api
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from ledger.contract.messages import subject_for
+from ledger.contract.servers import nats_servers
 from ledger.store import LedgerStore
 from ledger.store.connection import Connection
 from ledger.store.schema import NOTIFY_CHANNEL
@@ -48,10 +49,16 @@ _PAGE_EVENTS_MAX: Final = 1000
 #: Pages published before the oldest one's acks are awaited: reading and
 #: publishing the next page overlaps the server's acks of the earlier ones.
 _WINDOW_PAGES: Final = 4
+#: after unanswered or refused publishes, a pause that doubles while nothing
+#: gets through: a cluster electing a leader refuses every publish at once, and
+#: the relay must neither spin on it nor wait long after the election (4-9 s)
+_UNANSWERED_PAUSE_S: Final = 0.25
+_UNANSWERED_PAUSE_MAX_S: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class RelayConfig:
+    #: one URL, or a cluster's separated by commas
     nats_url: str
     stream_name: str = "LEDGER"
     subject_prefix: str = "ledger"
@@ -67,6 +74,9 @@ class RelayConfig:
     #: re-reads the stream's state (a refused publish can leave its ack
     #: unanswered: nats-py raises the refusal in its reply handler)
     ack_timeout_s: float = 10.0
+    #: a JetStream API call (stream info, ...) unanswered for this long is asked
+    #: again: in a cluster, a request that reached a node as it died never will be
+    api_timeout_s: float = 2.0
 
 
 async def _quiet_nats_error(error: Exception) -> None:
@@ -79,7 +89,8 @@ class _StreamBehind(Exception):
 
 
 class _Unanswered(Exception):
-    """Publishes went unacknowledged: read the stream's state again before going on."""
+    """Publishes went unacknowledged or were refused: read the stream's state again
+    before going on (it says whether the stream really is behind)."""
 
 
 class Relay:
@@ -88,6 +99,8 @@ class Relay:
         self._store = LedgerStore(pool)
         self._config = config
         self._wake = asyncio.Event()
+        #: set when the NATS connection drops (replaced by each ``_lead``)
+        self._link_lost = asyncio.Event()
         self.published_position = 0
         self.is_leader = False
 
@@ -112,40 +125,63 @@ class Relay:
                             await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                log.warning("relay: database unavailable (%s); retrying", e)
-                await asyncio.sleep(1)
             except nats.errors.Error as e:
-                # NATS away (or not started yet): one line, a growing pause
+                # NATS away (or not started yet): one line, a growing pause. Before
+                # OSError: nats-py's timeout is a TimeoutError, hence an OSError too.
                 pause_s = min(pause_s * 2, 30.0)
                 log.warning("relay: NATS unavailable (%s); retrying in %.0f s", e, pause_s)
                 await asyncio.sleep(pause_s)
                 continue
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                log.warning("relay: database unavailable (%s); retrying", e)
+                await asyncio.sleep(1)
             except Exception:
                 log.exception("relay: failed; restarting in 1 s")
                 await asyncio.sleep(1)
             pause_s = 0.5
 
     async def _lead(self, lock_conn: Connection) -> None:
+        self._link_lost = asyncio.Event()
+
+        async def on_disconnect() -> None:
+            # what was sent to that server may never be answered: stop waiting
+            self._link_lost.set()
+
         nc = await nats.connect(
-            self._config.nats_url,
+            # a cluster: any node will do, and nats-py moves to another when one goes
+            servers=nats_servers(self._config.nats_url),
             name="omniledger-relay",
             max_reconnect_attempts=-1,
             error_cb=_quiet_nats_error,
+            disconnected_cb=on_disconnect,
         )
         listener = await self._pool.acquire()
         try:
             await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             js = nc.jetstream(
-                timeout=10, publish_async_max_pending=_WINDOW_PAGES * _PAGE_EVENTS_MAX
+                timeout=self._config.api_timeout_s,
+                publish_async_max_pending=_WINDOW_PAGES * _PAGE_EVENTS_MAX,
             )
+            loop = asyncio.get_running_loop()
+            pause_s, published = _UNANSWERED_PAUSE_S, self.published_position
             while True:
+                tried_at = loop.time()
                 try:
                     position = await self._prepare_stream(js)
                     await self._publish_from(js, position, lock_conn)
-                except _Unanswered as e:
+                except (_Unanswered, nats.errors.TimeoutError) as e:
+                    # A cluster electing a new stream leader answers nothing, or
+                    # "no responders", for a few seconds: ask again, on the same
+                    # connection (nats-py reconnects it to another node by itself).
                     await lock_conn.fetchval("SELECT 1")  # still the leader?
-                    log.warning("relay: %s; reading the stream's state again", e)
+                    log.warning("relay: %s; reading the stream's state again", e or "timeout")
+                    self._link_lost.clear()
+                    if self.published_position > published:  # got through since
+                        pause_s, published = _UNANSWERED_PAUSE_S, self.published_position
+                    # a try that waited out a timeout has paused already: ask again
+                    # at once, to resume as soon as the new leader answers
+                    await asyncio.sleep(max(0.0, pause_s - (loop.time() - tried_at)))
+                    pause_s = min(pause_s * 2, _UNANSWERED_PAUSE_MAX_S)
                 except _StreamBehind as e:
                     # Deleting the stream is for the leader alone: a relay whose
                     # lock connection died is refused by the stream because a
@@ -296,19 +332,40 @@ class Relay:
         return _Page([m["position"] for m in events], futures)
 
     async def _settle(self, page: _Page) -> None:
-        """Waits for a page's acks and checks each landed at its position."""
+        """Waits for a page's acks and checks each landed at its position.
+
+        Stops waiting as soon as the connection is lost: publishes that went to
+        a node as it died are never answered, and the relay reads where the
+        stream stands from the node it reconnects to instead of waiting out
+        ``ack_timeout_s``.
+        """
+        acks_future = asyncio.gather(*page.futures)
+        lost = asyncio.ensure_future(self._link_lost.wait())
         try:
-            acks = await asyncio.wait_for(
-                asyncio.gather(*page.futures), timeout=self._config.ack_timeout_s
+            await asyncio.wait(
+                (acks_future, lost),
+                timeout=self._config.ack_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
             )
+        finally:
+            lost.cancel()
+        if not acks_future.done():
+            acks_future.cancel()
+            reason = (
+                "the NATS connection was lost"
+                if self._link_lost.is_set()
+                else f"not acknowledged within {self._config.ack_timeout_s} s"
+            )
+            raise _Unanswered(f"positions {page.positions[0]}-{page.positions[-1]}: {reason}")
+        try:
+            acks = acks_future.result()
         except (APIError, NoStreamResponseError) as e:
-            # A wrong expected sequence or a missing stream: resync from the stream.
-            raise _StreamBehind(f"publish refused: {e}") from e
-        except TimeoutError:
-            raise _Unanswered(
-                f"positions {page.positions[0]}-{page.positions[-1]} were not"
-                f" acknowledged within {self._config.ack_timeout_s} s"
-            ) from None
+            # A wrong expected sequence, a missing stream, a cluster between two
+            # stream leaders: where the stream stands says which (_prepare_stream
+            # recreates a stream that is gone or behind, resumes after one that
+            # is not). Deleting it here would empty a stream that was only
+            # briefly unavailable.
+            raise _Unanswered(f"publish refused: {e}") from e
         for ack, position in zip(acks, page.positions, strict=True):
             if ack.seq != position:
                 raise _StreamBehind(f"position {position} landed at sequence {ack.seq}")

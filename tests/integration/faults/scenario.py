@@ -86,6 +86,8 @@ class Figures:
     lost: int
     doubled: int
     failures: dict[str, int]
+    #: acknowledged between the fault's start and its being lifted
+    acked_during_fault: int = 0
 
     def line(self) -> str:
         return (
@@ -128,7 +130,11 @@ async def _run(
     try:
         await asyncio.sleep(PRE_FAULT_S)
         assert load.acked, f"no write acknowledged before the fault: {load.failures}"
+        fault_at = time.monotonic()
         lifted_at = await fault(stack)
+        known["acked_during_fault"] = sum(
+            1 for w in load.acked if w.acked_at is not None and fault_at <= w.acked_at <= lifted_at
+        )
         recovery_s = await _recovered(stack, load, lifted_at)
         await asyncio.sleep(max(0.0, lifted_at + POST_FAULT_S - time.monotonic()))
         load.stop()
@@ -244,7 +250,7 @@ async def _check_log(
     stack: Stack, load: Load, previous_head: int
 ) -> tuple[list[Write], list[Any], dict[str, int]]:
     """(acknowledged writes lost or moved, facts doubled, the clients' keys in the log)."""
-    conn = await asyncpg.connect(stack.pg.dsn)
+    conn = await asyncpg.connect(stack.deployment.dsn)
     try:
         keys = {
             r["key"]: r["position"]

@@ -31,6 +31,7 @@ import nats.js.errors
 import orjson
 import pytest
 
+from ledger.contract.servers import nats_servers
 from projections.catalog import PROJECTION_NAMES
 from tests.support.servers import fresh_database
 
@@ -390,8 +391,9 @@ def cli(deployment: Deployment) -> CliRunner:
 
 
 async def stream_messages(nats_url: str, stream: str) -> tuple[Any, list[Any]]:
-    """The stream's info and every message in it, by sequence."""
-    nc = await nats.connect(nats_url)
+    """The stream's info and every message in it, by sequence (``nats_url`` may list
+    a cluster's servers, comma-separated)."""
+    nc = await nats.connect(servers=nats_servers(nats_url))
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)

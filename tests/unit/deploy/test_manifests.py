@@ -37,9 +37,6 @@ K8S = DEPLOY / "k8s"
 BIN = Path(sys.executable).parent
 #: the Kubernetes version the manifests are checked against (the oldest still supported)
 K8S_VERSION = "1.30"
-#: deploy/ folders whose files come from sibling branches of issue 15 (natscluster,
-#: pgfailover); emptied at the merge, after which a missing file fails
-PENDING: frozenset[str] = frozenset({"nats"})
 
 
 def _compose() -> dict[str, Any]:
@@ -90,11 +87,14 @@ def test_compose_runs_the_whole_replicated_topology() -> None:
     nats = [name for name, s in services.items() if "nats" in str(s.get("image", ""))]
     assert len(nats) == 3, nats
     for name in nats:
-        entry = services[name]["entrypoint"] + services[name]["command"]
-        # one cluster: each node routes to all three, JetStream on, its own store
-        routes = entry[entry.index("--routes") + 1].split(",")
-        assert sorted(routes) == sorted(f"nats://{n}:6222" for n in nats), entry
-        assert "-js" in entry and entry[entry.index("--name") + 1] == name, entry
+        # one cluster: every node runs the tests' cluster.conf, routes to all
+        # three, and has its own name (JetStream is on in that file)
+        assert services[name]["entrypoint"] == ["nats-server", "-c", "/etc/nats/cluster.conf"]
+        env = services[name]["environment"]
+        routes = [env[f"NATS_ROUTE_{i}"] for i in (1, 2, 3)]
+        assert sorted(routes) == sorted(f"nats-route://{n}:6222" for n in nats), env
+        assert env["NATS_SERVER_NAME"] == name and env["NATS_STORE_DIR"] == "/data", env
+    assert "jetstream" in (DEPLOY / "nats" / "cluster.conf").read_text()
     postgres = {name for name, s in services.items() if "postgres" in str(s.get("image", ""))}
     assert postgres == {"pg-primary", "pg-standby"}, postgres
     standby = " ".join(services["pg-standby"]["entrypoint"])
@@ -138,9 +138,6 @@ def _mounts() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("service, source", _mounts())
 def test_every_mounted_file_is_in_the_repository(service: str, source: str) -> None:
     path = (DEPLOY / source).resolve()
-    folder = path.relative_to(DEPLOY).parts[0]
-    if folder in PENDING and not (DEPLOY / folder).exists():
-        pytest.skip(f"deploy/{folder}/ comes with its own branch of issue 15")
     assert path.exists(), f"{service} mounts {source}, which is not in deploy/"
 
 
@@ -158,8 +155,6 @@ def test_mounted_server_configuration_files_exist() -> None:
     inside = {"nats": "/etc/nats/", "postgres": "/etc/omniledger/postgres/"}
     for folder, files in named.items():
         assert files, folder
-        if folder in PENDING and not (DEPLOY / folder).exists():
-            continue  # see PENDING
         for file in files:
             local = DEPLOY / folder / file.removeprefix(inside[folder])
             assert local.is_file(), f"{file} is mounted from {local}, which is missing"

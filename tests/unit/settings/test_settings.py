@@ -116,3 +116,25 @@ def test_asyncpg_pool_warnings_keep_their_reason_and_lose_the_traceback() -> Non
     )
     error = logging.LogRecord("asyncpg.pool", logging.ERROR, "pool.py", 1, "bug", (), exc_info)
     assert _without_traceback(error) and error.exc_info is not None  # errors keep theirs
+
+
+def test_a_nats_cluster_is_a_comma_separated_list_and_each_url_is_checked() -> None:
+    s = settings(NATS_URL=" nats://10.0.0.1:4222, nats://10.0.0.2:4222 ,,nats://10.0.0.3")
+    assert s.nats_url == "nats://10.0.0.1:4222,nats://10.0.0.2:4222,nats://10.0.0.3"
+    with pytest.raises(SettingsError, match="NATS_URL"):
+        settings(NATS_URL="nats://10.0.0.1:4222,nats://10.0.0.2:port")
+    with pytest.raises(SettingsError, match="nats://"):
+        settings(NATS_URL="nats://10.0.0.1:4222,http://10.0.0.2:4222")
+    with pytest.raises(SettingsError, match="names no server"):
+        settings(NATS_URL=" , ")
+
+
+def test_the_stream_has_three_replicas_on_a_cluster_and_one_on_one_server() -> None:
+    """CONTRACT section 6: several URLs -> 3 replicas unless STREAM_REPLICAS says
+    otherwise; one server -> 1."""
+    cluster = "nats://a:4222,nats://b:4222,nats://c:4222"
+    assert settings(NATS_URL=cluster).stream_replicas == 3
+    assert settings(NATS_URL=cluster, STREAM_REPLICAS="1").stream_replicas == 1
+    assert settings(NATS_URL="nats://a:4222").stream_replicas == 1
+    assert settings(NATS_URL="nats://a:4222,nats://a:4222").stream_replicas == 1
+    assert settings().stream_replicas == 1
