@@ -56,8 +56,8 @@ class Batch:
         """
         if claim not in self.claims_known:
             self.claims_known.add(claim)
-            _, taken = await self.store.lookup((), [claim], self.conn)
-            self.claims_taken |= taken
+            found = await self.store.lookup((), [claim], self.conn)
+            self.claims_taken |= found.taken
         return claim in self.claims_taken
 
     def take(self, claim: Claim) -> None:

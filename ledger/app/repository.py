@@ -72,14 +72,15 @@ class Repository:
             self.put(aggregate)
         return aggregate
 
-    async def prefetch(self, stream_ids: set[UUID], conn: Connection | None) -> set[UUID]:
-        """Loads every stream a batch will need in one query, not one per command;
-        returns those that do not exist."""
+    def missing(self, stream_ids: set[UUID]) -> list[UUID]:
+        """The streams a batch will need that are not cached: the writer loads
+        them with the batch's key look-up, in one query (``absorb``)."""
+        return [s for s in stream_ids if s not in self._cache]
+
+    def absorb(self, missing: list[UUID], streams: dict[UUID, list[StoredRow]]) -> set[UUID]:
+        """Replays and caches the streams loaded for a batch; returns those of
+        ``missing`` that do not exist."""
         absent: set[UUID] = set()
-        missing = [s for s in stream_ids if s not in self._cache]
-        if not missing:
-            return absent
-        streams = await self.store.load_streams(missing, conn)
         for stream_id in missing:
             aggregate = self.replay(streams.get(stream_id, []))
             if aggregate is None:
