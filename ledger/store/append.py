@@ -15,7 +15,7 @@ batch and handed back to be decided again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
@@ -202,7 +202,8 @@ class _Batch:
     counted on from it, each event's hash chained to the one before."""
 
     def __init__(self, position: int, prev_hash: str, recorded_at: datetime) -> None:
-        self.position = position
+        #: the head the batch is laid out on, then the batch's last position
+        self.head = self.position = position
         self.prev_hash = prev_hash
         self.recorded_at = recorded_at
         self.recorded_text = format_instant(recorded_at)
@@ -272,16 +273,16 @@ class _Batch:
                 self.recorded_text,
             ),
         )
+        # (the position and recorded_at are the statement's: the head it was
+        # laid out on plus the row's number, and one instant for the batch)
         self.events.append(
             (
                 ev.stream_id,
                 ev.version,
                 ev.topic,
                 ev.state,
-                self.position,
                 ev.type,
                 datetime.fromisoformat(ev.occurred_at),
-                self.recorded_at,
                 new_hash,
                 self.prev_hash,
                 ev.seller_id,
@@ -349,9 +350,13 @@ def _in_one_statement(unit: Unit) -> bool:
 
 def _append_args(batch: _Batch) -> list[Any]:
     """``APPEND``'s 36 parameters: the batch's rows as columns."""
-    ev_columns = _columns(batch.events, 11)
+    ev_columns = _columns(batch.events, 9)
     return [
-        *ev_columns[:10],
+        *ev_columns[:4],
+        batch.head,
+        *ev_columns[4:6],
+        batch.recorded_at,
+        *ev_columns[6:8],
         *_columns(batch.keys, 5),
         *_columns(batch.account_rows(), 7),
         *_columns(batch.orders, 3),
@@ -359,14 +364,11 @@ def _append_args(batch: _Batch) -> list[Any]:
         batch.position,
         batch.prev_hash,
         NOTIFY_CHANNEL,
-        ev_columns[10],
+        ev_columns[8],
         *_columns(batch.fact_claims, 3),
     ]
 
 
-def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    cols: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for i in range(width):
-            cols[i].append(row[i])
-    return cols
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` columns (transposed in C: one Python step per column)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width

@@ -49,9 +49,12 @@ def _append(gated: bool) -> str:
 WITH {_GATE_SQL if gated else ""} events AS (
     INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state,
         notification_id, type, occurred_at, recorded_at, hash, prev_hash, seller_id)
-    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::bigint[],
-        $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[],
-        $33::text[]) {gate}
+    SELECT id, v, topic, state, $5::bigint + n, type, occurred_at, $8::timestamptz, hash,
+        prev_hash, seller_id
+    FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $6::text[],
+        $7::timestamptz[], $9::text[], $10::text[], $33::text[]) WITH ORDINALITY
+        AS e(id, v, topic, state, type, occurred_at, hash, prev_hash, seller_id, n)
+    {gate}
 ), keys AS (
     INSERT INTO idempotency_keys (key, fingerprint, position, stream_id, version)
     SELECT * FROM unnest($11::text[], $12::bytea[], $13::bigint[], $14::uuid[], $15::bigint[])
