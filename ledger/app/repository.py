@@ -1,4 +1,4 @@
-"""The aggregate repository: load, prefetch, cache, replay, and new events as rows.
+"""The aggregate repository: load, cache, replay, and new events as rows.
 
 Like the eventsourcing library's ``Repository``, an aggregate is rebuilt by
 replaying its stored events through the library's own ``Mapper``, so what we

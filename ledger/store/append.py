@@ -10,6 +10,12 @@ gaps either, unlike a sequence. Under that lock every check that other
 processes could have raced (aggregate versions, idempotency keys, a payout
 against the balance) is re-done; a unit that fails one is dropped from the
 batch and handed back to be decided again.
+
+While the head is where this store's own last commit left it, the whole of
+that (lock, checks, write) runs as one statement, its own transaction
+(``append_sql.APPEND_AT_HEAD``); a head moved by another process, or any
+check that finds something, makes that statement write nothing, and the
+batch is committed the long way.
 """
 
 from __future__ import annotations
