@@ -13,7 +13,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from ledger.app.repository import Repository
+from ledger.app.repository import Created, Repository
 from ledger.store import LedgerStore
 from ledger.store.connection import Connection
 from ledger.store.keys import Claim
@@ -29,7 +29,7 @@ class Batch:
         self.store = store
         self.conn = conn
         self._repository = repository
-        self.touched: dict[UUID, Aggregate] = {}
+        self.touched: dict[UUID, Aggregate | Created] = {}
         self.base_versions: dict[UUID, int] = {}
         self.accounts: dict[tuple[str, str], AccountDelta] = {}
         #: streams known not to exist when this batch started (prefetched)
@@ -42,6 +42,8 @@ class Batch:
 
     async def get(self, stream_id: UUID) -> Aggregate | None:
         aggregate = self.touched.get(stream_id)
+        if isinstance(aggregate, Created):  # made earlier in this batch, read now
+            aggregate = self.touched[stream_id] = aggregate.aggregate()
         if aggregate is None and stream_id not in self.absent:
             aggregate = await self._repository.load(stream_id, self.conn)
             if aggregate is None:
@@ -56,14 +58,14 @@ class Batch:
         """
         if claim not in self.claims_known:
             self.claims_known.add(claim)
-            _, taken = await self.store.lookup((), [claim], self.conn)
-            self.claims_taken |= taken
+            found = await self.store.lookup((), [claim], self.conn)
+            self.claims_taken |= found.taken
         return claim in self.claims_taken
 
     def take(self, claim: Claim) -> None:
         self.claims_taken.add(claim)
 
-    def remember(self, aggregate: Aggregate, base_version: int) -> None:
+    def remember(self, aggregate: Aggregate | Created, base_version: int) -> None:
         self.touched[aggregate.id] = aggregate
         self.base_versions.setdefault(aggregate.id, base_version)
 

@@ -45,7 +45,7 @@ from ledger.domain.errors import (
 )
 from ledger.store import LedgerStore
 from ledger.store.connection import Connection
-from ledger.store.keys import Claim
+from ledger.store.keys import Claim, Found
 from ledger.store.units import Unit
 
 __all__ = ["CLIENT_KEYS", "Decision", "Writer"]
@@ -244,15 +244,17 @@ class Writer:
             # (sequential scans) would stay forever. Plan each with its values.
             await self._conn.execute("SET plan_cache_mode = force_custom_plan")
         claims = {c for p in batch for c in p.claims}
-        known, taken = (
-            await self.store.lookup(keys, claims, self._conn) if keys or claims else ({}, set())
+        # The keys, the claims and the streams not cached: one round trip.
+        missing = self._repository.missing({h for p in batch for h in p.hints})
+        found = (
+            await self.store.lookup(keys, claims, self._conn, streams=missing)
+            if keys or claims or missing
+            else Found({}, set(), {})
         )
         work = Batch(self.store, self._repository, self._conn)
-        work.claims_known, work.claims_taken = claims, taken
-        work.absent |= await self._repository.prefetch(
-            {h for p in batch for h in p.hints}, self._conn
-        )
-        decided = await self._decide(batch, known, work)
+        work.claims_known, work.claims_taken = claims, found.taken
+        work.absent |= self._repository.absorb(missing, found.streams)
+        decided = await self._decide(batch, found.known, work)
         retry: list[tuple[int, Pending]] = []
         if decided.units:
             await self._commit(decided, work, retry)

@@ -10,12 +10,18 @@ gaps either, unlike a sequence. Under that lock every check that other
 processes could have raced (aggregate versions, idempotency keys, a payout
 against the balance) is re-done; a unit that fails one is dropped from the
 batch and handed back to be decided again.
+
+While the head is where this store's own last commit left it, the whole of
+that (lock, checks, write) runs as one statement, its own transaction
+(``append_sql.APPEND_AT_HEAD``); a head moved by another process, or any
+check that finds something, makes that statement write nothing, and the
+batch is committed the long way.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
@@ -25,6 +31,7 @@ import orjson
 
 from ledger.contract.messages import format_instant, hash_fields, hashed_message
 from ledger.domain import balances
+from ledger.store.append_sql import APPEND, APPEND_AT_HEAD
 from ledger.store.connection import Connection
 from ledger.store.keys import Claim, claim_columns, claims_taken
 from ledger.store.schema import EVENTS_TABLE, NOTIFY_CHANNEL
@@ -50,19 +57,29 @@ class Append:
         rows = await (conn or self._pool).fetch(_RACE_CHECK, list(stream_ids), [])
         return {r["stream_id"]: r["version"] for r in rows}
 
+    #: (position, hash) of the head as this store's last commit left it: a
+    #: batch laid out on it may be written in one statement (``APPEND_AT_HEAD``)
+    _at_head: tuple[int, str] | None = None
+
     async def commit(self, units: Sequence[Unit], conn: Connection | None = None) -> CommitOutcome:
         """Appends every unit that still holds under the head lock, in one transaction.
 
         The steps: lock the head; drop the units another process raced
         (:meth:`_drop_raced_units`); lay the others out on top of the head,
         positions counted on and hashes chained (:class:`_Batch`); write them
-        in one round trip (:func:`_write`).
+        in one round trip (:func:`_write`). The common case takes a shortcut
+        (:meth:`_commit_at_head`) that does the same in one statement.
         """
         if conn is None:
             async with self._pool.acquire() as own:
                 return await self.commit(units, own)
+        if self._at_head is not None and all(_in_one_statement(u) for u in units):
+            outcome = await self._commit_at_head(units, conn, *self._at_head)
+            if outcome is not None:
+                return outcome
         positions: list[list[int] | None] = [None] * len(units)
         dropped: list[str | None] = [None] * len(units)
+        self._at_head = None
         async with conn.transaction():
             head = await conn.fetchrow("SELECT position, hash FROM ledger_head FOR UPDATE")
             assert head is not None, "schema not migrated: ledger_head is empty"
@@ -74,7 +91,36 @@ class Append:
                     positions[index] = batch.add(unit)
             if batch.events:
                 await _write(conn, batch)
+        self._at_head = (batch.position, batch.prev_hash)
         return CommitOutcome(positions, dropped, recorded_at)
+
+    async def _commit_at_head(
+        self, units: Sequence[Unit], conn: Connection, position: int, prev_hash: str
+    ) -> CommitOutcome | None:
+        """All the units laid out on the head this store last left, written in
+        one statement that is its own transaction (``APPEND_AT_HEAD``), or
+        None if the head has moved or a race check finds something: then
+        nothing was written, and the caller commits the long way.
+
+        Its ``recorded_at`` is taken before the lock, not under it; it still
+        grows with the positions, as every event below this batch's was
+        committed before this store's last commit returned.
+        """
+        self._at_head = None  # known again only once this statement is answered
+        recorded_at = datetime.now(UTC)
+        batch = _Batch(position, prev_hash, recorded_at)
+        positions: list[list[int] | None] = [batch.add(unit) for unit in units]
+        base: dict[UUID, int] = {}
+        for unit in units:
+            for stream_id, version in unit.base_versions.items():
+                base.setdefault(stream_id, version)
+        claims = {c for u in units for c in u.claims()}
+        args = [*_append_args(batch), position, list(base), list(base.values())]
+        row = await conn.fetchrow(APPEND_AT_HEAD, *args, *claim_columns(claims))
+        if row is None:
+            return None
+        self._at_head = (batch.position, batch.prev_hash)
+        return CommitOutcome(positions, [None] * len(units), recorded_at)
 
     async def _drop_raced_units(
         self, conn: Connection, units: Sequence[Unit], dropped: list[str | None]
@@ -162,7 +208,8 @@ class _Batch:
     counted on from it, each event's hash chained to the one before."""
 
     def __init__(self, position: int, prev_hash: str, recorded_at: datetime) -> None:
-        self.position = position
+        #: the head the batch is laid out on, then the batch's last position
+        self.head = self.position = position
         self.prev_hash = prev_hash
         self.recorded_at = recorded_at
         self.recorded_text = format_instant(recorded_at)
@@ -232,16 +279,16 @@ class _Batch:
                 self.recorded_text,
             ),
         )
+        # (the position and recorded_at are the statement's: the head it was
+        # laid out on plus the row's number, and one instant for the batch)
         self.events.append(
             (
                 ev.stream_id,
                 ev.version,
                 ev.topic,
                 ev.state,
-                self.position,
                 ev.type,
                 datetime.fromisoformat(ev.occurred_at),
-                self.recorded_at,
                 new_hash,
                 self.prev_hash,
                 ev.seller_id,
@@ -267,24 +314,7 @@ class _Batch:
 
 async def _write(conn: Connection, batch: _Batch) -> None:
     """Writes a laid-out batch under the head lock taken by ``commit``."""
-    # Everything of the common path in ONE statement (one round trip):
-    # the events, their keys, the sellers' running totals, the order
-    # and payment indexes, the new head, and the relay's wake-up
-    # (pg_notify is delivered at commit, never for a rolled-back batch).
-    ev_columns = _columns(batch.events, 11)
-    await conn.execute(
-        _APPEND,
-        *ev_columns[:10],
-        *_columns(batch.keys, 5),
-        *_columns(batch.account_rows(), 7),
-        *_columns(batch.orders, 3),
-        *_columns(batch.payments, 4),
-        batch.position,
-        batch.prev_hash,
-        NOTIFY_CHANNEL,
-        ev_columns[10],
-        *_columns(batch.fact_claims, 3),
-    )
+    await conn.execute(APPEND, *_append_args(batch))
     if batch.channels:
         await conn.executemany(
             "INSERT INTO seller_channel_accounts (channel, account, seller_id)"
@@ -311,50 +341,40 @@ _RACE_CHECK_CLAIMS: Final = (
     f"{_RACE_CHECK} UNION ALL SELECT kind, NULL, NULL, a, b FROM ({claims_taken(3)}) c"
 )
 
-_APPEND: Final = f"""
-WITH events AS (
-    INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state,
-        notification_id, type, occurred_at, recorded_at, hash, prev_hash, seller_id)
-    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::bigint[],
-        $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[],
-        $33::text[])
-), keys AS (
-    INSERT INTO idempotency_keys (key, fingerprint, position, stream_id, version)
-    SELECT * FROM unnest($11::text[], $12::bytea[], $13::bigint[], $14::uuid[], $15::bigint[])
-), accounts AS (
-    INSERT INTO seller_accounts AS a (seller_id, currency, pending_minor, captured_minor,
-        refunded_minor, fees_minor, paid_out_minor, position)
-    SELECT s, c, p, cap, r, f, po, $30 FROM unnest($16::text[], $17::text[], $18::bigint[],
-        $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[]) AS t(s, c, p, cap, r, f, po)
-    ON CONFLICT (seller_id, currency) DO UPDATE SET
-        pending_minor = a.pending_minor + excluded.pending_minor,
-        captured_minor = a.captured_minor + excluded.captured_minor,
-        refunded_minor = a.refunded_minor + excluded.refunded_minor,
-        fees_minor = a.fees_minor + excluded.fees_minor,
-        paid_out_minor = a.paid_out_minor + excluded.paid_out_minor,
-        position = excluded.position
-), orders AS (
-    INSERT INTO order_index (channel, order_id, seller_id)
-    SELECT * FROM unnest($23::text[], $24::text[], $25::text[])
-    ON CONFLICT DO NOTHING
-), payments AS (
-    INSERT INTO payment_index (gateway, gateway_ref, channel, order_id)
-    SELECT * FROM unnest($26::text[], $27::text[], $28::text[], $29::text[])
-    ON CONFLICT DO NOTHING
-), claims AS (
-    -- no ON CONFLICT: every claim was re-checked under the head lock, so a
-    -- conflict here is a bug, and it must fail the batch, not pass silently
-    INSERT INTO fact_claims (kind, a, b)
-    SELECT * FROM unnest($34::text[], $35::text[], $36::text[])
-)
-UPDATE ledger_head SET position = $30, hash = $31
-RETURNING pg_notify($32, $30::text)
-"""
+
+def _in_one_statement(unit: Unit) -> bool:
+    """Whether ``APPEND_AT_HEAD`` can write this unit: not a payout (its balance
+    is re-read under the lock), a seller's channel accounts or suspense (their
+    own statements)."""
+    return (
+        unit.payout is None
+        and not unit.channel_accounts
+        and unit.suspense is None
+        and unit.suspense_resolved is None
+    )
 
 
-def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    cols: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for i in range(width):
-            cols[i].append(row[i])
-    return cols
+def _append_args(batch: _Batch) -> list[Any]:
+    """``APPEND``'s 36 parameters: the batch's rows as columns."""
+    ev_columns = _columns(batch.events, 9)
+    return [
+        *ev_columns[:4],
+        batch.head,
+        *ev_columns[4:6],
+        batch.recorded_at,
+        *ev_columns[6:8],
+        *_columns(batch.keys, 5),
+        *_columns(batch.account_rows(), 7),
+        *_columns(batch.orders, 3),
+        *_columns(batch.payments, 4),
+        batch.position,
+        batch.prev_hash,
+        NOTIFY_CHANNEL,
+        ev_columns[8],
+        *_columns(batch.fact_claims, 3),
+    ]
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` columns (transposed in C: one Python step per column)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width

@@ -9,15 +9,18 @@ asks again under the head lock (``ledger.store.append``) with the same SQL
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 import asyncpg
 
 from ledger.store.connection import Connection
+from ledger.store.log import StoredRow
+from ledger.store.schema import EVENTS_TABLE
 
-__all__ = ["FACT_CLAIMS", "Claim", "Keys", "claim_columns", "claims_taken"]
+__all__ = ["FACT_CLAIMS", "Claim", "Found", "Keys", "claim_columns", "claims_taken"]
 
 #: A unique name a fact takes: ``("payment", gateway, gateway_ref)`` (a gateway
 #: payment is credited once), ``("account", channel, account)`` (a channel
@@ -60,12 +63,38 @@ def claims_taken(first: int) -> str:
 
 _LOOKUP: Final = (
     "SELECT NULL::text AS kind, key, fingerprint, position, stream_id, version,"
-    " NULL::text AS a, NULL::text AS b FROM idempotency_keys WHERE key = ANY($1::text[])"
+    " NULL::text AS a, NULL::text AS b, NULL::text AS topic, NULL::bytea AS state"
+    " FROM idempotency_keys WHERE key = ANY($1::text[])"
 )
-_LOOKUP_CLAIMS: Final = (
-    f"{_LOOKUP} UNION ALL SELECT kind, NULL, NULL, NULL, NULL, NULL, a, b"
-    f" FROM ({claims_taken(2)}) c"
-)
+
+
+@functools.cache
+def _lookup_sql(claims: bool, streams: bool) -> str:
+    """The keys, plus the claims (``$2`` .. ``$8``) and the streams' events (the
+    last parameter) when asked: rows told apart by ``kind``."""
+    sql = _LOOKUP
+    if claims:
+        sql += (
+            " UNION ALL SELECT kind, NULL, NULL, NULL, NULL, NULL, a, b, NULL, NULL"
+            f" FROM ({claims_taken(2)}) c"
+        )
+    if streams:
+        sql += (
+            " UNION ALL SELECT '', NULL, NULL, NULL, originator_id, originator_version,"
+            f" NULL, NULL, topic, state FROM {EVENTS_TABLE}"
+            f" WHERE originator_id = ANY(${9 if claims else 2}::uuid[])"
+        )
+    return sql
+
+
+class Found(NamedTuple):
+    """What :meth:`Keys.lookup` found: the keys already recorded (with what they
+    recorded), the claims already taken, and the events of the streams asked
+    for, by stream in version order (a stream absent has none)."""
+
+    known: dict[str, tuple[bytes, int, UUID, int]]
+    taken: set[Claim]
+    streams: dict[UUID, list[StoredRow]]
 
 
 class Keys:
@@ -76,33 +105,41 @@ class Keys:
     async def lookup_keys(
         self, keys: Sequence[str], conn: Connection | None = None
     ) -> dict[str, tuple[bytes, int, UUID, int]]:
-        known, _ = await self.lookup(keys, (), conn)
-        return known
+        return (await self.lookup(keys, (), conn)).known
 
     async def lookup(
         self,
         keys: Sequence[str],
         claims: Iterable[Claim],
         conn: Connection | None = None,
-    ) -> tuple[dict[str, tuple[bytes, int, UUID, int]], set[Claim]]:
-        """In one round trip: the keys already recorded (with what they recorded)
-        and the claims already taken."""
-        known: dict[str, tuple[bytes, int, UUID, int]] = {}
-        taken: set[Claim] = set()
+        *,
+        streams: Sequence[UUID] = (),
+    ) -> Found:
+        """In one round trip: the keys already recorded, the claims already taken
+        and, for the writer's batch, the events of ``streams``."""
+        found = Found({}, set(), {})
         claims = list(claims)
-        query, args = (
-            (_LOOKUP_CLAIMS, [list(keys), *claim_columns(claims)])
-            if claims
-            else (_LOOKUP, [list(keys)])
-        )
-        for r in await (conn or self._pool).fetch(query, *args):
-            if r["kind"] is None:
-                known[r["key"]] = (
+        args: list[Any] = [list(keys)]
+        if claims:
+            args += claim_columns(claims)
+        if streams:
+            args.append(list(streams))
+        rows = await (conn or self._pool).fetch(_lookup_sql(bool(claims), bool(streams)), *args)
+        for r in rows:
+            kind = r["kind"]
+            if kind is None:
+                found.known[r["key"]] = (
                     bytes(r["fingerprint"]), r["position"], r["stream_id"], r["version"]
                 )  # fmt: skip
+            elif kind == "":
+                found.streams.setdefault(r["stream_id"], []).append(
+                    StoredRow(r["stream_id"], r["version"], r["topic"], r["state"])
+                )
             else:
-                taken.add((r["kind"], r["a"], r["b"]))
-        return known, taken
+                found.taken.add((kind, r["a"], r["b"]))
+        for events in found.streams.values():
+            events.sort(key=_version)
+        return found
 
     async def find_orders(self, order_id: str) -> list[tuple[str, str]]:
         """``(channel, seller_id)`` of every order with this id, on any channel."""
@@ -158,3 +195,7 @@ class Keys:
             "SELECT role, seller_id, gateway FROM api_keys WHERE key_sha256 = $1", key_sha256
         )
         return None if row is None else (row["role"], row["seller_id"], row["gateway"])
+
+
+def _version(row: StoredRow) -> int:
+    return row.version

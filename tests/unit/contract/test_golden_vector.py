@@ -167,8 +167,9 @@ def test_the_append_hashes_what_it_writes_to_the_pinned_hashes() -> None:
             m["occurred_at"],
         )  # fmt: skip
         assert batch._add_event(event) == m["position"]
-    assert [row[8] for row in batch.events] == GOLDEN_HASHES
-    assert [row[9] for row in batch.events] == [GENESIS_HASH, *GOLDEN_HASHES[:-1]]
+    # (a row: stream, version, topic, state, type, occurred_at, hash, prev_hash, seller)
+    assert [row[6] for row in batch.events] == GOLDEN_HASHES
+    assert [row[7] for row in batch.events] == [GENESIS_HASH, *GOLDEN_HASHES[:-1]]
     assert batch.prev_hash == GOLDEN_HASHES[-1]
 
 
