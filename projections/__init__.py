@@ -41,7 +41,7 @@ from nats.aio.client import Client as NATS
 from ledger.contract.messages import SUBJECT_PREFIX
 from projections.catalog import PROJECTION_NAMES, projection
 from projections.consumer import DEFAULT_STREAM, Consumer, ReadLog
-from projections.rebuild import RebuildResult, rebuild
+from projections.rebuild import RebuildResult, rebuild, rebuild_all
 from projections.recaps import DEFAULT_TIMEZONE
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "RebuildResult",
     "connect_nats",
     "rebuild",
+    "rebuild_all",
     "run_projections",
 ]
 
