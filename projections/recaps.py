@@ -24,6 +24,7 @@ The folds are pure; ``apply`` loads what the fold needs and writes deltas.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
@@ -145,6 +146,34 @@ def parse(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegistered |
         amount_minor=envelope.amount_minor(data, "amount", currency),
         fee_minor=fee,
     )
+
+
+#: Parsed recently, by ``id`` of the message: each entry holds the message
+#: itself, so its ``id`` cannot be handed to another while the entry lives.
+#: About two batches of the consumers (or one page of a rebuild).
+_PARSED_MAX: Final = 8192
+_parsed: collections.OrderedDict[
+    int, tuple[dict[str, Any], tzinfo, RecapFact | SellerRegistered | None]
+] = collections.OrderedDict()
+
+
+def parse_shared(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegistered | None:
+    """``parse(message, tz)``, once per message object for both recap models.
+
+    ``recaps`` and ``city`` read the same facts from a message; the rebuild
+    hands both the same message object, and so do the consumers (the decoded
+    message is shared, ``projections/batch.py``). The facts are frozen, so
+    one result serves both. A poison message is not kept (it raises again).
+    """
+    key = id(message)
+    hit = _parsed.get(key)
+    if hit is not None and hit[0] is message and hit[1] is tz:
+        return hit[2]
+    fact = parse(message, tz)
+    if len(_parsed) >= _PARSED_MAX:
+        _parsed.popitem(last=False)  # the oldest
+    _parsed[key] = (message, tz, fact)
+    return fact
 
 
 SellerDayKey = tuple[str, date, str, str]  # seller_id, day, channel, currency
@@ -289,7 +318,7 @@ class SellerRecapsProjection(Projection):
         return list(self._ddl)
 
     def parse(self, message: dict[str, Any]) -> RecapFact | None:
-        fact = parse(message, self.zone)
+        fact = parse_shared(message, self.zone)
         return fact if isinstance(fact, RecapFact) else None
 
     async def apply(self, conn: Connection, facts: Sequence[RecapFact]) -> None:
@@ -370,7 +399,7 @@ class CityRecapProjection(Projection):
         return list(self._ddl)
 
     def parse(self, message: dict[str, Any]) -> RecapFact | SellerRegistered | None:
-        return parse(message, self.zone)
+        return parse_shared(message, self.zone)
 
     async def apply(self, conn: Connection, facts: Sequence[RecapFact | SellerRegistered]) -> None:
         wanted = sorted({f.seller_id for f in facts if isinstance(f, RecapFact)})
