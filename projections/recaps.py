@@ -28,7 +28,7 @@ import collections
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ledger.domain import balances as money_rule
@@ -57,8 +57,9 @@ NO_DISTRICT: Final = ""
 FactKind = Literal["order", "payment", "refund"]
 
 
-@dataclass(frozen=True, slots=True)
-class RecapFact:
+class RecapFact(NamedTuple):
+    """A ``NamedTuple``: immutable (one serves both recap models) and quick to build."""
+
     position: int
     kind: FactKind
     seller_id: str
@@ -69,8 +70,7 @@ class RecapFact:
     fee_minor: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class SellerRegistered:
+class SellerRegistered(NamedTuple):
     position: int
     seller_id: str
     district: str
@@ -136,15 +136,16 @@ def parse(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegistered |
         return None
     currency = envelope.currency(data)
     fee = envelope.amount_minor(data, "fee", currency, absent_ok=True) if kind == "payment" else 0
+    # positional: keywords cost a NamedTuple as much again
     return RecapFact(
-        position=message["position"],
-        kind=kind,
-        seller_id=envelope.text(data, "seller_id"),
-        day=envelope.local_day(message["occurred_at"], tz),
-        channel=envelope.text(data, "channel"),
-        currency=currency,
-        amount_minor=envelope.amount_minor(data, "amount", currency),
-        fee_minor=fee,
+        message["position"],
+        kind,
+        envelope.text(data, "seller_id"),
+        envelope.local_day(message["occurred_at"], tz),
+        envelope.text(data, "channel"),
+        currency,
+        envelope.amount_minor(data, "amount", currency),
+        fee,
     )
 
 
