@@ -41,6 +41,7 @@ from nats.aio.client import Client as NATS
 from ledger.contract.messages import SUBJECT_PREFIX
 from projections.catalog import PROJECTION_NAMES, projection
 from projections.consumer import DEFAULT_STREAM, Consumer, ReadLog
+from projections.puller import StatusOnlyClient
 from projections.rebuild import RebuildResult, rebuild, rebuild_all
 from projections.recaps import DEFAULT_TIMEZONE
 
@@ -65,12 +66,14 @@ async def connect_nats(url: str, name: str, stop: asyncio.Event) -> NATS | None:
     delay_s = 0.5
     while not stop.is_set():
         try:
-            return await nats.connect(
+            nc = StatusOnlyClient()  # what nats.connect does, with this client
+            await nc.connect(
                 url,
                 name=name,
                 max_reconnect_attempts=-1,
                 error_cb=_quiet_nats_error,
             )
+            return nc
         except (nats.errors.Error, OSError) as e:
             log.warning(
                 "%s: NATS at %s unreachable (%s); retrying in %.1f s", name, url, e, delay_s
