@@ -225,6 +225,7 @@ async def _fold_into(
         )
 
     parsers = [(t, t.shadow.parse) for t in targets]
+    last: dict[str, Any] | None = None  # the last message folded: its time is the position's
     try:
         pending = 0
         async for raw in messages:
@@ -248,12 +249,15 @@ async def _fold_into(
                 if fact is not None:
                     t.facts.append(fact)
             folded.position = position
-            folded.recorded_at = envelope.recorded_at(message)
+            last = message
             folded.count += 1
             pending += 1
             if pending >= batch_size_max:
+                folded.recorded_at = envelope.recorded_at(last)
                 await flush()
                 pending = 0
+        if last is not None:
+            folded.recorded_at = envelope.recorded_at(last)
         await flush()
         assert writing is not None
         await writing
