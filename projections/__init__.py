@@ -46,7 +46,8 @@ from ledger.contract.messages import SUBJECT_PREFIX
 from ledger.contract.servers import nats_servers
 from projections.catalog import PROJECTION_NAMES, projection
 from projections.consumer import DEFAULT_STREAM, Consumer, ReadLog
-from projections.rebuild import RebuildResult, rebuild
+from projections.puller import StatusOnlyClient
+from projections.rebuild import RebuildResult, rebuild, rebuild_all
 from projections.recaps import DEFAULT_TIMEZONE
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "RebuildResult",
     "connect_nats",
     "rebuild",
+    "rebuild_all",
     "run_projections",
 ]
 
@@ -70,12 +72,14 @@ async def connect_nats(url: str, name: str, stop: asyncio.Event) -> NATS | None:
     delay_s = 0.5
     while not stop.is_set():
         try:
-            return await nats.connect(
+            nc = StatusOnlyClient()  # what nats.connect does, with this client
+            await nc.connect(
                 servers=nats_servers(url),  # a cluster: it moves to another when one goes
                 name=name,
                 max_reconnect_attempts=-1,
                 error_cb=_quiet_nats_error,
             )
+            return nc
         except (nats.errors.Error, OSError) as e:
             log.warning(
                 "%s: NATS at %s unreachable (%s); retrying in %.1f s", name, url, e, delay_s

@@ -314,8 +314,9 @@ class Consumer(DurableCursor):
             log.exception("projection %s: apply failed", self.projection.name)
             return await self._nak_all(msgs, e)
         self._failures = 0
-        self._expected_seq = max(self._expected_seq or 0, max(seqs) + 1)
-        poison = await self._settle(items)
+        top = max(seqs)
+        self._expected_seq = max(self._expected_seq or 0, top + 1)
+        poison = await self._settle(items, msgs[seqs.index(top)])
         if self._gap_after is not None:
             # the items past the gap were not applied: fetch again after the stored position
             self._gap_after = None
@@ -325,20 +326,18 @@ class Consumer(DurableCursor):
             )
         return StepResult(len(msgs), applied, skipped, poison, position=self.position)
 
-    async def _settle(self, items: Sequence[Item]) -> int:
-        """After the commit: one ack for the batch (acking all up to it); logs the poison.
+    async def _settle(self, items: Sequence[Item], last: Msg) -> int:
+        """After the commit: one ack for the batch (``last``, its highest stream
+        sequence: acking all up to it); logs the poison.
 
         The poison is in ``projection_poison`` by now, written with the batch,
         so it is acked with the rest rather than termed: either way it is
         never delivered again. Returns the poison's count.
         """
         poison = 0
-        last: Msg | None = None
         for item in items:
-            assert item.msg is not None, "only stream messages are settled (log fills have none)"
-            if last is None or stream_seq(item.msg) > stream_seq(last):
-                last = item.msg
             if item.error is not None:
+                assert item.msg is not None, "only stream messages are settled"
                 poison += 1
                 log.warning(
                     "projection %s: poison message stream_seq=%s subject=%s: %s",
@@ -347,8 +346,7 @@ class Consumer(DurableCursor):
                     item.msg.subject,
                     item.error,
                 )
-        if last is not None:
-            await last.ack()
+        await last.ack()
         return poison
 
     def _decode(self, msg: Msg) -> Item:

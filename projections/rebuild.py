@@ -3,7 +3,8 @@
 ``rebuild(pool, name, messages)`` folds an iterator of messages (read from
 PostgreSQL by the caller, in position order) into ``<table>__rebuild``
 tables, in batches of their own transactions, while the live consumer keeps
-writing the live tables. Then ONE transaction switches readers over:
+writing the live tables (``rebuild_all`` does it for several models from one
+pass over the log). Then ONE transaction per model switches readers over:
 
 1. ``SELECT ... FROM projection_positions WHERE name = $1 FOR UPDATE``: waits
    for the live consumer's batch in flight and holds off its next one (every
@@ -30,10 +31,11 @@ same when it starts, since its cursor is then past the stored position.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -46,7 +48,7 @@ from projections.envelope import PoisonMessage
 from projections.projection import REBUILD_SUFFIX, Projection
 from projections.recaps import DEFAULT_TIMEZONE
 
-__all__ = ["RebuildBusy", "RebuildResult", "rebuild"]
+__all__ = ["RebuildBusy", "RebuildResult", "rebuild", "rebuild_all"]
 
 log = logging.getLogger(__name__)
 
@@ -92,27 +94,72 @@ async def rebuild(
     ``name`` is already running. If this fails before the swap, the live
     tables are untouched; the shadow tables are dropped by the next rebuild.
     """
-    live = catalog.projection(name, timezone=timezone)
-    shadow = catalog.projection(name, timezone=timezone, suffix=REBUILD_SUFFIX)
-    await schema.ensure_schema(pool, [live])
-    lock_key = f"omniledger.projections.rebuild.{name}"
-    async with pool.acquire() as conn:
-        # a session lock on a connection held for the whole rebuild
-        if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", lock_key):
-            raise RebuildBusy(f"a rebuild of {name!r} is already running")
-        try:
-            await _drop_tables(conn, shadow)
-            await schema.ensure_schema(conn, [shadow])
-            folded = await _fold_all(
-                conn, shadow, messages, on_progress, batch_size_max, verify_hash
-            )
-            generation = await _swap(conn, live, shadow, folded, lock_timeout_s)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock_key)
-    result = RebuildResult(name, folded.position, folded.count, folded.poison, generation)
-    # the command line prints the outcome in words; this is for a debug log
-    log.debug("projection %s rebuilt: %s", name, result)
+    (result,) = await rebuild_all(
+        pool,
+        [name],
+        messages,
+        on_progress=on_progress,
+        timezone=timezone,
+        batch_size_max=batch_size_max,
+        verify_hash=verify_hash,
+        lock_timeout_s=lock_timeout_s,
+    )
     return result
+
+
+async def rebuild_all(
+    pool: asyncpg.Pool,
+    names: Sequence[str],
+    messages: AsyncIterable[dict[str, Any]],
+    *,
+    on_progress: ProgressCallback | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
+    batch_size_max: int = 5000,
+    verify_hash: bool = True,
+    lock_timeout_s: float = 10.0,
+) -> list[RebuildResult]:
+    """:func:`rebuild` of every model in ``names`` from ONE pass over ``messages``.
+
+    Each message is read, its envelope and hash checked once, then parsed
+    by every model; each model writes its shadow tables on a connection of
+    its own (PostgreSQL applies the three batches side by side) and is
+    swapped in on its own, as :func:`rebuild` does, once the log is folded.
+    The pool must have a connection per model, plus whatever reads
+    ``messages``. The results are in the order of ``names``.
+    """
+    if len(set(names)) != len(names):
+        raise ValueError(f"a read model named twice in {list(names)}")
+    lives = [catalog.projection(name, timezone=timezone) for name in names]
+    shadows = [catalog.projection(name, timezone=timezone, suffix=REBUILD_SUFFIX) for name in names]
+    await schema.ensure_schema(pool, lives)
+    async with contextlib.AsyncExitStack() as held:
+        targets = []
+        for shadow in shadows:
+            conn = await held.enter_async_context(pool.acquire())
+            # a session lock on a connection held for the whole rebuild
+            lock_key = f"omniledger.projections.rebuild.{shadow.name}"
+            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", lock_key):
+                raise RebuildBusy(f"a rebuild of {shadow.name!r} is already running")
+            held.push_async_callback(_unlock, conn, lock_key)
+            targets.append(_Target(conn, shadow))
+        for target in targets:
+            await _drop_tables(target.conn, target.shadow)
+            await schema.ensure_schema(target.conn, [target.shadow])
+        folded = await _fold_into(targets, messages, on_progress, batch_size_max, verify_hash)
+        results = []
+        for target, live in zip(targets, lives, strict=True):
+            generation = await _swap(target.conn, live, target.shadow, folded, lock_timeout_s)
+            results.append(
+                RebuildResult(live.name, folded.position, folded.count, target.poison, generation)
+            )
+    for result in results:
+        # the command line prints the outcome in words; this is for a debug log
+        log.debug("projection %s rebuilt: %s", result.name, result)
+    return results
+
+
+async def _unlock(conn: Connection, lock_key: str) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock_key)
 
 
 @dataclass(slots=True)
@@ -120,6 +167,17 @@ class _Folded:
     position: int = 0
     recorded_at: datetime | None = None
     count: int = 0
+    poison: int = 0
+
+
+@dataclass(slots=True)
+class _Target:
+    """One model of a pass: its shadow tables, the connection that writes them, its batch."""
+
+    conn: Connection
+    shadow: Projection
+    facts: list[Any] = field(default_factory=list)
+    poison_rows: list[tuple[Any, ...]] = field(default_factory=list)
     poison: int = 0
 
 
@@ -131,62 +189,101 @@ async def _fold_all(
     batch_size_max: int,
     verify_hash: bool,
 ) -> _Folded:
-    """Folds the messages into the shadow tables, a batch a transaction.
+    """Folds the messages into one model's shadow tables (``check-projections``)."""
+    target = _Target(conn, shadow)
+    folded = await _fold_into([target], messages, on_progress, batch_size_max, verify_hash)
+    folded.poison = target.poison
+    return folded
+
+
+async def _fold_into(
+    targets: Sequence[_Target],
+    messages: AsyncIterable[dict[str, Any]],
+    on_progress: ProgressCallback | None,
+    batch_size_max: int,
+    verify_hash: bool,
+) -> _Folded:
+    """Folds the messages into every target's shadow tables, a batch a transaction each.
 
     A batch is written by a task while the next one is read and parsed: the
     log is read on another connection of the pool, so PostgreSQL writes one
     batch while this process parses the next. Writes stay one at a time and
-    in order (each waits for the one before), as a fold's loads need.
+    in order per model (each waits for the one before), as a fold's loads need.
     """
     folded = _Folded()
-    facts: list[Any] = []
-    poison: list[tuple[Any, ...]] = []
     writing: asyncio.Task[None] | None = None
 
     async def flush() -> None:
-        nonlocal writing, facts, poison
+        nonlocal writing
         if writing is not None:
             await writing
+        batches = [(t, t.facts, t.poison_rows) for t in targets]
+        for t in targets:
+            t.facts, t.poison_rows = [], []
         writing = asyncio.create_task(
-            _write(conn, shadow, facts, poison, on_progress, folded.position, folded.count)
+            _write_all(batches, on_progress, folded.position, folded.count)
         )
-        facts, poison = [], []
 
+    parsers = [(t, t.shadow.parse) for t in targets]
+    last: dict[str, Any] | None = None  # the last message folded: its time is the position's
     try:
         pending = 0
         async for raw in messages:
             try:
                 message = envelope.check(raw, verify_hash=verify_hash)
             except PoisonMessage as e:
-                poison.append(_poison_row(shadow.name, raw, None, str(e)))
-                folded.poison += 1
+                for t in targets:
+                    t.poison_rows.append(_poison_row(t.shadow.name, raw, None, str(e)))
+                    t.poison += 1
                 continue
             position = message["position"]
             if position <= folded.position:
                 continue  # a duplicate, or out of order: the log is read in position order
-            try:
-                fact = shadow.parse(message)
-            except PoisonMessage as e:
-                poison.append(_poison_row(shadow.name, raw, position, str(e)))
-                folded.poison += 1
-                fact = None
-            if fact is not None:
-                facts.append(fact)
+            for t, parse in parsers:
+                try:
+                    fact = parse(message)
+                except PoisonMessage as e:
+                    t.poison_rows.append(_poison_row(t.shadow.name, raw, position, str(e)))
+                    t.poison += 1
+                    continue
+                if fact is not None:
+                    t.facts.append(fact)
             folded.position = position
-            folded.recorded_at = envelope.recorded_at(message)
+            last = message
             folded.count += 1
             pending += 1
             if pending >= batch_size_max:
+                folded.recorded_at = envelope.recorded_at(last)
                 await flush()
                 pending = 0
+        if last is not None:
+            folded.recorded_at = envelope.recorded_at(last)
         await flush()
         assert writing is not None
         await writing
     finally:
         if writing is not None and not writing.done():
             writing.cancel()
-            await asyncio.wait([writing])  # ended before the connection is used again
+            await asyncio.wait([writing])  # ended before the connections are used again
     return folded
+
+
+async def _write_all(
+    batches: Sequence[tuple[_Target, list[Any], list[tuple[Any, ...]]]],
+    on_progress: ProgressCallback | None,
+    position: int,
+    count: int,
+) -> None:
+    """One batch per model, each in its own transaction on its own connection, side by
+    side; then the batch's progress report. A failed one cancels the others."""
+    async with asyncio.TaskGroup() as group:
+        for target, facts, poison in batches:
+            if facts or poison:
+                group.create_task(_write(target.conn, target.shadow, facts, poison))
+    if on_progress is not None:
+        outcome = on_progress(position, count)
+        if inspect.isawaitable(outcome):
+            await outcome
 
 
 async def _write(
@@ -194,11 +291,8 @@ async def _write(
     shadow: Projection,
     facts: list[Any],
     poison: list[tuple[Any, ...]],
-    on_progress: ProgressCallback | None,
-    position: int,
-    count: int,
 ) -> None:
-    """One batch in one transaction, then its progress report."""
+    """One model's batch in one transaction."""
     async with conn.transaction():
         if facts:
             await shadow.apply(conn, facts)
@@ -209,10 +303,6 @@ async def _write(
                    VALUES ($1, 0, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
                 poison,
             )
-    if on_progress is not None:
-        outcome = on_progress(position, count)
-        if inspect.isawaitable(outcome):
-            await outcome
 
 
 def _poison_row(name: str, raw: Any, position: int | None, error: str) -> tuple[Any, ...]:

@@ -24,11 +24,12 @@ The folds are pure; ``apply`` loads what the fold needs and writes deltas.
 
 from __future__ import annotations
 
+import collections
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ledger.domain import balances as money_rule
@@ -57,8 +58,9 @@ NO_DISTRICT: Final = ""
 FactKind = Literal["order", "payment", "refund"]
 
 
-@dataclass(frozen=True, slots=True)
-class RecapFact:
+class RecapFact(NamedTuple):
+    """A ``NamedTuple``: immutable (one serves both recap models) and quick to build."""
+
     position: int
     kind: FactKind
     seller_id: str
@@ -69,8 +71,7 @@ class RecapFact:
     fee_minor: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class SellerRegistered:
+class SellerRegistered(NamedTuple):
     position: int
     seller_id: str
     district: str
@@ -136,16 +137,45 @@ def parse(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegistered |
         return None
     currency = envelope.currency(data)
     fee = envelope.amount_minor(data, "fee", currency, absent_ok=True) if kind == "payment" else 0
+    # positional: keywords cost a NamedTuple as much again
     return RecapFact(
-        position=message["position"],
-        kind=kind,
-        seller_id=envelope.text(data, "seller_id"),
-        day=envelope.local_day(message["occurred_at"], tz),
-        channel=envelope.text(data, "channel"),
-        currency=currency,
-        amount_minor=envelope.amount_minor(data, "amount", currency),
-        fee_minor=fee,
+        message["position"],
+        kind,
+        envelope.text(data, "seller_id"),
+        envelope.local_day(message["occurred_at"], tz),
+        envelope.text(data, "channel"),
+        currency,
+        envelope.amount_minor(data, "amount", currency),
+        fee,
     )
+
+
+#: Parsed recently, by ``id`` of the message: each entry holds the message
+#: itself, so its ``id`` cannot be handed to another while the entry lives.
+#: About two batches of the consumers (or one page of a rebuild).
+_PARSED_MAX: Final = 8192
+_parsed: collections.OrderedDict[
+    int, tuple[dict[str, Any], tzinfo, RecapFact | SellerRegistered | None]
+] = collections.OrderedDict()
+
+
+def parse_shared(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegistered | None:
+    """``parse(message, tz)``, once per message object for both recap models.
+
+    ``recaps`` and ``city`` read the same facts from a message; the rebuild
+    hands both the same message object, and so do the consumers (the decoded
+    message is shared, ``projections/batch.py``). The facts are frozen, so
+    one result serves both. A poison message is not kept (it raises again).
+    """
+    key = id(message)
+    hit = _parsed.get(key)
+    if hit is not None and hit[0] is message and hit[1] is tz:
+        return hit[2]
+    fact = parse(message, tz)
+    if len(_parsed) >= _PARSED_MAX:
+        _parsed.popitem(last=False)  # the oldest
+    _parsed[key] = (message, tz, fact)
+    return fact
 
 
 SellerDayKey = tuple[str, date, str, str]  # seller_id, day, channel, currency
@@ -290,7 +320,7 @@ class SellerRecapsProjection(Projection):
         return list(self._ddl)
 
     def parse(self, message: dict[str, Any]) -> RecapFact | None:
-        fact = parse(message, self.zone)
+        fact = parse_shared(message, self.zone)
         return fact if isinstance(fact, RecapFact) else None
 
     async def apply(self, conn: Connection, facts: Sequence[RecapFact]) -> None:
@@ -394,7 +424,7 @@ class CityRecapProjection(Projection):
         return list(self._ddl)
 
     def parse(self, message: dict[str, Any]) -> RecapFact | SellerRegistered | None:
-        return parse(message, self.zone)
+        return parse_shared(message, self.zone)
 
     async def apply(self, conn: Connection, facts: Sequence[RecapFact | SellerRegistered]) -> None:
         wanted = sorted({f.seller_id for f in facts if isinstance(f, RecapFact)})

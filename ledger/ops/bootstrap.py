@@ -298,7 +298,7 @@ async def _cmd_rebuild(settings: Settings, args: Any) -> int:
 
     from tqdm import tqdm
 
-    from projections import PROJECTION_NAMES, rebuild
+    from projections import PROJECTION_NAMES, rebuild_all
 
     names = [args.name] if args.name else list(PROJECTION_NAMES)
     unknown = [n for n in names if n not in PROJECTION_NAMES]
@@ -306,24 +306,26 @@ async def _cmd_rebuild(settings: Settings, args: Any) -> int:
         print(f"omniledger: unknown read model {unknown[0]!r}; known: "
               f"{', '.join(PROJECTION_NAMES)}", file=sys.stderr)  # fmt: skip
         return 2
-    pool = await connect(settings, pool_size_max=4)
+    # a connection per model (each writes its own tables) and one reading the log
+    pool = await connect(settings, pool_size_max=len(names) + 1)
     try:
         store = await migrated_store(pool)
         await prepare(settings, pool)
         head, _ = await store.head()
-        for name in names:
-            bar = tqdm(total=head, unit="ev", unit_scale=True, desc=f"rebuild {name}",
-                       file=sys.stderr, disable=None, mininterval=0.5)  # fmt: skip
+        # one pass over the log feeds every model: read, decoded and hash-checked once
+        bar = tqdm(total=head, unit="ev", unit_scale=True, desc=f"rebuild {', '.join(names)}",
+                   file=sys.stderr, disable=None, mininterval=0.5)  # fmt: skip
 
-            def progress(position: int, _count: int, bar: Any = bar) -> None:
-                bar.update(max(position - bar.n, 0))
+        def progress(position: int, _count: int) -> None:
+            bar.update(max(position - bar.n, 0))
 
-            result = await rebuild(
-                pool, name, store.iter_log(), on_progress=progress, timezone=settings.timezone
-            )
-            bar.close()
-            print(f"{name}: rebuilt to position {result.position} ({result.messages} events, "
-                  f"{result.poison} set aside), generation {result.generation}")  # fmt: skip
+        results = await rebuild_all(
+            pool, names, store.iter_log(), on_progress=progress, timezone=settings.timezone
+        )
+        bar.close()
+        for r in results:
+            print(f"{r.name}: rebuilt to position {r.position} ({r.messages} events, "
+                  f"{r.poison} set aside), generation {r.generation}")  # fmt: skip
     finally:
         await pool.close()
     return 0

@@ -32,7 +32,7 @@ class HangInApply(BalancesProjection):
 
 
 class HangBeforeAck(Consumer):
-    async def _settle(self, items: Sequence[Any]) -> int:
+    async def _settle(self, items: Sequence[Any], last: Any) -> int:
         await hang()
         return 0
 

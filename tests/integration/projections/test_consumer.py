@@ -273,7 +273,7 @@ async def test_a_consumer_cancelled_after_commit_before_ack_doubles_nothing(
     committed = asyncio.Event()
 
     class NeverAcks(Consumer):
-        async def _settle(self, items):  # type: ignore[no-untyped-def]
+        async def _settle(self, items, last):  # type: ignore[no-untyped-def]
             committed.set()
             await asyncio.Event().wait()
             return 0

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from projections import catalog, reads, rebuild, schema
-from projections.rebuild import RebuildBusy
+from projections.rebuild import RebuildBusy, rebuild_all
 from tests.integration.projections.conftest import ConsumerFactory
 from tests.integration.projections.harness import Stream, drain, stored_position, until
 from tests.unit.projections.log_builder import Expected, synthetic_log
@@ -147,6 +147,68 @@ async def test_two_rebuilds_of_one_model_do_not_run_together(pool: asyncpg.Pool)
             )
     result = await rebuild(pool, "city", from_log([]))
     assert (result.position, result.messages) == (0, 0)
+
+
+async def test_one_pass_for_all_models_gives_what_one_rebuild_each_gives(
+    pool: asyncpg.Pool,
+) -> None:
+    log, _ = synthetic_log(2500, sellers=9, seed=21)
+    messages = [dict(m) for m in log.messages]
+    tampered = dict(messages[700], data={**messages[700]["data"], "amount": "1"})
+    messages[700] = tampered  # its hash no longer matches: set aside by every model
+    names = list(catalog.PROJECTION_NAMES)
+    each = {}
+    for name in names:
+        result = await rebuild(pool, name, from_log(messages), batch_size_max=600)
+        each[name] = (result, await snapshot(pool, name))
+    progress: list[tuple[int, int]] = []
+    results = await rebuild_all(
+        pool,
+        names,
+        from_log(messages),
+        batch_size_max=600,
+        on_progress=lambda p, n: progress.append((p, n)),
+    )
+    assert [r.name for r in results] == names
+    for result in results:
+        single, tables = each[result.name]
+        assert (
+            (result.position, result.messages, result.poison)
+            == (
+                log.position,
+                2499,
+                1,
+            )
+            == (single.position, single.messages, single.poison)
+        )
+        assert result.generation == single.generation + 1
+        assert await snapshot(pool, result.name) == tables, result.name
+        assert await stored_position(pool, result.name) == log.position
+    assert progress[-1] == (log.position, 2499) and len(progress) == 5
+    poison = await pool.fetch("SELECT name, position FROM projection_poison ORDER BY name")
+    assert [tuple(r) for r in poison] == [(n, None) for n in sorted(names)]
+
+
+async def test_one_pass_swaps_nothing_when_a_model_is_busy(pool: asyncpg.Pool) -> None:
+    log, _ = synthetic_log(300, sellers=3, seed=4)
+    first = await rebuild(pool, "balances", from_log(log.messages))
+    key = "omniledger.projections.rebuild.city"
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+        try:
+            with pytest.raises(RebuildBusy):
+                await rebuild_all(pool, ["balances", "city"], from_log(log.messages))
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
+    generation = await pool.fetchval(
+        "SELECT generation FROM projection_positions WHERE name = 'balances'"
+    )
+    assert generation == first.generation
+    # the lock of balances was given back: it can be rebuilt again
+    again = await rebuild_all(pool, ["balances", "city"], from_log(log.messages))
+    assert [r.generation for r in again] == [first.generation + 1, 1]
+    with pytest.raises(ValueError):
+        await rebuild_all(pool, ["city", "city"], from_log([]))
 
 
 async def _at(pool: asyncpg.Pool, position: int) -> bool:

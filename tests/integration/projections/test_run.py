@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
+import nats.errors
+import pytest
 from nats.aio.client import Client as NATS
 
 from projections import catalog, reads, run_projections
+from projections.puller import StatusOnlyClient
 from tests.integration.projections.harness import Stream, stored_position, until
 from tests.unit.projections.log_builder import synthetic_log
 
@@ -58,3 +62,19 @@ async def test_run_projections_feeds_every_read_model_until_stopped(
         recap = await reads.city_recap(pool, day)
         orders += sum(c["orders"] for c in recap["channels"])
     assert orders == sum(1 for m in log.messages if m["type"] == "order.placed")
+
+
+async def test_the_projections_client_drops_headers_but_keeps_a_status(nats_url: str) -> None:
+    client = StatusOnlyClient()
+    await client.connect(nats_url)
+    try:
+        subject = f"status-only.{uuid.uuid4().hex}"
+        sub = await client.subscribe(subject)
+        await client.publish(subject, b'{"position": 1}', headers={"Nats-Msg-Id": "1"})
+        msg = await sub.next_msg(timeout=2)
+        assert (msg.data, msg.headers) == (b'{"position": 1}', None)
+        # a status is still read: 503, no one answers the request
+        with pytest.raises(nats.errors.NoRespondersError):
+            await client.request(f"{subject}.nobody", b"", timeout=2)
+    finally:
+        await client.close()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from ledger.domain.errors import ValidationError
+from ledger.domain.money import parse_amount
 from projections.batch import decode_shared
-from projections.envelope import PoisonMessage, decode
+from projections.envelope import PoisonMessage, amount_minor, decode
 from tests.unit.projections.log_builder import LogBuilder
 
 
@@ -59,3 +61,31 @@ def test_the_consumers_share_a_decode_but_never_skip_a_check() -> None:
     for _ in range(2):  # kept without the check is not handed out with it; poison not kept
         with pytest.raises(PoisonMessage, match="hash mismatch"):
             decode_shared(altered, verify_hash=True)
+
+
+@pytest.mark.parametrize("currency", ["IDR", "JPY", "KWD"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0", "0.00", "0.000", "00.00", "01.00", "1", "1.", ".5", "1.5", "1.50", "1.500",
+        "1.5000000", "150000.00", "150000", "-1.00", "+1.00", " 1.00", "1.00 ", "1e5",
+        "\u0661\u0662.\u0660\u0660", "\u00b2", "1_000.00", "9" * 21, "9" * 22,
+        "92233720368547758.07",
+        "92233720368547758.08", "9223372036854775807", "9223372036854775808", "",
+    ],
+)  # fmt: skip
+def test_the_published_amount_form_is_read_as_parse_amount_reads_it(
+    value: str, currency: str
+) -> None:
+    """``amount_minor`` reads ``format_minor``'s form without the regular expression:
+    whatever the string, it gives what ``parse_amount`` gives, or refuses it too."""
+    data = {"amount": value}
+    try:
+        expected: int | None = parse_amount(value, currency, allow_zero=True)
+    except ValidationError:
+        expected = None
+    if expected is None:
+        with pytest.raises(PoisonMessage):
+            amount_minor(data, "amount", currency)
+    else:
+        assert amount_minor(data, "amount", currency) == expected

@@ -9,7 +9,9 @@ import pytest
 
 from projections.envelope import PoisonMessage, local_day
 from projections.recaps import (
+    CityRecapProjection,
     RecapFact,
+    SellerRecapsProjection,
     SellerRegistered,
     fold_city,
     fold_seller_recaps,
@@ -88,3 +90,19 @@ def test_a_fact_is_what_the_message_says() -> None:
     assert parse(m, WITA) == RecapFact(
         9, "payment", "s1", date(2026, 12, 1), "tokopedia", "IDR", 15_000_000, 105_000
     )
+
+
+def test_both_recap_models_share_one_parse_of_a_message() -> None:
+    log = LogBuilder()
+    log.order("s1", "o1", "100000.00", "qris", at="2026-11-30T17:30:00Z")
+    message = log.messages[0]
+    seller, city = SellerRecapsProjection(), CityRecapProjection()
+    fact = seller.parse(message)
+    assert fact is not None and city.parse(message) is fact  # the same object, parsed once
+    copy = dict(message, data={**message["data"], "amount": "5.00"})
+    other = city.parse(copy)  # another message object is parsed anew
+    assert isinstance(other, RecapFact) and other.amount_minor == 500
+    broken = dict(message, data={**message["data"], "amount": "x"})
+    for model in (seller, city, seller):  # a poison message is never kept
+        with pytest.raises(PoisonMessage):
+            model.parse(broken)
