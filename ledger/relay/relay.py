@@ -46,9 +46,8 @@ log = logging.getLogger("omniledger.relay")
 #: Advisory lock key of the relay election (any constant unique to this app).
 RELAY_LOCK_KEY: Final = 7203012
 _PAGE_EVENTS_MAX: Final = 1000
-#: Pages published before the oldest one's ack is awaited: reading and
-#: publishing the next page overlaps the server's acks of the earlier ones
-#: (one ack a page: ``_publish_page``).
+#: Pages published before the oldest one's acks are awaited: reading and
+#: publishing the next page overlaps the server's acks of the earlier ones.
 _WINDOW_PAGES: Final = 4
 #: after unanswered or refused publishes, a pause that doubles while nothing
 #: gets through: a cluster electing a leader refuses every publish at once, and
@@ -161,7 +160,7 @@ class Relay:
             await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             js = nc.jetstream(
                 timeout=self._config.api_timeout_s,
-                publish_async_max_pending=_WINDOW_PAGES,
+                publish_async_max_pending=_WINDOW_PAGES * _PAGE_EVENTS_MAX,
             )
             loop = asyncio.get_running_loop()
             pause_s, published = _UNANSWERED_PAUSE_S, self.published_position
@@ -169,7 +168,7 @@ class Relay:
                 tried_at = loop.time()
                 try:
                     position = await self._prepare_stream(js)
-                    await self._publish_from(nc, js, position, lock_conn)
+                    await self._publish_from(js, position, lock_conn)
                 except (_Unanswered, nats.errors.TimeoutError) as e:
                     # A cluster electing a new stream leader answers nothing, or
                     # "no responders", for a few seconds: ask again, on the same
@@ -256,7 +255,7 @@ class Relay:
         self.published_position = last_seq
         return last_seq
 
-    async def _publish_from(self, nc: Any, js: Any, position: int, lock_conn: Connection) -> None:
+    async def _publish_from(self, js: Any, position: int, lock_conn: Connection) -> None:
         """Publishes pages in a window: the next page goes out while earlier ones await acks.
 
         Up to ``_WINDOW_PAGES`` pages are in flight; the oldest is settled
@@ -282,13 +281,13 @@ class Relay:
                 if len(window) < _WINDOW_PAGES:
                     events = await self._read_page(position, linger=not window)
                 if events:
-                    window.append(await self._publish_page(nc, js, events))
+                    window.append(await self._publish_page(js, events))
                     position = events[-1]["position"]
                     continue
                 if window:
                     await self._settle(window.popleft())
                     # pages already answered: one checkpoint for them all
-                    while window and window[0].future.done():
+                    while window and all(f.done() for f in window[0].futures):
                         await self._settle(window.popleft())
                     await self._store.set_relay_checkpoint(
                         self._config.stream_name, self.published_position
@@ -300,7 +299,8 @@ class Relay:
                     await asyncio.wait_for(self._wake.wait(), self._config.idle_poll_s)
         finally:
             for page in window:  # given up: their acks are read from the stream's state
-                page.future.cancel()
+                for future in page.futures:
+                    future.cancel()
 
     async def _read_page(self, position: int, *, linger: bool) -> list[dict[str, Any]]:
         events = await self._store.read_log(position, _PAGE_EVENTS_MAX)
@@ -312,63 +312,53 @@ class Relay:
             )
         return events
 
-    async def _publish_page(self, nc: Any, js: Any, events: list[dict[str, Any]]) -> _Page:
-        """Publishes a page; only its last message asks for an acknowledgement.
-
-        Every message carries ``Nats-Expected-Last-Sequence`` = position - 1,
-        so the server stores message ``p`` only at sequence ``p``, right after
-        ``p - 1``; one it refuses (an unacknowledged publish is refused
-        silently) leaves every later one refused too. So the last message's
-        ack at its own position proves the whole page landed, in order: one
-        ack a page instead of one a message (each ack is a JSON reply, a
-        future and a parse: about half of the relay's CPU).
-        """
+    async def _publish_page(self, js: Any, events: list[dict[str, Any]]) -> _Page:
         stream = self._config.stream_name
         prefix = self._config.subject_prefix
-        *rest, last = events
-        for message in rest:
+        futures = []
+        for message in events:
             pos = message["position"]
-            await nc.publish(
-                subject_for(message["type"], prefix),
-                orjson.dumps(message),
-                headers={"Nats-Msg-Id": str(pos), "Nats-Expected-Last-Sequence": str(pos - 1)},
+            futures.append(
+                await js.publish_async(
+                    subject_for(message["type"], prefix),
+                    orjson.dumps(message),
+                    headers={
+                        "Nats-Msg-Id": str(pos),
+                        "Nats-Expected-Last-Sequence": str(pos - 1),
+                    },
+                    stream=stream,
+                )
             )
-        pos = last["position"]
-        future = await js.publish_async(
-            subject_for(last["type"], prefix),
-            orjson.dumps(last),
-            headers={"Nats-Msg-Id": str(pos), "Nats-Expected-Last-Sequence": str(pos - 1)},
-            stream=stream,
-        )
-        return _Page(events[0]["position"], pos, future)
+        return _Page([m["position"] for m in events], futures)
 
     async def _settle(self, page: _Page) -> None:
-        """Waits for a page's ack (its last message's) and checks it landed at its position.
+        """Waits for a page's acks and checks each landed at its position.
 
         Stops waiting as soon as the connection is lost: publishes that went to
         a node as it died are never answered, and the relay reads where the
         stream stands from the node it reconnects to instead of waiting out
         ``ack_timeout_s``.
         """
+        acks_future = asyncio.gather(*page.futures)
         lost = asyncio.ensure_future(self._link_lost.wait())
         try:
             await asyncio.wait(
-                (page.future, lost),
+                (acks_future, lost),
                 timeout=self._config.ack_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             lost.cancel()
-        if not page.future.done():
-            page.future.cancel()
+        if not acks_future.done():
+            acks_future.cancel()
             reason = (
                 "the NATS connection was lost"
                 if self._link_lost.is_set()
                 else f"not acknowledged within {self._config.ack_timeout_s} s"
             )
-            raise _Unanswered(f"positions {page.first}-{page.last}: {reason}")
+            raise _Unanswered(f"positions {page.positions[0]}-{page.positions[-1]}: {reason}")
         try:
-            ack = page.future.result()
+            acks = acks_future.result()
         except (APIError, NoStreamResponseError) as e:
             # A wrong expected sequence, a missing stream, a cluster between two
             # stream leaders: where the stream stands says which (_prepare_stream
@@ -376,15 +366,15 @@ class Relay:
             # is not). Deleting it here would empty a stream that was only
             # briefly unavailable.
             raise _Unanswered(f"publish refused: {e}") from e
-        if ack.seq != page.last:
-            raise _StreamBehind(f"position {page.last} landed at sequence {ack.seq}")
-        self.published_position = page.last
+        for ack, position in zip(acks, page.positions, strict=True):
+            if ack.seq != position:
+                raise _StreamBehind(f"position {position} landed at sequence {ack.seq}")
+        self.published_position = page.positions[-1]
 
 
 @dataclass(slots=True)
 class _Page:
-    """Published messages (positions ``first`` to ``last``) and the last one's ack."""
+    """Published messages whose acks are awaited, and their positions, in order."""
 
-    first: int
-    last: int
-    future: asyncio.Future[Any]
+    positions: list[int]
+    futures: list[asyncio.Future[Any]]

@@ -119,39 +119,6 @@ async def test_deleted_stream_is_restored_from_postgresql(rpool, rledger, relay_
     assert [orjson.loads(m.data) for m in msgs] == log
 
 
-async def test_a_page_refused_in_the_middle_is_not_taken_as_published(
-    rpool, rledger, relay_config, nats_url
-):
-    """Only a page's last message is acknowledged: a foreign message on the stream
-    makes the server refuse the whole next page (each carries its expected last
-    sequence), the last one's refusal is seen, and the stream is rebuilt from the log.
-    (nats-py raises a refusal in its reply handler, leaving the ack unanswered: the
-    relay then reads the stream's state again, after ``ack_timeout_s``.)"""
-    total = await write_history(rledger)
-    relay = Relay(rpool, dataclasses.replace(relay_config, ack_timeout_s=1.0))
-    task = await _run(relay)
-    try:
-        await _wait_until(lambda: _published(relay, total))
-        nc = await nats.connect(nats_url)
-        await nc.jetstream().publish(f"{relay_config.subject_prefix}.intruder", b"{}")
-        await nc.close()
-        total += await write_history(rledger, sellers=2, orders=3)
-
-        async def complete() -> bool:
-            msgs = await stream_messages(nats_url, relay_config.stream_name)
-            return [m.seq for m in msgs] == list(range(1, total + 1)) and all(
-                m.subject != f"{relay_config.subject_prefix}.intruder" for m in msgs
-            )
-
-        await _wait_until(complete, timeout_s=15)
-        assert relay.published_position == total
-    finally:
-        await _stop(task)
-    msgs = await stream_messages(nats_url, relay_config.stream_name)
-    log = await LedgerStore(rpool).read_log(0, 10_000)
-    assert [orjson.loads(m.data) for m in msgs] == log
-
-
 async def test_one_relay_is_active_and_a_standby_takes_over(rpool, rledger, relay_config, nats_url):
     first, second = Relay(rpool, relay_config), Relay(rpool, relay_config)
     t1 = await _run(first)
