@@ -231,10 +231,12 @@ async def test_reads_from_the_standby(
 
 
 async def _probe_writes(
-    stack: FailoverStack, seller: str, stop: asyncio.Event, acked: list[float]
+    stack: FailoverStack, seller: str, stop: asyncio.Event, acked: list[tuple[float, float]]
 ) -> None:
     """One careful client writing every 50 ms (retrying each write with its key until it is
-    acknowledged); appends the monotonic time of each acknowledgement to ``acked``."""
+    acknowledged); appends (monotonic time the acknowledged attempt was sent, time of its
+    acknowledgement) to ``acked``. The send time matters: a write the primary committed
+    just before the SIGKILL may still be answered a few milliseconds after it."""
     http = stack.http()
     n = 0
     while not stop.is_set():
@@ -245,9 +247,10 @@ async def _probe_writes(
         }  # fmt: skip
         while not stop.is_set():
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                sent = time.monotonic()
                 status, _ = await http.post("/v1/events", body)
                 if status in (200, 201):
-                    acked.append(time.monotonic())
+                    acked.append((sent, time.monotonic()))
                     break
                 assert status == 503, status  # nothing else is right while the primary is away
             await asyncio.sleep(0.05)
@@ -262,12 +265,13 @@ async def test_primary_failover(stack: FailoverStack, pair: PostgresPair) -> Non
         probe_seller = f"pgf-probe-{uuid.uuid4().hex[:6]}"
         await stack.http().seller(probe_seller)
         stop = asyncio.Event()
-        acks: list[float] = []
+        acks: list[tuple[float, float]] = []
         probe = asyncio.create_task(_probe_writes(stack, probe_seller, stop, acks))
         await asyncio.sleep(0.5)
         killed_at = time.monotonic()
         pids = pair.primary.kill()
         await pair.primary.gone(pids)
+        gone_at = time.monotonic()
         await asyncio.sleep(DETECT_S)
         promote_started = time.monotonic()
         await pair.promote()
@@ -275,18 +279,20 @@ async def test_primary_failover(stack: FailoverStack, pair: PostgresPair) -> Non
         try:
             # the probe's first acknowledgement after the promotion, then a little more
             while time.monotonic() < promoted_at + WRITES_BACK_BOUND_S and not probe.done():
-                if acks and acks[-1] > promoted_at:
+                if acks and acks[-1][1] > promoted_at:
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.5)
         finally:
             stop.set()
             await probe
-        after = [t for t in acks if t > killed_at]
+        # writes sent once no primary process was left; one sent before may be answered
+        # just after the kill, having committed just before it
+        after = [acked for sent, acked in acks if sent > gone_at]
         seen.update(
             killed_at=killed_at,
             promote_s=promoted_at - promote_started,
-            acked_while_down=sum(1 for t in acks if killed_at < t < promote_started),
+            acked_while_down=sum(1 for t in after if t < promote_started),
             writes_back_s=(after[0] - killed_at) if after else None,
             back_after_promote_s=(after[0] - promoted_at) if after else None,
         )
