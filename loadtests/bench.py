@@ -14,15 +14,20 @@ when none is given and nothing listens on 127.0.0.1:5432 / :4222):
    ``--duration`` seconds per phase: single ``order.placed`` events, then
    100-event batches; while each runs it polls ``GET /v1/projections`` (and
    the relay's stream against ``/healthz``) every 100 ms, and afterwards
-   times how long until the lag is zero;
-4. stops the service, then measures three baselines on the same PostgreSQL
+   times how long until the lag is zero (the batched phase with
+   ``--batch-connections``, 16 by default, as issue 12 sets it);
+4. stops the service; fills another database with ``--catchup-events``
+   orders placed and captured and times the read models catching up from
+   zero, from the stream (relay + project) and from the log (rebuild)
+   (``loadtests/catchup.py``);
+5. measures three baselines on the same PostgreSQL
    server, each in a fresh database (``loadtests/baselines.py``):
    ``loadtests/baseline_insert.py`` (bare aiohttp + one asyncpg INSERT per
    request, same generator, same bodies), ``loadtests/baseline_eventsourcing.py``
    (a plain ``eventsourcing`` Application, one new aggregate per save, 8
    threads) and ``loadtests/baseline_batched_insert.py`` (raw batched INSERTs
    of our row shape, 100 per transaction, 8 connections);
-5. prints one JSON document (figures, ratios, peak RSS per process, machine,
+6. prints one JSON document (figures, ratios, peak RSS per process, machine,
    the exact command) and, with ``--write``, replaces its section in
    ``BENCHMARKS.md``.
 
@@ -69,6 +74,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from loadtests import catchup
 from loadtests.baselines import postgres_backends, run_baselines, wait_healthy
 from loadtests.generator import connections_for, run_wrk
 from loadtests.lag import LAG_POLL_INTERVAL_S, LagWatch, summarize_lag
@@ -85,6 +91,7 @@ from loadtests.world import (
     postgres_server,
 )
 from projections.catalog import PROJECTION_NAMES
+from tests.integration.audit.bench_audit import fill
 
 __all__ = ["main"]
 
@@ -107,6 +114,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=64, help="generator connections")
     p.add_argument("--sellers", type=int, default=100, help="sellers registered and used")
     p.add_argument("--batch-size", type=int, default=100, help="events per batched request")
+    p.add_argument(
+        "--batch-connections",
+        type=int,
+        default=16,
+        help="generator connections in the batched phase (default 16, as issue 12 sets it)",
+    )
+    p.add_argument(
+        "--catchup-events",
+        type=int,
+        default=100_000,
+        help="events filled for the catch-up phase (loadtests/catchup.py; 0: none)",
+    )
     p.add_argument("--serve-processes", type=int, default=1, metavar="N")
     p.add_argument("--project-processes", type=int, default=1, metavar="N")
     p.add_argument(
@@ -148,6 +167,7 @@ def parse_options(argv: list[str]) -> tuple[Options, bool]:
         if a.write:
             parser.error("--smoke figures are not benchmarks: no --write")
         a.duration, a.warmup, a.sellers, a.connections = 2, 0, 10, 16
+        a.batch_connections, a.catchup_events = 8, min(a.catchup_events, 2_000)
         a.lag_timeout = min(a.lag_timeout, 15.0)
     limits = {
         "--duration": (a.duration, 1, 3600),
@@ -155,6 +175,8 @@ def parse_options(argv: list[str]) -> tuple[Options, bool]:
         "--connections": (a.connections, 1, 4096),
         "--sellers": (a.sellers, 1, 100_000),
         "--batch-size": (a.batch_size, 1, 1000),
+        "--batch-connections": (a.batch_connections, 1, 4096),
+        "--catchup-events": (a.catchup_events, 0, 10_000_000),
         "--serve-processes": (a.serve_processes, 1, 32),
         "--project-processes": (a.project_processes, 1, 32),
         "--serve-workers": (a.serve_workers, 1, 32),
@@ -185,6 +207,8 @@ def parse_options(argv: list[str]) -> tuple[Options, bool]:
         keep=a.keep,
         argv=list(argv),
         serve_workers=a.serve_workers,
+        batch_connections=a.batch_connections,
+        catchup_events=a.catchup_events,
     )
     return options, a.verbose
 
@@ -373,13 +397,19 @@ async def ledger_phase(
 ) -> dict[str, Any]:
     o = world.options
     per_request = o.batch_size if mode == "batch" else 1
+    connections = o.batch_connections if mode == "batch" else o.connections
     head_before = await head_position(http, service.url())
     stats_before = await writer_stats(http, service)
     stop = asyncio.Event()
     sampler = asyncio.create_task(watch.during(stop))
     try:
         run = await run_wrk(
-            world, mode=mode, phase=mode[0], ports=service.ports, duration_s=o.duration_s
+            world,
+            mode=mode,
+            phase=mode[0],
+            ports=service.ports,
+            duration_s=o.duration_s,
+            connections=connections,
         )
     finally:
         stop.set()
@@ -402,7 +432,7 @@ async def ledger_phase(
         )
     return {
         "events_per_request": per_request,
-        "connections": connections_for(o.connections, len(service.ports)),
+        "connections": connections_for(connections, len(service.ports)),
         "duration_s": round(run.duration_s, 3),
         "events_committed": committed,
         "events_per_s": round(committed / run.duration_s, 1),
@@ -504,8 +534,27 @@ async def _measure(world: World, http: aiohttp.ClientSession, stream: Stream) ->
         await child.stop(SERVICE_STOP_TIMEOUT_S)
         if child.returncode not in (0, -signal.SIGTERM):
             world.notes.append(f"{child.name} exited {child.returncode} on SIGTERM")
+    catch_up = await catch_up_phase(world)
     baselines = await run_baselines(world, http)
-    return _report(world, machine, service, single, batched, baselines)
+    report = _report(world, machine, service, single, batched, baselines)
+    report["catch_up"] = catch_up
+    return report
+
+
+async def catch_up_phase(world: World) -> dict[str, Any] | None:
+    """The read models from zero, from the stream and from the log, on a database of
+    their own filled with orders placed and captured (``loadtests/catchup.py``): the
+    service is stopped by then, so nothing else runs."""
+    o = world.options
+    if not o.catchup_events:
+        return None
+    dsn = await world.create_database(f"omniledger_catchup_{world.tag}")
+    log.info("phase catch-up: filling %d events", o.catchup_events)
+    head, fill_s = await fill(dsn, o.catchup_events)
+    figures = await catchup.measure(dsn, world.nats_url, world.tag, o.lag_timeout_s * 5)
+    for line in catchup.describe(figures["stream"], figures["log"]):
+        log.info("catch-up: %s", line)
+    return {"fill": {"events": head, "seconds": round(fill_s, 1)}, **figures}
 
 
 def _report(
@@ -546,6 +595,8 @@ def _report(
             "duration_s_per_phase": o.duration_s,
             "warmup_s": o.warmup_s,
             "connections": o.connections,
+            "batch_connections": o.batch_connections,
+            "catchup_events": o.catchup_events,
             "sellers": o.sellers,
             "batch_size": o.batch_size,
             "generator": "wrk + loadtests/post_events.lua, own process",

@@ -32,7 +32,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 import nats
@@ -125,7 +125,10 @@ def _spawn(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(_command(command), env=env, cwd=ROOT, start_new_session=True)
 
 
-async def time_stream(dsn: str, env: dict[str, str], head: int, timeout_s: float) -> None:
+async def time_stream(
+    dsn: str, env: dict[str, str], head: int, timeout_s: float
+) -> dict[str, float]:
+    """Relay and project from zero to ``head``: seconds, events/s and CPU of each."""
     stream = env["OMNILEDGER_STREAM"]
     conn = await asyncpg.connect(dsn)
     children: list[subprocess.Popen[bytes]] = []
@@ -141,11 +144,15 @@ async def time_stream(dsn: str, env: dict[str, str], head: int, timeout_s: float
                 relay_s = now
             if relay_s is not None and all(models.get(m, 0) >= head for m in MODELS):
                 cpu = [_cpu_s(c.pid) for c in children] if PROFILE_DIR is None else [0.0, 0.0]
-                print(f"relay published {head} events in {relay_s:6.2f} s = "
-                      f"{head / relay_s:9,.0f} events/s; CPU {cpu[0]:5.2f} s")  # fmt: skip
-                print(f"stream catch-up (relay + 3 models) {now:6.2f} s = "
-                      f"{head / now:9,.0f} events/s; projections' CPU {cpu[1]:5.2f} s")  # fmt: skip
-                return
+                return {
+                    "events": head,
+                    "relay_s": round(relay_s, 3),
+                    "relay_events_per_s": round(head / relay_s),
+                    "relay_cpu_s": round(cpu[0], 2),
+                    "caught_up_s": round(now, 3),
+                    "events_per_s": round(head / now),
+                    "project_cpu_s": round(cpu[1], 2),
+                }
             for child in children:
                 if child.poll() is not None:
                     raise RuntimeError(f"{child.args} exited with {child.returncode}")
@@ -164,7 +171,8 @@ async def time_stream(dsn: str, env: dict[str, str], head: int, timeout_s: float
         await conn.close()
 
 
-def time_rebuild(env: dict[str, str], head: int, timeout_s: float) -> None:
+def time_rebuild(env: dict[str, str], head: int, timeout_s: float) -> dict[str, float]:
+    """``omniledger projections rebuild`` of every model: seconds, events/s, its CPU."""
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
@@ -176,8 +184,49 @@ def time_rebuild(env: dict[str, str], head: int, timeout_s: float) -> None:
     cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if proc.returncode != 0:
         raise RuntimeError(f"rebuild failed: {proc.stderr.decode()[-2000:]}")
-    print(f"log catch-up (rebuild, 3 models)   {elapsed:6.2f} s = "
-          f"{head / elapsed:9,.0f} events/s; CPU {cpu_s:5.2f} s")  # fmt: skip
+    return {
+        "events": head,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(head / elapsed),
+        "cpu_s": round(cpu_s, 2),
+    }
+
+
+def describe(stream: dict[str, float] | None, log_: dict[str, float] | None) -> list[str]:
+    lines = []
+    if stream is not None:
+        lines += [
+            f"relay published {stream['events']} events in {stream['relay_s']:6.2f} s = "
+            f"{stream['relay_events_per_s']:9,.0f} events/s; CPU {stream['relay_cpu_s']:5.2f} s",
+            f"stream catch-up (relay + {len(MODELS)} models) {stream['caught_up_s']:6.2f} s = "
+            f"{stream['events_per_s']:9,.0f} events/s; projections' CPU "
+            f"{stream['project_cpu_s']:5.2f} s",
+        ]
+    if log_ is not None:
+        lines.append(
+            f"log catch-up (rebuild, {len(MODELS)} models)   {log_['seconds']:6.2f} s = "
+            f"{log_['events_per_s']:9,.0f} events/s; CPU {log_['cpu_s']:5.2f} s"
+        )
+    return lines
+
+
+async def measure(
+    dsn: str, nats_url: str, tag: str, timeout_s: float, only: str | None = None
+) -> dict[str, Any]:
+    """Both catch-ups on a filled database, each from zero read models; the stream
+    ``CATCHUP_<tag>`` it makes is deleted at the end."""
+    env = _env(dsn, nats_url, tag)
+    figures: dict[str, Any] = {"models": list(MODELS)}
+    try:
+        if only != "log":
+            head = await _reset(dsn, env["OMNILEDGER_STREAM"])
+            figures["stream"] = await time_stream(dsn, env, head, timeout_s)
+        if only != "stream":
+            head = await _reset(dsn, env["OMNILEDGER_STREAM"])
+            figures["log"] = await asyncio.to_thread(time_rebuild, env, head, timeout_s)
+    finally:
+        await _delete_stream(nats_url, env["OMNILEDGER_STREAM"])
+    return figures
 
 
 def main() -> int:
@@ -197,7 +246,6 @@ def main() -> int:
     nats_url = os.environ.get("OMNILEDGER_TEST_NATS_URL", "nats://127.0.0.1:4222")
     tag = uuid.uuid4().hex[:8]
     name = args.database or f"omniledger_catchup_{tag}"
-    env_stream = f"CATCHUP_{tag}"
     try:
         if args.database:
             dsn = with_database(admin_dsn, name)
@@ -206,15 +254,9 @@ def main() -> int:
             print(f"filling {name} with {args.events} events ...", file=sys.stderr)
             head, fill_s = asyncio.run(fill(dsn, args.events))
             print(f"fill: {head} events in {fill_s:.1f} s", file=sys.stderr)
-        env = _env(dsn, nats_url, tag)
-        if args.only != "log":
-            head = asyncio.run(_reset(dsn, env_stream))
-            asyncio.run(time_stream(dsn, env, head, args.timeout_s))
-        if args.only != "stream":
-            head = asyncio.run(_reset(dsn, env_stream))
-            time_rebuild(env, head, args.timeout_s)
+        figures = asyncio.run(measure(dsn, nats_url, tag, args.timeout_s, args.only))
+        print("\n".join(describe(figures.get("stream"), figures.get("log"))))
     finally:
-        asyncio.run(_delete_stream(nats_url, env_stream))
         if args.keep:
             print(f"kept: database {name}", file=sys.stderr)
         else:

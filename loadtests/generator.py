@@ -46,11 +46,18 @@ class GeneratorRun:
 
 
 async def run_wrk(
-    world: World, *, mode: str, phase: str, ports: list[int], duration_s: int
+    world: World,
+    *,
+    mode: str,
+    phase: str,
+    ports: list[int],
+    duration_s: int,
+    connections: int | None = None,
 ) -> GeneratorRun:
+    """``connections``: the phase's own count (default ``--connections``)."""
     o = world.options
     threads = len(ports)
-    connections = connections_for(o.connections, threads)
+    connections = connections_for(connections or o.connections, threads)
     argv = [
         "wrk",
         "-t",

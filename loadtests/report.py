@@ -170,6 +170,7 @@ def markdown_section(label: str, report: dict[str, Any]) -> str:
             "baseline: raw batched INSERT (100 rows/transaction, 8 connections), events/s",
             report["baselines"].get("batched_insert", {}).get("events_per_s", "n/a"),
         ),
+        *_catch_up_rows(report.get("catch_up")),
         ("ratio single event / eventsourcing", r["single_event_vs_eventsourcing"]),
         ("ratio single event / one INSERT", r["single_event_vs_one_insert"]),
         ("ratio batched / raw batched INSERT", r.get("batched_vs_raw_batched_insert")),
@@ -190,6 +191,23 @@ def markdown_section(label: str, report: dict[str, Any]) -> str:
         f"</details>\n"
         f"<!-- /bench:{label} -->\n"
     )
+
+
+def _catch_up_rows(figures: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not figures:
+        return []
+    stream, log_, n = figures["stream"], figures["log"], len(figures["models"])
+    return [
+        (
+            f"catch-up from the stream, {stream['events']} events, {n} read models, events/s",
+            f"{stream['events_per_s']} (relay alone {stream['relay_events_per_s']};"
+            f" CPU relay {stream['relay_cpu_s']} s, project {stream['project_cpu_s']} s)",
+        ),
+        (
+            f"catch-up from the log (rebuild), {log_['events']} events, {n} read models, events/s",
+            f"{log_['events_per_s']} (CPU {log_['cpu_s']} s)",
+        ),
+    ]
 
 
 def write_benchmarks(path: Path, label: str, report: dict[str, Any]) -> None:

@@ -64,6 +64,10 @@ class Options:
     argv: list[str] = field(default_factory=list)
     #: ``omniledger up/serve --workers``: API processes sharing each port
     serve_workers: int = 1
+    #: generator connections in the batched phase (issue 12's setting: 16)
+    batch_connections: int = 16
+    #: events filled for the catch-up phase (0: no catch-up phase)
+    catchup_events: int = 100_000
 
     @property
     def quiet_s(self) -> float:

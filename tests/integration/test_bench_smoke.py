@@ -67,6 +67,12 @@ async def test_bench_smoke_prints_every_figure_and_cleans_up(
     assert report["baselines"]["batched_insert"]["events_per_s"] > 0
     assert set(report["ratios"]) >= {"single_event_vs_eventsourcing", "single_event_vs_one_insert"}
     assert report["ratios"]["batched_vs_raw_batched_insert"] > 0
+    assert batched["connections"] == 8  # --smoke's --batch-connections
+    catch_up = report["catch_up"]
+    assert catch_up["fill"]["events"] >= 2_000
+    for path in ("stream", "log"):
+        assert catch_up[path]["events"] == catch_up["fill"]["events"], catch_up
+        assert catch_up[path]["events_per_s"] > 0, catch_up
     rss = report["peak_rss_kb"]
     assert rss["omniledger up"] and rss["generator (wrk, max over runs)"]
     assert rss["baseline_insert"] and rss["baseline_eventsourcing"]
@@ -82,5 +88,7 @@ async def test_bench_smoke_prints_every_figure_and_cleans_up(
     try:
         with pytest.raises(NotFoundError):
             await nc.jetstream().stream_info(f"BENCH_{tag}")
+        with pytest.raises(NotFoundError):
+            await nc.jetstream().stream_info(f"CATCHUP_{tag}")
     finally:
         await nc.close()
