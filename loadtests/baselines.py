@@ -26,12 +26,13 @@ from typing import Any, Final
 import aiohttp
 import asyncpg
 
+from loadtests import cpu
 from loadtests.generator import run_wrk
 from loadtests.processes import Child, peak_rss_kb
 from loadtests.report import version_of
 from loadtests.world import World, free_port, pg_parts
 
-__all__ = ["postgres_backends", "run_baselines", "wait_healthy"]
+__all__ = ["backend_pids", "postgres_backends", "run_baselines", "wait_healthy"]
 
 log = logging.getLogger("loadtests")
 
@@ -62,19 +63,20 @@ async def wait_healthy(
     raise child.failed(f"not healthy within {HEALTHY_TIMEOUT_S:.0f} s")
 
 
+async def backend_pids(world: World, dbname: str) -> list[int]:
+    """The PostgreSQL backends serving ``dbname`` now."""
+    conn = await asyncpg.connect(world.pg_admin_dsn, timeout=5)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", dbname)
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
+
+
 async def postgres_backends(world: World, dbname: str) -> dict[str, Any]:
     """Peak RSS of the PostgreSQL backends serving ``dbname`` (local servers only)."""
     try:
-        conn = await asyncpg.connect(world.pg_admin_dsn, timeout=5)
-        try:
-            pids = [
-                r["pid"]
-                for r in await conn.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = $1", dbname
-                )
-            ]
-        finally:
-            await conn.close()
+        pids = await backend_pids(world, dbname)
     except (TimeoutError, OSError, asyncpg.PostgresError) as e:
         return {"error": repr(e)}
     peaks = [kb for kb in (peak_rss_kb(pid) for pid in pids) if kb is not None]
@@ -104,7 +106,10 @@ async def insert_baseline(world: World, http: aiohttp.ClientSession) -> dict[str
     await wait_healthy(http, f"http://127.0.0.1:{port}", child)
     if o.warmup_s:
         await run_wrk(world, mode="insert", phase="w", ports=[port], duration_s=o.warmup_s)
+    parts = {"serve": [child.pid], "postgres": await backend_pids(world, dbname)}
+    before = cpu.snapshot(parts)
     run = await run_wrk(world, mode="insert", phase="i", ports=[port], duration_s=o.duration_s)
+    after = cpu.snapshot(parts)
     backends = await postgres_backends(world, dbname)
     await child.stop()
     return {
@@ -117,6 +122,7 @@ async def insert_baseline(world: World, http: aiohttp.ClientSession) -> dict[str
         "peak_rss_kb": child.peak_rss_kb,
         "generator_peak_rss_kb": run.peak_rss_kb,
         "postgres_backends": backends,
+        "cpu_us_per_event": before.per_event_us(after, run.ok_requests),
     }
 
 
@@ -141,7 +147,14 @@ async def batched_insert_baseline(world: World) -> dict[str, Any]:
     command = [sys.executable, "-m", "loadtests.baseline_batched_insert", "--dsn", dsn,
                "--duration", str(o.duration_s), "--batch-size", str(o.batch_size)]  # fmt: skip
     child = world.children.add(Child("baseline_batched_insert", command, log_path=out, cwd=REPO))
-    return await _json_result(child, out, o.duration_s + 60)
+    before = cpu.box_busy_s()
+    result = await _json_result(child, out, o.duration_s + 60)
+    # the box's busy CPU over the whole child, start-up and table included: a little
+    # more than its load alone, so the per-event figure errs in our favour
+    busy_s = cpu.box_busy_s() - before
+    if result.get("events"):
+        result["cpu_us_per_event"] = {"box": round(busy_s / result["events"] * 1e6, 1)}
+    return result
 
 
 async def eventsourcing_baseline(world: World) -> dict[str, Any]:

@@ -74,11 +74,11 @@ from typing import Any, Final
 
 import aiohttp
 
-from loadtests import catchup
-from loadtests.baselines import postgres_backends, run_baselines, wait_healthy
+from loadtests import catchup, cpu
+from loadtests.baselines import backend_pids, postgres_backends, run_baselines, wait_healthy
 from loadtests.generator import connections_for, run_wrk
 from loadtests.lag import LAG_POLL_INTERVAL_S, LagWatch, summarize_lag
-from loadtests.processes import Child, ChildFailed, Children
+from loadtests.processes import Child, ChildFailed, Children, descendants
 from loadtests.report import exact_command, machine_info, ratios, write_benchmarks
 from loadtests.world import (
     DEFAULT_NATS_URL,
@@ -400,6 +400,8 @@ async def ledger_phase(
     connections = o.batch_connections if mode == "batch" else o.connections
     head_before = await head_position(http, service.url())
     stats_before = await writer_stats(http, service)
+    parts = await _cpu_parts(world, service, dbname)
+    cpu_before = cpu.snapshot(parts)
     stop = asyncio.Event()
     sampler = asyncio.create_task(watch.during(stop))
     try:
@@ -415,6 +417,7 @@ async def ledger_phase(
         stop.set()
         samples = await sampler
     load_ended = time.monotonic()
+    cpu_after = cpu.snapshot(parts)
     head_after = await head_position(http, service.url())
     stats_after = await writer_stats(http, service)
     backends = await postgres_backends(world, dbname)
@@ -442,10 +445,29 @@ async def ledger_phase(
         "errors": run.errors,
         "latency_ms": run.latency_ms(),
         "group_commit": group_commit(stats_before, stats_after),
+        # during the load only: the read side's catching up afterwards is not in it
+        "cpu_us_per_event": cpu_before.per_event_us(cpu_after, committed),
         "lag": summarize_lag(samples, after, watch, o.lag_timeout_s),
         "generator_peak_rss_kb": run.peak_rss_kb,
         "postgres_backends": backends,
     }
+
+
+async def _cpu_parts(world: World, service: Service, dbname: str) -> dict[str, list[int]]:
+    """The processes whose CPU a phase reports, by part: the service's (serve, relay,
+    project, told apart by their command line), its database's PostgreSQL backends,
+    the NATS server(s) on this box."""
+    parts: dict[str, list[int]] = {"serve": [], "relay": [], "project": []}
+    for child in service.processes:
+        for pid in (child.pid, *sorted(descendants(child.pid))):
+            argv = cpu.argv_of(pid)
+            if argv is None:
+                continue
+            part = next((p for p in ("relay", "project") if p in argv), "serve")
+            parts[part].append(pid)
+    parts["postgres"] = await backend_pids(world, dbname)
+    parts["nats"] = cpu.pids_named("nats-server")
+    return parts
 
 
 # -- the run ------------------------------------------------------------------------------

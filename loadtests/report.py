@@ -170,6 +170,7 @@ def markdown_section(label: str, report: dict[str, Any]) -> str:
             "baseline: raw batched INSERT (100 rows/transaction, 8 connections), events/s",
             report["baselines"].get("batched_insert", {}).get("events_per_s", "n/a"),
         ),
+        *_cpu_rows(report),
         *_catch_up_rows(report.get("catch_up")),
         ("ratio single event / eventsourcing", r["single_event_vs_eventsourcing"]),
         ("ratio single event / one INSERT", r["single_event_vs_one_insert"]),
@@ -191,6 +192,28 @@ def markdown_section(label: str, report: dict[str, Any]) -> str:
         f"</details>\n"
         f"<!-- /bench:{label} -->\n"
     )
+
+
+def _cpu_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """CPU per event during each phase: the whole box, then by part."""
+
+    def parts(figures: dict[str, Any] | None) -> str:
+        if not figures or figures.get("box") is None:
+            return "n/a"
+        rest = ", ".join(f"{k} {v}" for k, v in figures.items() if k != "box")
+        return f"{figures['box']}" + (f" ({rest})" if rest else "")
+
+    b = report["baselines"]
+    spent = [
+        ("single", report["single_event"]),
+        ("batched", report["batched"]),
+        ("baseline one INSERT (per request)", b["one_insert"]),
+        ("baseline raw batched INSERT", b.get("batched_insert", {})),
+    ]
+    return [
+        (f"CPU per event, us, {name}: box (by part)", parts(figures.get("cpu_us_per_event")))
+        for name, figures in spent
+    ]
 
 
 def _catch_up_rows(figures: dict[str, Any] | None) -> list[tuple[str, Any]]:
