@@ -566,17 +566,23 @@ async def _measure(world: World, http: aiohttp.ClientSession, stream: Stream) ->
 async def catch_up_phase(world: World) -> dict[str, Any] | None:
     """The read models from zero, from the stream and from the log, on a database of
     their own filled with orders placed and captured (``loadtests/catchup.py``): the
-    service is stopped by then, so nothing else runs."""
+    service is stopped by then, so nothing else runs. Twice: the three models issue
+    12's goals are set on, then all of them."""
     o = world.options
     if not o.catchup_events:
         return None
     dsn = await world.create_database(f"omniledger_catchup_{world.tag}")
     log.info("phase catch-up: filling %d events", o.catchup_events)
     head, fill_s = await fill(dsn, o.catchup_events)
-    figures = await catchup.measure(dsn, world.nats_url, world.tag, o.lag_timeout_s * 5)
-    for line in catchup.describe(figures["stream"], figures["log"]):
-        log.info("catch-up: %s", line)
-    return {"fill": {"events": head, "seconds": round(fill_s, 1)}, **figures}
+    runs = []
+    for models in (catchup.GOAL_MODELS, catchup.MODELS):
+        figures = await catchup.measure(
+            dsn, world.nats_url, world.tag, o.lag_timeout_s * 5, models=models
+        )
+        for line in catchup.describe(figures["stream"], figures["log"], models):
+            log.info("catch-up: %s", line)
+        runs.append(figures)
+    return {"fill": {"events": head, "seconds": round(fill_s, 1)}, "runs": runs}
 
 
 def _report(

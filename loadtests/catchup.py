@@ -8,10 +8,11 @@ command-line processes:
 (a) ``stream``: ``omniledger relay`` and ``omniledger project`` started
     together on a stream of its own (``CATCHUP_<tag>``, subjects
     ``catchup_<tag>.>``) from zero: the relay publishes the whole log, the
-    read models (all of them) consume it. Timed until the relay's checkpoint, then
-    every model's position, reaches the head;
-(b) ``log``: ``omniledger projections rebuild`` (every read model, each
-    read from the log and swapped in), one process.
+    read models (``--models``, default all; issue 12's goals are set on three:
+    ``balances,recaps,city``) consume it. Timed until the relay's checkpoint,
+    then every model's position, reaches the head;
+(b) ``log``: ``omniledger projections rebuild`` of the same models (one pass
+    over the log, each model swapped in), one process.
 
 Prints events/s for each (head / wall seconds, start-up included; the
 start-up of an idle ``omniledger`` is printed too). Stops by itself: every
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,6 +48,8 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 OMNILEDGER: Final = str(ROOT / ".venv" / "bin" / "omniledger")
 #: every read model (five since issue 14; figures before it are of three)
 MODELS: Final = PROJECTION_NAMES
+#: the three read models issue 12's catch-up goals are set on
+GOAL_MODELS: Final = ("balances", "recaps", "city")
 POLL_S: Final = 0.05
 #: ``--profile DIR``: each timed process runs under ``py-spy record`` into DIR
 PROFILE_DIR: Path | None = None
@@ -121,28 +125,28 @@ async def _positions(conn: asyncpg.Connection, stream: str) -> tuple[int, dict[s
     return int(relay or 0), {r["name"]: int(r["position"]) for r in rows}
 
 
-def _spawn(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(_command(command), env=env, cwd=ROOT, start_new_session=True)
+def _spawn(args: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(_command(*args), env=env, cwd=ROOT, start_new_session=True)
 
 
 async def time_stream(
-    dsn: str, env: dict[str, str], head: int, timeout_s: float
+    dsn: str, env: dict[str, str], head: int, timeout_s: float, models: Sequence[str] = MODELS
 ) -> dict[str, float]:
-    """Relay and project from zero to ``head``: seconds, events/s and CPU of each."""
+    """Relay and project ``models`` from zero to ``head``: seconds, events/s and CPU of each."""
     stream = env["OMNILEDGER_STREAM"]
     conn = await asyncpg.connect(dsn)
     children: list[subprocess.Popen[bytes]] = []
     try:
         start = time.perf_counter()
-        children += [_spawn(command, env) for command in ("relay", "project")]
+        children += [_spawn(["relay"], env), _spawn(["project", "--models", ",".join(models)], env)]
         relay_s: float | None = None
         deadline = start + timeout_s
         while time.perf_counter() < deadline:
-            relay, models = await _positions(conn, stream)
+            relay, positions = await _positions(conn, stream)
             now = time.perf_counter() - start
             if relay_s is None and relay >= head:
                 relay_s = now
-            if relay_s is not None and all(models.get(m, 0) >= head for m in MODELS):
+            if relay_s is not None and all(positions.get(m, 0) >= head for m in models):
                 cpu = [_cpu_s(c.pid) for c in children] if PROFILE_DIR is None else [0.0, 0.0]
                 return {
                     "events": head,
@@ -171,12 +175,14 @@ async def time_stream(
         await conn.close()
 
 
-def time_rebuild(env: dict[str, str], head: int, timeout_s: float) -> dict[str, float]:
-    """``omniledger projections rebuild`` of every model: seconds, events/s, its CPU."""
+def time_rebuild(
+    env: dict[str, str], head: int, timeout_s: float, models: Sequence[str] = MODELS
+) -> dict[str, float]:
+    """``omniledger projections rebuild`` of ``models``: seconds, events/s, its CPU."""
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
-        _command("projections", "rebuild"),
+        _command("projections", "rebuild", *models),
         env=env, cwd=ROOT, capture_output=True, check=False, timeout=timeout_s,
     )  # fmt: skip
     elapsed = time.perf_counter() - start
@@ -192,41 +198,60 @@ def time_rebuild(env: dict[str, str], head: int, timeout_s: float) -> dict[str, 
     }
 
 
-def describe(stream: dict[str, float] | None, log_: dict[str, float] | None) -> list[str]:
+def describe(
+    stream: dict[str, float] | None, log_: dict[str, float] | None, models: Sequence[str] = MODELS
+) -> list[str]:
     lines = []
+    n = len(models)
     if stream is not None:
         lines += [
             f"relay published {stream['events']} events in {stream['relay_s']:6.2f} s = "
             f"{stream['relay_events_per_s']:9,.0f} events/s; CPU {stream['relay_cpu_s']:5.2f} s",
-            f"stream catch-up (relay + {len(MODELS)} models) {stream['caught_up_s']:6.2f} s = "
+            f"stream catch-up (relay + {n} models) {stream['caught_up_s']:6.2f} s = "
             f"{stream['events_per_s']:9,.0f} events/s; projections' CPU "
             f"{stream['project_cpu_s']:5.2f} s",
         ]
     if log_ is not None:
         lines.append(
-            f"log catch-up (rebuild, {len(MODELS)} models)   {log_['seconds']:6.2f} s = "
+            f"log catch-up (rebuild, {n} models)   {log_['seconds']:6.2f} s = "
             f"{log_['events_per_s']:9,.0f} events/s; CPU {log_['cpu_s']:5.2f} s"
         )
     return lines
 
 
 async def measure(
-    dsn: str, nats_url: str, tag: str, timeout_s: float, only: str | None = None
+    dsn: str,
+    nats_url: str,
+    tag: str,
+    timeout_s: float,
+    only: str | None = None,
+    models: Sequence[str] = MODELS,
 ) -> dict[str, Any]:
-    """Both catch-ups on a filled database, each from zero read models; the stream
-    ``CATCHUP_<tag>`` it makes is deleted at the end."""
+    """Both catch-ups of ``models`` on a filled database, each from zero read models;
+    the stream ``CATCHUP_<tag>`` it makes is deleted at the end."""
     env = _env(dsn, nats_url, tag)
-    figures: dict[str, Any] = {"models": list(MODELS)}
+    figures: dict[str, Any] = {"models": list(models)}
     try:
         if only != "log":
             head = await _reset(dsn, env["OMNILEDGER_STREAM"])
-            figures["stream"] = await time_stream(dsn, env, head, timeout_s)
+            figures["stream"] = await time_stream(dsn, env, head, timeout_s, models)
         if only != "stream":
             head = await _reset(dsn, env["OMNILEDGER_STREAM"])
-            figures["log"] = await asyncio.to_thread(time_rebuild, env, head, timeout_s)
+            figures["log"] = await asyncio.to_thread(time_rebuild, env, head, timeout_s, models)
     finally:
         await _delete_stream(nats_url, env["OMNILEDGER_STREAM"])
     return figures
+
+
+def _models(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in PROJECTION_NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown read model {unknown[0] if unknown else text!r}; "
+            f"known: {', '.join(PROJECTION_NAMES)}"
+        )
+    return names
 
 
 def main() -> int:
@@ -235,6 +260,13 @@ def main() -> int:
     parser.add_argument("--database", help="reuse this database (left by --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the filled database")
     parser.add_argument("--only", choices=("stream", "log"), help="time one path only")
+    parser.add_argument(
+        "--models",
+        type=_models,
+        default=MODELS,
+        help="comma-separated read models (default: all; issue 12's goals: "
+        f"{','.join(GOAL_MODELS)})",
+    )
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument("--profile", type=Path, help="py-spy raw profiles into this directory")
     args = parser.parse_args()
@@ -254,8 +286,8 @@ def main() -> int:
             print(f"filling {name} with {args.events} events ...", file=sys.stderr)
             head, fill_s = asyncio.run(fill(dsn, args.events))
             print(f"fill: {head} events in {fill_s:.1f} s", file=sys.stderr)
-        figures = asyncio.run(measure(dsn, nats_url, tag, args.timeout_s, args.only))
-        print("\n".join(describe(figures.get("stream"), figures.get("log"))))
+        figures = asyncio.run(measure(dsn, nats_url, tag, args.timeout_s, args.only, args.models))
+        print("\n".join(describe(figures.get("stream"), figures.get("log"), args.models)))
     finally:
         if args.keep:
             print(f"kept: database {name}", file=sys.stderr)

@@ -217,20 +217,22 @@ def _cpu_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _catch_up_rows(figures: dict[str, Any] | None) -> list[tuple[str, Any]]:
-    if not figures:
-        return []
-    stream, log_, n = figures["stream"], figures["log"], len(figures["models"])
-    return [
-        (
-            f"catch-up from the stream, {stream['events']} events, {n} read models, events/s",
-            f"{stream['events_per_s']} (relay alone {stream['relay_events_per_s']};"
-            f" CPU relay {stream['relay_cpu_s']} s, project {stream['project_cpu_s']} s)",
-        ),
-        (
-            f"catch-up from the log (rebuild), {log_['events']} events, {n} read models, events/s",
-            f"{log_['events_per_s']} (CPU {log_['cpu_s']} s)",
-        ),
-    ]
+    rows: list[tuple[str, Any]] = []
+    for run in (figures or {}).get("runs", []):
+        stream, log_, n = run["stream"], run["log"], len(run["models"])
+        rows += [
+            (
+                f"catch-up from the stream, {stream['events']} events, {n} read models, events/s",
+                f"{stream['events_per_s']} (relay alone {stream['relay_events_per_s']};"
+                f" CPU relay {stream['relay_cpu_s']} s, project {stream['project_cpu_s']} s)",
+            ),
+            (
+                f"catch-up from the log (rebuild), {log_['events']} events, {n} read models,"
+                " events/s",
+                f"{log_['events_per_s']} (CPU {log_['cpu_s']} s)",
+            ),
+        ]
+    return rows
 
 
 def write_benchmarks(path: Path, label: str, report: dict[str, Any]) -> None:

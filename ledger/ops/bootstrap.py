@@ -266,7 +266,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("projections", help="operate the read models")
     verbs = p.add_subparsers(dest="verb", required=True)
     r = verbs.add_parser("rebuild", help="rebuild read models from PostgreSQL, then switch over")
-    r.add_argument("name", nargs="?", help="one read model (default: all)")
+    r.add_argument("names", nargs="*", metavar="name", help="read models (default: all)")
     r.set_defaults(run=_cmd_rebuild)
     c = sub.add_parser(
         "check-projections",
@@ -300,7 +300,7 @@ async def _cmd_rebuild(settings: Settings, args: Any) -> int:
 
     from projections import PROJECTION_NAMES, rebuild_all
 
-    names = [args.name] if args.name else list(PROJECTION_NAMES)
+    names = list(dict.fromkeys(args.names)) or list(PROJECTION_NAMES)
     unknown = [n for n in names if n not in PROJECTION_NAMES]
     if unknown:
         print(f"omniledger: unknown read model {unknown[0]!r}; known: "

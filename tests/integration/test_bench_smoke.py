@@ -9,6 +9,7 @@ stream behind. Uses this session's PostgreSQL and NATS.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -18,6 +19,8 @@ import asyncpg
 import nats
 import pytest
 from nats.js.errors import NotFoundError
+
+from projections.catalog import PROJECTION_NAMES as MODELS
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_TIMEOUT_S = 150
@@ -70,9 +73,11 @@ async def test_bench_smoke_prints_every_figure_and_cleans_up(
     assert batched["connections"] == 8  # --smoke's --batch-connections
     catch_up = report["catch_up"]
     assert catch_up["fill"]["events"] >= 2_000
-    for path in ("stream", "log"):
-        assert catch_up[path]["events"] == catch_up["fill"]["events"], catch_up
-        assert catch_up[path]["events_per_s"] > 0, catch_up
+    runs = catch_up["runs"]
+    assert [run["models"] for run in runs] == [["balances", "recaps", "city"], list(MODELS)]
+    for run, path in itertools.product(runs, ("stream", "log")):
+        assert run[path]["events"] == catch_up["fill"]["events"], catch_up
+        assert run[path]["events_per_s"] > 0, catch_up
     rss = report["peak_rss_kb"]
     assert rss["omniledger up"] and rss["generator (wrk, max over runs)"]
     assert rss["baseline_insert"] and rss["baseline_eventsourcing"]
