@@ -15,7 +15,9 @@ when none is given and nothing listens on 127.0.0.1:5432 / :4222):
    100-event batches; while each runs it polls ``GET /v1/projections`` (and
    the relay's stream against ``/healthz``) every 100 ms, and afterwards
    times how long until the lag is zero (the batched phase with
-   ``--batch-connections``, 16 by default, as issue 12 sets it);
+   ``--batch-connections``, 16 by default, as issue 12 sets it); then single
+   events once more with the relay and projection processes paused
+   (SIGSTOP), the write path alone on the cores, resumed before the lag is timed;
 4. stops the service; fills another database with ``--catchup-events``
    orders placed and captured and times the read models catching up from
    zero, from the stream (relay + project) and from the log (rebuild)
@@ -394,17 +396,24 @@ async def ledger_phase(
     *,
     mode: str,
     dbname: str,
+    downstream_paused: bool = False,
 ) -> dict[str, Any]:
+    """One phase of ``--duration`` seconds; with ``downstream_paused`` the relay and
+    projection processes are stopped (SIGSTOP) for its length, so that it measures the
+    write path alone on the box's cores, and resumed (SIGCONT) before the lag is timed:
+    its lag figures are then those of catching up the backlog."""
     o = world.options
     per_request = o.batch_size if mode == "batch" else 1
     connections = o.batch_connections if mode == "batch" else o.connections
     head_before = await head_position(http, service.url())
     stats_before = await writer_stats(http, service)
     parts = await _cpu_parts(world, service, dbname)
+    paused = [*parts["relay"], *parts["project"]] if downstream_paused else []
     cpu_before = cpu.snapshot(parts)
     stop = asyncio.Event()
     sampler = asyncio.create_task(watch.during(stop))
     try:
+        _signal_all(paused, signal.SIGSTOP)
         run = await run_wrk(
             world,
             mode=mode,
@@ -414,6 +423,7 @@ async def ledger_phase(
             connections=connections,
         )
     finally:
+        _signal_all(paused, signal.SIGCONT)
         stop.set()
         samples = await sampler
     load_ended = time.monotonic()
@@ -435,6 +445,7 @@ async def ledger_phase(
         )
     return {
         "events_per_request": per_request,
+        "downstream_paused": downstream_paused,
         "connections": connections_for(connections, len(service.ports)),
         "duration_s": round(run.duration_s, 3),
         "events_committed": committed,
@@ -451,6 +462,12 @@ async def ledger_phase(
         "generator_peak_rss_kb": run.peak_rss_kb,
         "postgres_backends": backends,
     }
+
+
+def _signal_all(pids: list[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 async def _cpu_parts(world: World, service: Service, dbname: str) -> dict[str, list[int]]:
@@ -552,13 +569,18 @@ async def _measure(world: World, http: aiohttp.ClientSession, stream: Stream) ->
     log.info("phase batched events, %d s", o.duration_s)
     batched = await ledger_phase(world, http, service, watch, mode="batch", dbname=dbname)
     log.info("batched: %s events/s", batched["events_per_s"])
+    log.info("phase single events, relay and projections paused, %d s", o.duration_s)
+    write_only = await ledger_phase(
+        world, http, service, watch, mode="single", dbname=dbname, downstream_paused=True
+    )
+    log.info("single, downstream paused: %s events/s", write_only["events_per_s"])
     for child in service.processes:
         await child.stop(SERVICE_STOP_TIMEOUT_S)
         if child.returncode not in (0, -signal.SIGTERM):
             world.notes.append(f"{child.name} exited {child.returncode} on SIGTERM")
     catch_up = await catch_up_phase(world)
     baselines = await run_baselines(world, http)
-    report = _report(world, machine, service, single, batched, baselines)
+    report = _report(world, machine, service, (single, batched, write_only), baselines)
     report["catch_up"] = catch_up
     return report
 
@@ -589,12 +611,13 @@ def _report(
     world: World,
     machine: dict[str, Any],
     service: Service,
-    single: dict[str, Any],
-    batched: dict[str, Any],
+    phases: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
     baselines: dict[str, Any],
 ) -> dict[str, Any]:
-    """The run's JSON report (``BENCHMARKS.md`` is written from it)."""
+    """The run's JSON report (``BENCHMARKS.md`` is written from it); ``phases`` are
+    single, batched, single with the downstream paused."""
     o = world.options
+    single, batched, write_only = phases
     es, one_insert, raw = (baselines[k] for k in ("eventsourcing", "one_insert", "batched_insert"))
     service_rss: dict[str, int | None] = {}
     for child in service.processes:
@@ -634,6 +657,7 @@ def _report(
         "machine": machine,
         "single_event": single,
         "batched": batched,
+        "single_event_downstream_paused": write_only,
         "baselines": baselines,
         "peak_rss_kb": {
             **service_rss,

@@ -114,9 +114,12 @@ def ratios(report: dict[str, Any]) -> dict[str, float | None]:
     es = report["baselines"]["eventsourcing"]["events_per_s"]
     insert = report["baselines"]["one_insert"]["requests_per_s"]
     raw = report["baselines"].get("batched_insert", {}).get("events_per_s")
+    paused = report.get("single_event_downstream_paused", {}).get("events_per_s")
     return {
         "single_event_vs_eventsourcing": _ratio(single, es),
         "single_event_vs_one_insert": _ratio(single, insert),
+        # the write path alone: the relay and projections stopped for the phase
+        "single_event_downstream_paused_vs_one_insert": _ratio(paused, insert),
         "batched_vs_single_event": _ratio(batched, single),
         "batched_vs_eventsourcing": _ratio(batched, es),
         "batched_vs_raw_batched_insert": _ratio(batched, raw),
@@ -137,6 +140,7 @@ def markdown_section(label: str, report: dict[str, Any]) -> str:
 
     rows = [
         ("single event (order.placed), events/s", s["events_per_s"]),
+        *_paused_rows(report.get("single_event_downstream_paused")),
         (
             "single event latency p50 / p99, ms",
             f"{s['latency_ms']['p50']} / {s['latency_ms']['p99']}",
@@ -174,6 +178,10 @@ def markdown_section(label: str, report: dict[str, Any]) -> str:
         *_catch_up_rows(report.get("catch_up")),
         ("ratio single event / eventsourcing", r["single_event_vs_eventsourcing"]),
         ("ratio single event / one INSERT", r["single_event_vs_one_insert"]),
+        (
+            "ratio single event, relay and projections paused / one INSERT",
+            r.get("single_event_downstream_paused_vs_one_insert"),
+        ),
         ("ratio batched / raw batched INSERT", r.get("batched_vs_raw_batched_insert")),
     ]
     for name, kb in report["peak_rss_kb"].items():
@@ -207,12 +215,27 @@ def _cpu_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     spent = [
         ("single", report["single_event"]),
         ("batched", report["batched"]),
+        ("single, relay and projections paused", report.get("single_event_downstream_paused", {})),
         ("baseline one INSERT (per request)", b["one_insert"]),
         ("baseline raw batched INSERT", b.get("batched_insert", {})),
     ]
     return [
         (f"CPU per event, us, {name}: box (by part)", parts(figures.get("cpu_us_per_event")))
         for name, figures in spent
+    ]
+
+
+def _paused_rows(phase: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not phase:
+        return []
+    lag = phase["lag"]["projections"].get("time_to_zero_lag_s")
+    return [
+        (
+            "single event, relay and projections paused (write path alone), events/s",
+            f"{phase['events_per_s']} (p50 / p99 {phase['latency_ms']['p50']} /"
+            f" {phase['latency_ms']['p99']} ms; backlog of {phase['events_committed']}"
+            f" caught up {'n/a' if lag is None else lag} s after resuming)",
+        )
     ]
 
 

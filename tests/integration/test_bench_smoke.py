@@ -70,6 +70,11 @@ async def test_bench_smoke_prints_every_figure_and_cleans_up(
     assert report["baselines"]["batched_insert"]["events_per_s"] > 0
     assert set(report["ratios"]) >= {"single_event_vs_eventsourcing", "single_event_vs_one_insert"}
     assert report["ratios"]["batched_vs_raw_batched_insert"] > 0
+    paused = report["single_event_downstream_paused"]
+    assert paused["downstream_paused"] and paused["events_committed"] > 0
+    assert report["ratios"]["single_event_downstream_paused_vs_one_insert"] > 0
+    # resumed: the read models caught up with the backlog the pause left
+    assert paused["lag"]["projections"]["time_to_zero_lag_s"] is not None, paused["lag"]
     assert batched["connections"] == 8  # --smoke's --batch-connections
     catch_up = report["catch_up"]
     assert catch_up["fill"]["events"] >= 2_000
