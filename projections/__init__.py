@@ -44,6 +44,7 @@ from nats.aio.client import Client as NATS
 
 from ledger.contract.messages import SUBJECT_PREFIX
 from ledger.contract.servers import nats_servers
+from projections.batch import Pace
 from projections.catalog import PROJECTION_NAMES, projection
 from projections.consumer import DEFAULT_STREAM, Consumer, ReadLog
 from projections.puller import StatusOnlyClient
@@ -138,6 +139,7 @@ async def run_projections(
                 return  # stopped while waiting for NATS
             own_nc = True
         try:
+            pace = Pace()
             consumers = [
                 Consumer(
                     model,
@@ -149,6 +151,7 @@ async def run_projections(
                     batch_size_max=batch_size_max,
                     linger_s=linger_s,
                     read_log=read_log,
+                    pace=pace,
                 )
                 for model in models
             ]

@@ -4,6 +4,7 @@ run of them without a gap (filled from the log), and the rows of its poison.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from projections.puller import stream_seq
 __all__ = [
     "FILL_MAX",
     "Item",
+    "Pace",
     "ReadLog",
     "decode_shared",
     "poison_row",
@@ -38,6 +40,15 @@ FILL_MAX: Final = 5000
 #: Decoded envelopes kept for the other consumers of the process: about two
 #: batches of each of three read models (a decoded message is ~1-2 KB).
 DECODED_MAX: Final = 8192
+
+#: A consumer that fetched a full batch waits while another is this many
+#: positions behind it: well inside ``DECODED_MAX`` with a batch on top, so
+#: what the leader decoded is still there when the last one comes by.
+LEAD_MAX: Final = 4096
+#: ... and no further than this: beyond it the cache cannot serve it anyway.
+REACH_MAX: Final = 4 * DECODED_MAX
+#: ... but never longer than this per batch: a slow or stuck model does not stall the others.
+PACE_WAIT_MAX_S: Final = 1.0
 
 #: ``read_log(after, limit)``: up to ``limit`` messages of the log after ``after``, in order.
 ReadLog = Callable[[int, int], Awaitable[list[dict[str, Any]]]]
@@ -123,6 +134,76 @@ def decode_shared(body: bytes, *, verify_hash: bool) -> dict[str, Any]:
             _decoded.popitem(last=False)  # the oldest
         _decoded[key] = message
     return message
+
+
+class Pace:
+    """Keeps the consumers of one process close together on the stream while they catch up.
+
+    Each consumer decodes what ``decode_shared`` does not hold yet. Left
+    alone, the model with the cheapest fold runs ahead through a backlog and
+    the cache no longer holds what the slower ones need: each message is
+    decoded up to once per model. So a consumer whose last fetch came back
+    full (a backlog, not live traffic: a short fetch never waits) waits
+    while another running consumer of the process (between ``join`` and
+    ``leave``) is more than ``lead_max`` positions behind it, at most
+    ``wait_max_s`` per batch. One further behind than ``reach_max`` (a
+    model reset to zero, one that was failing) is not waited for: the
+    cache cannot serve it anyway, and the others would crawl at a batch per
+    ``wait_max_s``. Positions are comparable because every consumer reads
+    the same stream with the same filter.
+    """
+
+    def __init__(
+        self,
+        *,
+        lead_max: int = LEAD_MAX,
+        reach_max: int = REACH_MAX,
+        wait_max_s: float = PACE_WAIT_MAX_S,
+    ) -> None:
+        self.lead_max = lead_max
+        self.reach_max = reach_max
+        self.wait_max_s = wait_max_s
+        self._positions: dict[object, int] = {}
+        self._moved = asyncio.Event()
+
+    def join(self, who: object, position: int) -> None:
+        """``who`` runs from ``position``; the others may wait for it."""
+        self.moved(who, position)
+
+    def leave(self, who: object) -> None:
+        """``who`` stopped (closed, or its batch failed): nobody waits for it."""
+        if self._positions.pop(who, None) is not None:
+            self._wake()
+
+    def moved(self, who: object, position: int) -> None:
+        self._positions[who] = position
+        self._wake()
+
+    def lagging(self, who: object) -> bool:
+        """Whether a running consumer is behind ``who`` by more than ``lead_max``
+        and at most ``reach_max``."""
+        mine = self._positions.get(who)
+        if mine is None:
+            return False
+        low, high = mine - self.reach_max, mine - self.lead_max
+        return any(low <= p < high for p in self._positions.values())
+
+    async def wait(self, who: object) -> None:
+        """Returns once no consumer is ``lagging`` behind ``who``, or after ``wait_max_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_max_s
+        while self.lagging(who):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._moved.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _wake(self) -> None:
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
 
 
 def run_from(items: dict[int, Item], first: int, last: int) -> list[Item]:

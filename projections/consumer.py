@@ -52,7 +52,15 @@ from nats.aio.msg import Msg
 
 from ledger.contract.messages import SUBJECT_PREFIX
 from projections import schema
-from projections.batch import Item, ReadLog, decode_shared, poison_row, recorded_at, without_gaps
+from projections.batch import (
+    Item,
+    Pace,
+    ReadLog,
+    decode_shared,
+    poison_row,
+    recorded_at,
+    without_gaps,
+)
 from projections.cursor import DurableCursor
 from projections.envelope import PoisonMessage
 from projections.projection import Projection
@@ -121,6 +129,7 @@ class Consumer(DurableCursor):
         linger_s: float = 0.0,
         read_log: ReadLog | None = None,
         api_timeout_s: float = 2.0,
+        pace: Pace | None = None,
     ) -> None:
         if projection.suffix:
             raise ValueError("a consumer feeds the live tables, not a rebuild's")
@@ -142,6 +151,10 @@ class Consumer(DurableCursor):
         self.linger_s = linger_s
         #: ``read_log(after, limit)``: the log's messages from PostgreSQL, to fill a gap
         self._read_log = read_log
+        #: shared with the process's other consumers: keeps them close (batch.py)
+        self._pace = pace
+        #: the last fetch filled a batch: a backlog, so the pace applies
+        self._full = False
         self._nc = nc
         # A JetStream API request (consumer info, ...) that reached a cluster node
         # as it died, or a consumer between two leaders, is never answered: ask
@@ -235,9 +248,13 @@ class Consumer(DurableCursor):
         self.position = position
         self._expected_seq = None
         await self._subscribe()
+        if self._pace is not None:
+            self._pace.join(self, position)
 
     async def close(self) -> None:
         """Unsubscribes and flushes the acks already sent; leaves the durable in place."""
+        if self._pace is not None:
+            self._pace.leave(self)
         puller, self._puller = self._puller, None
         if puller is not None:
             try:
@@ -257,8 +274,11 @@ class Consumer(DurableCursor):
         """Fetches one batch (waiting at most ``fetch_timeout_s``) and handles it."""
         if self._puller is None:
             raise RuntimeError("start() the consumer first")
+        if self._full and self._pace is not None:
+            await self._pace.wait(self)
         try:
             msgs = await self._puller.fetch(self.batch_size_max, self.fetch_timeout_s)
+            self._full = len(msgs) >= self.batch_size_max
             if self.linger_s and 0 < len(msgs) < self.batch_size_max:
                 await asyncio.sleep(self.linger_s)
                 msgs += await self._puller.fetch(
@@ -314,6 +334,8 @@ class Consumer(DurableCursor):
             log.exception("projection %s: apply failed", self.projection.name)
             return await self._nak_all(msgs, e)
         self._failures = 0
+        if self._pace is not None:
+            self._pace.moved(self, self.position)
         top = max(seqs)
         self._expected_seq = max(self._expected_seq or 0, top + 1)
         poison = await self._settle(items, msgs[seqs.index(top)])
@@ -413,6 +435,8 @@ class Consumer(DurableCursor):
         return len(ordered), trusted - len(ordered)
 
     async def _nak_all(self, msgs: Sequence[Msg], error: BaseException) -> StepResult:
+        if self._pace is not None:
+            self._pace.leave(self)  # back at its next commit; nobody waits for it meanwhile
         delay_s = self._next_delay()
         log.warning(
             "projection %s: batch of %d not applied (%s: %s); nak, redelivery in %.2fs",
@@ -456,3 +480,5 @@ class Consumer(DurableCursor):
         self.position = position
         self._expected_seq = None
         await self._subscribe()
+        if self._pace is not None:
+            self._pace.moved(self, position)

@@ -1,11 +1,15 @@
-"""The consumer's small pure helpers: where a stored message sits, which sequence a delivery is."""
+"""The consumer's small helpers: where a stored message sits, which sequence a delivery
+is, how the consumers of one process keep pace."""
 
 from __future__ import annotations
+
+import asyncio
 
 import orjson
 import pytest
 from nats.aio.msg import Msg
 
+from projections.batch import Pace
 from projections.cursor import position_of
 from projections.puller import stream_seq
 
@@ -63,3 +67,36 @@ def test_server_failures_are_one_line_not_a_traceback() -> None:
         assert isinstance(error, _UNAVAILABLE), error
     assert not isinstance(ValueError("a bug"), _UNAVAILABLE)
     assert not isinstance(asyncpg.UniqueViolationError("a bug"), _UNAVAILABLE)
+
+
+async def test_pace_holds_the_leader_until_the_one_behind_comes_near() -> None:
+    pace = Pace(lead_max=100, reach_max=1000, wait_max_s=5.0)
+    leader, behind = object(), object()
+    pace.join(leader, 500)
+    pace.join(behind, 300)
+    assert pace.lagging(leader) and not pace.lagging(behind)
+    waiting = asyncio.create_task(pace.wait(leader))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    pace.moved(behind, 350)  # still more than 100 behind
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    pace.moved(behind, 400)
+    await asyncio.wait_for(waiting, 1.0)
+
+
+async def test_pace_waits_for_no_one_out_of_reach_stopped_or_slow_for_long() -> None:
+    pace = Pace(lead_max=100, reach_max=1000, wait_max_s=0.1)
+    leader, far, failing = object(), object(), object()
+    pace.join(leader, 5000)
+    pace.join(far, 3000)  # out of reach: the cache could not serve it anyway
+    assert not pace.lagging(leader)
+    pace.join(failing, 4500)
+    assert pace.lagging(leader)
+    pace.leave(failing)
+    assert not pace.lagging(leader)
+    pace.join(failing, 4500)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(pace.wait(leader), 1.0)  # gives up after wait_max_s
+    assert 0.09 <= loop.time() - started < 0.5
