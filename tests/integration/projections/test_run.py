@@ -9,6 +9,7 @@ import asyncpg
 import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from projections import catalog, reads, run_projections
 from projections.puller import StatusOnlyClient
@@ -76,5 +77,40 @@ async def test_the_projections_client_drops_headers_but_keeps_a_status(nats_url:
         # a status is still read: 503, no one answers the request
         with pytest.raises(nats.errors.NoRespondersError):
             await client.request(f"{subject}.nobody", b"", timeout=2)
+    finally:
+        await client.close()
+
+
+async def test_the_projections_client_hands_a_pullers_messages_straight_to_it(
+    nats_url: str,
+) -> None:
+    client = StatusOnlyClient()
+    await client.connect(nats_url)
+    try:
+        subject = f"direct.{uuid.uuid4().hex}"
+        queued: list[bytes] = []
+
+        async def on_queue(msg: Msg) -> None:
+            queued.append(msg.data)
+
+        sub = await client.subscribe(subject, cb=on_queue)
+        direct: list[tuple[bytes, dict[str, str] | None]] = []
+        client.deliver_to(sub, lambda msg: direct.append((msg.data, msg.headers)))
+        await client.publish(subject, b"1", headers={"Nats-Msg-Id": "1"})
+        await client.publish(subject, b"2", headers={"Status": "404"})  # not a status line
+        await client.flush()
+
+        async def both_direct() -> bool:
+            return len(direct) == 2
+
+        async def third_queued() -> bool:
+            return queued == [b"3"]
+
+        await until(both_direct, timeout_s=2)
+        client.deliver_to(sub, None)
+        await client.publish(subject, b"3")
+        await client.flush()
+        await until(third_queued, timeout_s=2)
+        assert direct == [(b"1", None), (b"2", None)]
     finally:
         await client.close()
