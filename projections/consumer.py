@@ -1,4 +1,4 @@
-# A little over 400 lines (459): Consumer is one state machine (stored position,
+# A little over 400 lines (487): Consumer is one state machine (stored position,
 # generation, expected stream sequence, failures) and reads best whole; its
 # pull requests (puller.py), cursor alignment (cursor.py) and batch helpers
 # (batch.py) are already apart.
@@ -33,7 +33,10 @@ a message costs as much CPU as applying it). So:
 
 One worker per read model: a second would be harmless for correctness (the
 row lock and the skip by position serialise them) but they would keep
-resetting each other's cursor.
+resetting each other's cursor. The workers of one process share decoded
+messages (``decode_shared``) and, through a backlog, keep within a few
+thousand positions of each other so that they do (``Pace``, batch.py): a
+throughput aid only, every rule above holds whatever it does.
 """
 
 from __future__ import annotations
