@@ -25,8 +25,9 @@ The folds are pure; ``apply`` loads what the fold needs and writes deltas.
 from __future__ import annotations
 
 import collections
+import functools
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
 from typing import Any, Final, Literal, NamedTuple
@@ -178,6 +179,12 @@ def parse_shared(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegis
     return fact
 
 
+def _shared_parse(tz: tzinfo) -> tuple[Hashable, Callable[[dict[str, Any]], Any]]:
+    """Both recap models' ``shared_parse``: the same facts, registrations included
+    (``fold_seller_recaps`` skips them)."""
+    return ("recaps.parse", tz), functools.partial(parse, tz=tz)
+
+
 SellerDayKey = tuple[str, date, str, str]  # seller_id, day, channel, currency
 
 
@@ -323,7 +330,10 @@ class SellerRecapsProjection(Projection):
         fact = parse_shared(message, self.zone)
         return fact if isinstance(fact, RecapFact) else None
 
-    async def apply(self, conn: Connection, facts: Sequence[RecapFact]) -> None:
+    def shared_parse(self) -> tuple[Hashable, Callable[[dict[str, Any]], Any]]:
+        return _shared_parse(self.zone)
+
+    async def apply(self, conn: Connection, facts: Sequence[RecapFact | SellerRegistered]) -> None:
         rows = fold_seller_recaps(facts)
         if rows:
             await conn.execute(self._upsert, *_sum_args(rows))
@@ -425,6 +435,9 @@ class CityRecapProjection(Projection):
 
     def parse(self, message: dict[str, Any]) -> RecapFact | SellerRegistered | None:
         return parse_shared(message, self.zone)
+
+    def shared_parse(self) -> tuple[Hashable, Callable[[dict[str, Any]], Any]]:
+        return _shared_parse(self.zone)
 
     async def apply(self, conn: Connection, facts: Sequence[RecapFact | SellerRegistered]) -> None:
         wanted = sorted({f.seller_id for f in facts if isinstance(f, RecapFact)})
