@@ -224,20 +224,26 @@ def fold_city(
     district; registrations inside the batch take effect from their position.
     """
     changes = CityChanges()
+    sellers, channels, by_district = changes.sellers, changes.channels, changes.districts
+    active = changes.active
     for f in facts:
         if isinstance(f, SellerRegistered):
-            changes.sellers[f.seller_id] = f.district
+            sellers[f.seller_id] = f.district
             continue
-        district = changes.sellers.get(f.seller_id, districts.get(f.seller_id, NO_DISTRICT))
-        for table, key in (
-            (changes.channels, (f.day, f.channel, f.currency)),
-            (changes.districts, (f.day, district, f.currency)),
-        ):
-            d = table.get(key)
-            if d is None:
-                d = table[key] = RecapDelta()
-            d.add(f)
-        changes.active.setdefault((f.day, f.seller_id), district)
+        district = sellers.get(f.seller_id)
+        if district is None:
+            district = districts.get(f.seller_id, NO_DISTRICT)
+        day, currency = f.day, f.currency
+        d = channels.get((day, f.channel, currency))
+        if d is None:
+            d = channels[(day, f.channel, currency)] = RecapDelta()
+        d.add(f)
+        d = by_district.get((day, district, currency))
+        if d is None:
+            d = by_district[(day, district, currency)] = RecapDelta()
+        d.add(f)
+        if (day, f.seller_id) not in active:
+            active[(day, f.seller_id)] = district
     return changes
 
 
