@@ -153,7 +153,7 @@ def parse(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegistered |
 
 #: Parsed recently, by ``id`` of the message: each entry holds the message
 #: itself, so its ``id`` cannot be handed to another while the entry lives.
-#: About two batches of the consumers (or one page of a rebuild).
+#: About two batches of the consumers.
 _PARSED_MAX: Final = 8192
 _parsed: collections.OrderedDict[
     int, tuple[dict[str, Any], tzinfo, RecapFact | SellerRegistered | None]
@@ -163,10 +163,11 @@ _parsed: collections.OrderedDict[
 def parse_shared(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegistered | None:
     """``parse(message, tz)``, once per message object for both recap models.
 
-    ``recaps`` and ``city`` read the same facts from a message; the rebuild
-    hands both the same message object, and so do the consumers (the decoded
-    message is shared, ``projections/batch.py``). The facts are frozen, so
-    one result serves both. A poison message is not kept (it raises again).
+    ``recaps`` and ``city`` read the same facts from a message; their
+    consumers get the same message object (the decoded message is shared,
+    ``projections/batch.py``). The facts are frozen, so one result serves
+    both. A poison message is not kept (it raises again). A rebuild does
+    not need this: it parses once for both through ``shared_parse``.
     """
     key = id(message)
     hit = _parsed.get(key)
