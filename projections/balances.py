@@ -134,7 +134,11 @@ _TYPES: Final[dict[Kind, str]] = {kind: type_ for type_, kind in _KINDS.items()}
 
 def order_keys(facts: Iterable[BalanceFact]) -> set[OrderKey]:
     """The orders whose earlier state ``fold`` needs."""
-    return {f.order_key for f in facts if f.kind in ("placed", "cancelled", "captured")}
+    return {(f.channel, f.order_id) for f in facts if f.kind in _ORDER_KINDS}
+
+
+#: the kinds whose fold reads or starts an order's state
+_ORDER_KINDS: Final = frozenset({"placed", "cancelled", "captured"})
 
 
 def fold(facts: Iterable[BalanceFact], orders: Mapping[OrderKey, OrderState]) -> BalanceChanges:
@@ -145,12 +149,14 @@ def fold(facts: Iterable[BalanceFact], orders: Mapping[OrderKey, OrderState]) ->
     """
     changes = BalanceChanges()
     touched = changes.orders
+    balances = changes.balances
 
     def delta(seller_id: str, currency: str, position: int) -> BalanceDelta:
-        d = changes.balances.get((seller_id, currency))
+        d = balances.get((seller_id, currency))
         if d is None:
-            d = changes.balances[(seller_id, currency)] = BalanceDelta()
-        d.last_position = max(d.last_position, position)
+            d = balances[(seller_id, currency)] = BalanceDelta()
+        if position > d.last_position:
+            d.last_position = position
         return d
 
     def state(key: OrderKey) -> OrderState | None:
@@ -162,23 +168,12 @@ def fold(facts: Iterable[BalanceFact], orders: Mapping[OrderKey, OrderState]) ->
     # Which total an event moves, and by how much, is the money rule's
     # (``ledger.domain.balances.effect``); this fold only decides which row and
     # which order state it applies to, and keeps the first of a doubled order.
+    # (One pass per message of the log in a rebuild: the order's key is built
+    # once a fact, and the kinds are tested most frequent first.)
     for f in facts:
-        if f.kind == "registered":
-            delta(f.seller_id, f.currency, f.position)
-        elif f.kind == "placed":
-            if state(f.order_key) is not None:
-                continue  # placed twice: the ledger refuses it (order_exists); keep the first
-            touched[f.order_key] = OrderState(f.seller_id, f.currency, f.amount_minor)
-            delta(f.seller_id, f.currency, f.position).add(
-                money_rule.effect(money_rule.PLACED, amount_minor=f.amount_minor)
-            )
-        elif f.kind == "cancelled":
-            st = state(f.order_key)
-            if st is not None and st.open:
-                change = money_rule.effect(money_rule.CANCELLED, order=st)
-                delta(st.seller_id, st.currency, f.position).add(change)
-        elif f.kind == "captured":
-            st = state(f.order_key)
+        kind = f.kind
+        if kind == "captured":
+            st = state((f.channel, f.order_id))
             change = money_rule.effect(
                 money_rule.CAPTURED, amount_minor=f.amount_minor, fee_minor=f.fee_minor, order=st
             )
@@ -188,8 +183,23 @@ def fold(facts: Iterable[BalanceFact], orders: Mapping[OrderKey, OrderState]) ->
             delta(f.seller_id, f.currency, f.position).add(change)
             if st is not None and pending:
                 delta(st.seller_id, st.currency, f.position).pending_minor += pending
+        elif kind == "placed":
+            key = (f.channel, f.order_id)
+            if state(key) is not None:
+                continue  # placed twice: the ledger refuses it (order_exists); keep the first
+            touched[key] = OrderState(f.seller_id, f.currency, f.amount_minor)
+            delta(f.seller_id, f.currency, f.position).add(
+                money_rule.effect(money_rule.PLACED, amount_minor=f.amount_minor)
+            )
+        elif kind == "registered":
+            delta(f.seller_id, f.currency, f.position)
+        elif kind == "cancelled":
+            st = state((f.channel, f.order_id))
+            if st is not None and st.open:
+                change = money_rule.effect(money_rule.CANCELLED, order=st)
+                delta(st.seller_id, st.currency, f.position).add(change)
         else:
-            change = money_rule.effect(_TYPES[f.kind], amount_minor=f.amount_minor)
+            change = money_rule.effect(_TYPES[kind], amount_minor=f.amount_minor)
             delta(f.seller_id, f.currency, f.position).add(change)
     return changes
 

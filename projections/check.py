@@ -30,7 +30,7 @@ import asyncpg
 from ledger.store.connection import Connection
 from projections import catalog, schema
 from projections.projection import REBUILD_SUFFIX
-from projections.rebuild import RebuildBusy, _drop_tables, _fold_all
+from projections.rebuild import BATCH_SIZE_MAX, RebuildBusy, _drop_tables, _fold_all
 
 __all__ = ["Drift", "check_projection", "positions_at_head"]
 
@@ -66,13 +66,13 @@ async def check_projection(
             await _drop_tables(conn, shadow)
             await schema.ensure_schema(conn, [shadow])
             start = await _position(conn, name)
-            await _fold_all(conn, shadow, read_log(0, start), None, 5000, True)
+            await _fold_all(conn, shadow, read_log(0, start), None, BATCH_SIZE_MAX, True)
             async with conn.transaction():
                 # Hold off the live consumer while the last events are folded and compared.
                 position = await conn.fetchval(
                     "SELECT position FROM projection_positions WHERE name = $1 FOR UPDATE", name
                 )
-                await _fold_all(conn, shadow, read_log(start, position), None, 5000, True)
+                await _fold_all(conn, shadow, read_log(start, position), None, BATCH_SIZE_MAX, True)
                 drift = Drift(name, position)
                 for base in live.tables:
                     drift.differences.extend(

@@ -8,6 +8,7 @@ raises :class:`PoisonMessage`; the consumer records it in
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime, tzinfo
 from typing import Any, Final
 
@@ -153,9 +154,14 @@ def amount_minor(
 _WHOLE_DIGITS_MAX: Final = 21
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonical_minor(value: str, digits: int) -> int | None:
     """The minor units of an amount as the log publishes it, or ``None`` for any other
     form (which ``parse_amount`` then reads, or refuses, as the write side does).
+
+    Cached (a pure function of its two arguments): the models that fold money
+    each read the same amounts of a message (balances and recaps both read a
+    capture's amount and fee), and prices repeat across orders.
 
     The published form is ``format_minor``'s: plain ASCII digits, no leading
     zero, and exactly the currency's fraction digits (``"150000.00"``). That

@@ -18,11 +18,10 @@ it returns their new rows and the batch's payouts.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from ledger.domain import balances as money_rule
 from ledger.store.connection import Connection
@@ -50,8 +49,10 @@ _KINDS: Final[dict[str, Kind]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class OrderFact:
+class OrderFact(NamedTuple):
+    """``NamedTuple``s built positionally, as the other models' facts: immutable,
+    and built in a fraction of a frozen dataclass's time (one per message)."""
+
     position: int
     kind: Kind
     seller_id: str
@@ -66,8 +67,7 @@ class OrderFact:
         return (self.channel, self.order_id)
 
 
-@dataclass(frozen=True, slots=True)
-class OrderRow:
+class OrderRow(NamedTuple):
     seller_id: str
     currency: str
     amount_minor: int
@@ -77,8 +77,7 @@ class OrderRow:
     cancelled: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class PayoutRow:
+class PayoutRow(NamedTuple):
     position: int
     seller_id: str
     reference: str
@@ -137,22 +136,19 @@ def fold(
         if isinstance(f, PayoutRow):
             changes.payouts.append(f)
             continue
-        row = rows.get(f.key) or before.get(f.key)
+        key = (f.channel, f.order_id)
+        row = rows.get(key) or before.get(key)
         if f.kind == "placed":
             if row is None:
-                rows[f.key] = OrderRow(f.seller_id, f.currency, f.amount_minor, f.at)
+                rows[key] = OrderRow(f.seller_id, f.currency, f.amount_minor, f.at)
         elif row is None:
             continue
         elif f.kind == "captured":
-            rows[f.key] = dataclasses.replace(
-                row, captured_minor=row.captured_minor + f.amount_minor
-            )
+            rows[key] = row._replace(captured_minor=row.captured_minor + f.amount_minor)
         elif f.kind == "refunded":
-            rows[f.key] = dataclasses.replace(
-                row, refunded_minor=row.refunded_minor + f.amount_minor
-            )
+            rows[key] = row._replace(refunded_minor=row.refunded_minor + f.amount_minor)
         else:
-            rows[f.key] = dataclasses.replace(row, cancelled=True)
+            rows[key] = row._replace(cancelled=True)
     return changes
 
 
@@ -249,18 +245,13 @@ class OrdersProjection(Projection):
                 self._upsert,
                 [k[0] for k, _ in items],
                 [k[1] for k, _ in items],
-                *(
-                    [getattr(row, name) for _, row in items]
-                    for name in (
-                        "seller_id",
-                        "currency",
-                        "amount_minor",
-                        "captured_minor",
-                        "refunded_minor",
-                        "cancelled",
-                        "placed_at",
-                    )
-                ),
+                [r.seller_id for _, r in items],
+                [r.currency for _, r in items],
+                [r.amount_minor for _, r in items],
+                [r.captured_minor for _, r in items],
+                [r.refunded_minor for _, r in items],
+                [r.cancelled for _, r in items],
+                [r.placed_at for _, r in items],
             )
         if changes.payouts:
             p = changes.payouts

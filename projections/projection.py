@@ -6,6 +6,8 @@ A projection is three steps, split so that only the last touches the database:
   needs, or ``None`` for types it ignores. It raises
   :class:`~projections.envelope.PoisonMessage` for a message it cannot use, so
   that a bad message is set aside on its own and never fails a whole batch.
+  Models that read the same facts say so with ``shared_parse()``: a rebuild
+  of several parses each message once for all of them.
 - a pure fold (module-level function in each model) turns facts, plus what
   state it needs from earlier batches, into row deltas.
 - ``apply(conn, facts)`` loads that state, folds, and writes the deltas. The
@@ -19,7 +21,7 @@ Constraints are named after their table so that the swap can rename them too.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar
 
 from ledger.store.connection import Connection
@@ -50,6 +52,16 @@ class Projection(abc.ABC):
     @abc.abstractmethod
     def parse(self, message: dict[str, Any]) -> Any | None:
         """The facts of one decoded message, ``None`` when this model ignores its type."""
+
+    def shared_parse(self) -> tuple[Hashable, Callable[[dict[str, Any]], Any]] | None:
+        """``(key, parse)`` when other models read the same facts, else ``None``.
+
+        Models with equal keys get the same facts from ``parse`` (each model's
+        ``apply`` takes all of them and ignores what it does not fold), so a
+        rebuild of several calls it once per message for all of them. Facts
+        are immutable: one object is handed to each.
+        """
+        return None
 
     @abc.abstractmethod
     async def apply(self, conn: Connection, facts: Sequence[Any]) -> None:

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -53,10 +53,15 @@ __all__ = ["RebuildBusy", "RebuildResult", "rebuild", "rebuild_all"]
 log = logging.getLogger(__name__)
 
 _RETIRED_SUFFIX: Final = "__retired"
+#: Messages per batch (one transaction per model): fewer round trips and
+#: fewer loads of earlier state than the consumers' batches; 20,000 facts
+#: and their rows are a few tens of MB at most.
+BATCH_SIZE_MAX: Final = 20_000
 #: Attempts at the swap when a lock is not granted within ``lock_timeout_s``.
 _SWAP_ATTEMPTS_MAX: Final = 3
 
 ProgressCallback = Callable[[int, int], Awaitable[None] | None]
+Parse = Callable[[dict[str, Any]], Any]
 
 
 class RebuildBusy(RuntimeError):
@@ -81,7 +86,7 @@ async def rebuild(
     *,
     on_progress: ProgressCallback | None = None,
     timezone: str = DEFAULT_TIMEZONE,
-    batch_size_max: int = 5000,
+    batch_size_max: int = BATCH_SIZE_MAX,
     verify_hash: bool = True,
     lock_timeout_s: float = 10.0,
 ) -> RebuildResult:
@@ -114,17 +119,18 @@ async def rebuild_all(
     *,
     on_progress: ProgressCallback | None = None,
     timezone: str = DEFAULT_TIMEZONE,
-    batch_size_max: int = 5000,
+    batch_size_max: int = BATCH_SIZE_MAX,
     verify_hash: bool = True,
     lock_timeout_s: float = 10.0,
 ) -> list[RebuildResult]:
     """:func:`rebuild` of every model in ``names`` from ONE pass over ``messages``.
 
     Each message is read, its envelope and hash checked once, then parsed
-    by every model; each model writes its shadow tables on a connection of
-    its own (PostgreSQL applies the three batches side by side) and is
-    swapped in on its own, as :func:`rebuild` does, once the log is folded.
-    The pool must have a connection per model, plus whatever reads
+    by every model (once for the models that share a parse:
+    ``Projection.shared_parse``); each model writes its shadow tables on a
+    connection of its own (PostgreSQL applies the batches side by side) and
+    is swapped in on its own, as :func:`rebuild` does, once the log is
+    folded. The pool must have a connection per model, plus whatever reads
     ``messages``. The results are in the order of ``names``.
     """
     if len(set(names)) != len(names):
@@ -224,7 +230,7 @@ async def _fold_into(
             _write_all(batches, on_progress, folded.position, folded.count)
         )
 
-    parsers = [(t, t.shadow.parse) for t in targets]
+    parsers = _parsers(targets)
     last: dict[str, Any] | None = None  # the last message folded: its time is the position's
     try:
         pending = 0
@@ -239,15 +245,17 @@ async def _fold_into(
             position = message["position"]
             if position <= folded.position:
                 continue  # a duplicate, or out of order: the log is read in position order
-            for t, parse in parsers:
+            for parse, group in parsers:
                 try:
                     fact = parse(message)
                 except PoisonMessage as e:
-                    t.poison_rows.append(_poison_row(t.shadow.name, raw, position, str(e)))
-                    t.poison += 1
+                    for t in group:
+                        t.poison_rows.append(_poison_row(t.shadow.name, raw, position, str(e)))
+                        t.poison += 1
                     continue
                 if fact is not None:
-                    t.facts.append(fact)
+                    for t in group:
+                        t.facts.append(fact)
             folded.position = position
             last = message
             folded.count += 1
@@ -266,6 +274,23 @@ async def _fold_into(
             writing.cancel()
             await asyncio.wait([writing])  # ended before the connections are used again
     return folded
+
+
+def _parsers(targets: Sequence[_Target]) -> list[tuple[Parse, list[_Target]]]:
+    """Each distinct parse of the targets' models, with the targets that take its facts."""
+    shared: dict[Hashable, tuple[Parse, list[_Target]]] = {}
+    parsers: list[tuple[Parse, list[_Target]]] = []
+    for t in targets:
+        found = t.shadow.shared_parse()
+        if found is None:
+            parsers.append((t.shadow.parse, [t]))
+            continue
+        key, parse = found
+        if key not in shared:
+            shared[key] = (parse, [])
+            parsers.append(shared[key])
+        shared[key][1].append(t)
+    return parsers
 
 
 async def _write_all(

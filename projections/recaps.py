@@ -25,8 +25,9 @@ The folds are pure; ``apply`` loads what the fold needs and writes deltas.
 from __future__ import annotations
 
 import collections
+import functools
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
 from typing import Any, Final, Literal, NamedTuple
@@ -152,7 +153,7 @@ def parse(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegistered |
 
 #: Parsed recently, by ``id`` of the message: each entry holds the message
 #: itself, so its ``id`` cannot be handed to another while the entry lives.
-#: About two batches of the consumers (or one page of a rebuild).
+#: About two batches of the consumers.
 _PARSED_MAX: Final = 8192
 _parsed: collections.OrderedDict[
     int, tuple[dict[str, Any], tzinfo, RecapFact | SellerRegistered | None]
@@ -162,10 +163,11 @@ _parsed: collections.OrderedDict[
 def parse_shared(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegistered | None:
     """``parse(message, tz)``, once per message object for both recap models.
 
-    ``recaps`` and ``city`` read the same facts from a message; the rebuild
-    hands both the same message object, and so do the consumers (the decoded
-    message is shared, ``projections/batch.py``). The facts are frozen, so
-    one result serves both. A poison message is not kept (it raises again).
+    ``recaps`` and ``city`` read the same facts from a message; their
+    consumers get the same message object (the decoded message is shared,
+    ``projections/batch.py``). The facts are frozen, so one result serves
+    both. A poison message is not kept (it raises again). A rebuild does
+    not need this: it parses once for both through ``shared_parse``.
     """
     key = id(message)
     hit = _parsed.get(key)
@@ -176,6 +178,12 @@ def parse_shared(message: dict[str, Any], tz: tzinfo) -> RecapFact | SellerRegis
         _parsed.popitem(last=False)  # the oldest
     _parsed[key] = (message, tz, fact)
     return fact
+
+
+def _shared_parse(tz: tzinfo) -> tuple[Hashable, Callable[[dict[str, Any]], Any]]:
+    """Both recap models' ``shared_parse``: the same facts, registrations included
+    (``fold_seller_recaps`` skips them)."""
+    return ("recaps.parse", tz), functools.partial(parse, tz=tz)
 
 
 SellerDayKey = tuple[str, date, str, str]  # seller_id, day, channel, currency
@@ -217,20 +225,26 @@ def fold_city(
     district; registrations inside the batch take effect from their position.
     """
     changes = CityChanges()
+    sellers, channels, by_district = changes.sellers, changes.channels, changes.districts
+    active = changes.active
     for f in facts:
         if isinstance(f, SellerRegistered):
-            changes.sellers[f.seller_id] = f.district
+            sellers[f.seller_id] = f.district
             continue
-        district = changes.sellers.get(f.seller_id, districts.get(f.seller_id, NO_DISTRICT))
-        for table, key in (
-            (changes.channels, (f.day, f.channel, f.currency)),
-            (changes.districts, (f.day, district, f.currency)),
-        ):
-            d = table.get(key)
-            if d is None:
-                d = table[key] = RecapDelta()
-            d.add(f)
-        changes.active.setdefault((f.day, f.seller_id), district)
+        district = sellers.get(f.seller_id)
+        if district is None:
+            district = districts.get(f.seller_id, NO_DISTRICT)
+        day, currency = f.day, f.currency
+        d = channels.get((day, f.channel, currency))
+        if d is None:
+            d = channels[(day, f.channel, currency)] = RecapDelta()
+        d.add(f)
+        d = by_district.get((day, district, currency))
+        if d is None:
+            d = by_district[(day, district, currency)] = RecapDelta()
+        d.add(f)
+        if (day, f.seller_id) not in active:
+            active[(day, f.seller_id)] = district
     return changes
 
 
@@ -323,7 +337,10 @@ class SellerRecapsProjection(Projection):
         fact = parse_shared(message, self.zone)
         return fact if isinstance(fact, RecapFact) else None
 
-    async def apply(self, conn: Connection, facts: Sequence[RecapFact]) -> None:
+    def shared_parse(self) -> tuple[Hashable, Callable[[dict[str, Any]], Any]]:
+        return _shared_parse(self.zone)
+
+    async def apply(self, conn: Connection, facts: Sequence[RecapFact | SellerRegistered]) -> None:
         rows = fold_seller_recaps(facts)
         if rows:
             await conn.execute(self._upsert, *_sum_args(rows))
@@ -425,6 +442,9 @@ class CityRecapProjection(Projection):
 
     def parse(self, message: dict[str, Any]) -> RecapFact | SellerRegistered | None:
         return parse_shared(message, self.zone)
+
+    def shared_parse(self) -> tuple[Hashable, Callable[[dict[str, Any]], Any]]:
+        return _shared_parse(self.zone)
 
     async def apply(self, conn: Connection, facts: Sequence[RecapFact | SellerRegistered]) -> None:
         wanted = sorted({f.seller_id for f in facts if isinstance(f, RecapFact)})

@@ -152,8 +152,11 @@ def subject_for(event_type: str, prefix: str = SUBJECT_PREFIX) -> str:
 
 
 _NOT_DATA: Final = frozenset({"timestamp", "originator_topic", "occurred_at"})
-#: "amount_minor" -> "amount"; filled as field names are first seen (hot path of every reader)
-_MINOR_FIELDS: dict[str, str | None] = {}
+#: What each field of a stored state is in ``data``: ``None`` for the library's
+#: bookkeeping (left out), the short name of an amount ("amount_minor" ->
+#: "amount"), else the name itself; filled as names are first seen (one
+#: look-up a field: this is the hot path of every reader of the log)
+_DATA_NAMES: dict[str, str | None] = dict.fromkeys(_NOT_DATA)
 
 
 def event_data(state: dict[str, Any]) -> dict[str, Any]:
@@ -165,12 +168,15 @@ def event_data(state: dict[str, Any]) -> dict[str, Any]:
     currency = state.get("currency", "IDR")
     data: dict[str, Any] = {}
     for name, value in state.items():
-        if value is None or name in _NOT_DATA:
+        try:
+            short = _DATA_NAMES[name]
+        except KeyError:
+            short = _DATA_NAMES[name] = name[:-6] if name.endswith("_minor") else name
+        if value is None or short is None:
             continue
-        short = _MINOR_FIELDS.get(name, "")
-        if short == "":
-            short = _MINOR_FIELDS[name] = name[:-6] if name.endswith("_minor") else None
-        if short is not None and type(value) is int:
+        if short == name:
+            data[name] = value
+        elif type(value) is int:
             data[short] = format_minor(value, currency)
         else:
             data[name] = value

@@ -100,8 +100,11 @@ def parse_amount(
 def format_minor(amount_minor: int, currency: str) -> str:
     """Formats minor units with the currency's digits: 15000000 -> "150000.00"."""
     digits = CURRENCY_DIGITS[currency]
-    sign = "-" if amount_minor < 0 else ""
-    whole, fraction = divmod(abs(amount_minor), 10**digits)
+    if amount_minor < 0:
+        return "-" + format_minor(-amount_minor, currency)
     if digits == 0:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{fraction:0{digits}d}"
+        return str(amount_minor)
+    # digits padded to one more than the fraction: string slicing, no divmod (every
+    # reader of the log formats each amount of each event)
+    text = str(amount_minor).rjust(digits + 1, "0")
+    return f"{text[:-digits]}.{text[-digits:]}"

@@ -172,8 +172,10 @@ class LogReads:
         )
 
 
+#: the stream id as text: the message's form, without a UUID object a row
 _READ_LOG: Final = (
-    f"SELECT notification_id, originator_id, originator_version, type, state, recorded_at,"
+    f"SELECT notification_id, originator_id::text AS originator_id, originator_version, type,"
+    f" state, recorded_at,"
     f" hash, prev_hash FROM {EVENTS_TABLE} WHERE notification_id > $1"
     " ORDER BY notification_id LIMIT $2"
 )

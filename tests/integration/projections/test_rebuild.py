@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ledger.contract.messages import chain_hash
 from projections import catalog, reads, rebuild, schema
 from projections.rebuild import RebuildBusy, rebuild_all
 from tests.integration.projections.conftest import ConsumerFactory
@@ -187,6 +188,32 @@ async def test_one_pass_for_all_models_gives_what_one_rebuild_each_gives(
     assert progress[-1] == (log.position, 2499) and len(progress) == 5
     poison = await pool.fetch("SELECT name, position FROM projection_poison ORDER BY name")
     assert [tuple(r) for r in poison] == [(n, None) for n in sorted(names)]
+
+
+async def test_models_sharing_a_parse_each_set_aside_what_it_refuses(
+    pool: asyncpg.Pool,
+) -> None:
+    """recaps and city parse each message once in a pass (``shared_parse``): a
+    message that parse refuses is set aside by both, and each model's tables
+    are what a rebuild of it alone gives."""
+    log, _ = synthetic_log(1500, sellers=7, seed=5)
+    messages = [dict(m) for m in log.messages]
+    at = next(i for i, m in enumerate(messages) if i > 400 and m["type"] == "payment.captured")
+    broken = dict(messages[at], data={**messages[at]["data"], "channel": 7})
+    broken["hash"] = chain_hash(broken["prev_hash"], broken)  # the envelope is sound
+    messages[at] = broken
+    names = ["recaps", "city"]
+    each = {}
+    for name in names:
+        single = await rebuild(pool, name, from_log(messages), batch_size_max=400)
+        each[name] = (single.poison, await snapshot(pool, name))
+    await pool.execute("DELETE FROM projection_poison")
+    results = await rebuild_all(pool, names, from_log(messages), batch_size_max=400)
+    for result in results:
+        assert (result.messages, result.poison) == (1500, 1)
+        assert (result.poison, await snapshot(pool, result.name)) == each[result.name]
+    poison = await pool.fetch("SELECT name, position FROM projection_poison ORDER BY name")
+    assert [tuple(r) for r in poison] == [("city", at + 1), ("recaps", at + 1)]
 
 
 async def test_one_pass_swaps_nothing_when_a_model_is_busy(pool: asyncpg.Pool) -> None:

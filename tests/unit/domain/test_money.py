@@ -134,7 +134,12 @@ def test_currency_defaults_to_idr_and_refuses_unknown_codes() -> None:
         (0, "IDR", "0.00"),
         (-150, "IDR", "-1.50"),
         (100, "JPY", "100"),
+        (-100, "JPY", "-100"),
+        (-5, "IDR", "-0.05"),
+        (7, "CLF", "0.0007"),
+        (-123456, "KWD", "-123.456"),
         (AMOUNT_MINOR_MAX, "IDR", "92233720368547758.07"),
+        (-AMOUNT_MINOR_MAX, "IDR", "-92233720368547758.07"),
     ],
 )
 def test_amounts_are_formatted_with_the_currency_digits(
