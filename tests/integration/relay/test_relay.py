@@ -9,6 +9,7 @@ import dataclasses
 import asyncpg
 import nats
 import orjson
+from nats.js import api as js_api
 
 from ledger.relay.relay import RELAY_LOCK_KEY, Relay
 from ledger.store import LedgerStore
@@ -116,6 +117,48 @@ async def test_deleted_stream_is_restored_from_postgresql(rpool, rledger, relay_
         await _stop(task)
     msgs = await stream_messages(nats_url, relay_config.stream_name)
     log = await LedgerStore(rpool).read_log(0, 10_000)
+    assert [orjson.loads(m.data) for m in msgs] == log
+
+
+async def test_a_page_refused_in_the_middle_is_not_taken_as_published(
+    rpool, rledger, relay_config, nats_url, caplog
+):
+    """A page asks for one ack, its last message's: the stream refusing the page
+    from its fourth message on (a limit, as a cluster without a stream leader
+    refuses everything) is seen, nothing past what the stream holds counts as
+    published, and the relay completes the stream once the stream takes
+    messages again."""
+    total = await write_history(rledger)
+    relay = Relay(rpool, relay_config)
+    task = await _run(relay)
+    try:
+        await _wait_until(lambda: _published(relay, total))
+    finally:
+        await _stop(task)
+    more = await write_history(rledger, sellers=1, orders=5)  # one page of 11 events
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    config = (await js.stream_info(relay_config.stream_name)).config
+    limited = dataclasses.replace(config, max_msgs=total + 3, discard=js_api.DiscardPolicy.NEW)
+    await js.update_stream(limited)
+    relay = Relay(rpool, relay_config)
+    task = await _run(relay)
+    try:
+
+        async def refused_twice() -> bool:
+            return sum("publish refused" in r.getMessage() for r in caplog.records) >= 2
+
+        await _wait_until(refused_twice)
+        assert relay.published_position == total + 3
+        assert await LedgerStore(rpool).relay_checkpoint(relay_config.stream_name) <= total + 3
+        await js.update_stream(config)
+        await _wait_until(lambda: _published(relay, total + more))
+    finally:
+        await _stop(task)
+        await nc.close()
+    msgs = await stream_messages(nats_url, relay_config.stream_name)
+    log = await LedgerStore(rpool).read_log(0, 10_000)
+    assert [m.seq for m in msgs] == list(range(1, total + more + 1))
     assert [orjson.loads(m.data) for m in msgs] == log
 
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from ledger.domain.errors import ValidationError
-from ledger.domain.money import AMOUNT_MINOR_MAX, format_minor, parse_amount, parse_currency
+from ledger.domain.money import (
+    AMOUNT_MINOR_MAX,
+    CURRENCY_DIGITS,
+    format_minor,
+    parse_amount,
+    parse_currency,
+)
 
 
 @pytest.mark.parametrize(
@@ -133,11 +141,14 @@ def test_currency_defaults_to_idr_and_refuses_unknown_codes() -> None:
         (1, "IDR", "0.01"),
         (0, "IDR", "0.00"),
         (-150, "IDR", "-1.50"),
+        (-1, "IDR", "-0.01"),
         (100, "JPY", "100"),
         (-100, "JPY", "-100"),
         (-5, "IDR", "-0.05"),
         (7, "CLF", "0.0007"),
         (-123456, "KWD", "-123.456"),
+        (5, "KWD", "0.005"),
+        (-12345, "CLF", "-1.2345"),
         (AMOUNT_MINOR_MAX, "IDR", "92233720368547758.07"),
         (-AMOUNT_MINOR_MAX, "IDR", "-92233720368547758.07"),
     ],
@@ -151,3 +162,14 @@ def test_amounts_are_formatted_with_the_currency_digits(
 def test_parse_and_format_round_trip() -> None:
     for text in ("0.01", "1.00", "150000.00", "92233720368547758.07"):
         assert format_minor(parse_amount(text, "IDR"), "IDR") == text
+
+
+def test_formatting_agrees_with_decimal_for_every_digit_count() -> None:
+    """Sliced text, as ``Decimal`` writes the same amount with the currency's digits."""
+    powers = [7**k for k in range(23)] + [AMOUNT_MINOR_MAX]
+    amounts = [*range(-1100, 1100), *powers, *(-p for p in powers)]
+    for currency in ("JPY", "IDR", "KWD", "CLF"):
+        digits = CURRENCY_DIGITS[currency]
+        for minor in amounts:
+            expected = f"{Decimal(minor).scaleb(-digits):.{digits}f}"
+            assert format_minor(minor, currency) == expected, (minor, currency)
