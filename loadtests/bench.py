@@ -417,7 +417,8 @@ async def ledger_phase(
         run = await run_wrk(
             world,
             mode=mode,
-            phase=mode[0],
+            # the phase's letter keeps its idempotency keys apart from the other phases'
+            phase="p" if downstream_paused else mode[0],
             ports=service.ports,
             duration_s=o.duration_s,
             connections=connections,

@@ -72,6 +72,8 @@ async def test_bench_smoke_prints_every_figure_and_cleans_up(
     assert report["ratios"]["batched_vs_raw_batched_insert"] > 0
     paused = report["single_event_downstream_paused"]
     assert paused["downstream_paused"] and paused["events_committed"] > 0
+    # keys of its own: every event it sent was new, none answered as a duplicate
+    assert not [n for n in report["notes"] if "committed for" in n], report["notes"]
     assert report["ratios"]["single_event_downstream_paused_vs_one_insert"] > 0
     # resumed: the read models caught up with the backlog the pause left
     assert paused["lag"]["projections"]["time_to_zero_lag_s"] is not None, paused["lag"]
