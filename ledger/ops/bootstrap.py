@@ -13,7 +13,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import asyncpg
 
@@ -27,7 +27,14 @@ if TYPE_CHECKING:  # imported where used: `omniledger verify` should not load NA
 
 log = logging.getLogger("omniledger")
 
-__all__ = ["Servers", "connect", "connect_reads", "embedded_servers", "supervisor_health"]
+__all__ = [
+    "Servers",
+    "close_pool",
+    "connect",
+    "connect_reads",
+    "embedded_servers",
+    "supervisor_health",
+]
 
 
 @dataclass
@@ -110,6 +117,25 @@ async def connect(settings: Settings, *, pool_size_max: int | None = None) -> as
     )
     assert pool is not None
     return pool
+
+
+#: how long a stopping process waits for its connections to come back to the pool
+POOL_CLOSE_TIMEOUT_S: Final = 5.0
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = POOL_CLOSE_TIMEOUT_S) -> None:
+    """Closes ``pool``, waiting at most ``timeout_s`` for the connections still in use,
+    then closing those at once (``Pool.terminate``). ``Pool.close`` alone waits for
+    every connection to be released: a task that did not end on cancellation kept
+    ``omniledger project`` alive for minutes after SIGTERM, holding its connection.
+    Their transactions are rolled back by the server; nothing committed is lost."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        log.warning(
+            "database connections still in use %g s after stopping; closing them", timeout_s
+        )
+        pool.terminate()
 
 
 async def connect_reads(settings: Settings, *, pool_size_max: int | None = None) -> asyncpg.Pool:

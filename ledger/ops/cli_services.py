@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.ops.bootstrap import (
     admin_key_for,
+    close_pool,
     connect,
     embedded_servers,
     migrated_store,
@@ -138,8 +139,8 @@ async def _run_service(
         if ledger is not None:
             await ledger.stop()
         if read_pool is not None:
-            await read_pool.close()
-        await pool.close()
+            await close_pool(read_pool)
+        await close_pool(pool)
         log.info("stopped")
 
 
