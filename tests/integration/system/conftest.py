@@ -16,7 +16,6 @@ import fcntl
 import os
 import pty
 import signal
-import socket
 import struct
 import termios
 import uuid
@@ -33,18 +32,13 @@ import pytest
 
 from ledger.contract.servers import nats_servers
 from projections.catalog import PROJECTION_NAMES
+from tests.support.ports import free_port
 from tests.support.servers import fresh_database
 
 ROOT = Path(__file__).resolve().parents[3]
 OMNILEDGER = ROOT / ".venv" / "bin" / "omniledger"
 ADMIN_KEY = "system-test-admin-key"
 PROJECTIONS = tuple(sorted(PROJECTION_NAMES))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
