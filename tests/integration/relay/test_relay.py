@@ -33,7 +33,8 @@ async def _stop(task: asyncio.Task) -> None:
         await task
 
 
-async def test_every_event_reaches_the_stream_once_in_order(rpool, rledger, relay_config, nats_url):
+async def _publish_history(rpool, rledger, relay_config) -> int:
+    """Writes the standard history and runs a relay until all of it is published."""
     total = await write_history(rledger)
     relay = Relay(rpool, relay_config)
     task = await _run(relay)
@@ -41,6 +42,11 @@ async def test_every_event_reaches_the_stream_once_in_order(rpool, rledger, rela
         await _wait_until(lambda: _published(relay, total))
     finally:
         await _stop(task)
+    return total
+
+
+async def test_every_event_reaches_the_stream_once_in_order(rpool, rledger, relay_config, nats_url):
+    total = await _publish_history(rpool, rledger, relay_config)
     log = await LedgerStore(rpool).read_log(0, 10_000)
     msgs = await stream_messages(nats_url, relay_config.stream_name)
     assert [m.seq for m in msgs] == [e["position"] for e in log] == list(range(1, total + 1))
@@ -73,11 +79,7 @@ async def _leader(relay: Relay) -> bool:
 async def test_killed_between_publish_and_checkpoint_loses_and_doubles_nothing(
     rpool, rledger, relay_config, nats_url
 ):
-    total = await write_history(rledger)
-    relay = Relay(rpool, relay_config)
-    task = await _run(relay)
-    await _wait_until(lambda: _published(relay, total))
-    await _stop(task)
+    total = await _publish_history(rpool, rledger, relay_config)
     # Simulate the crash window: the stream has everything, the checkpoint lags behind.
     await LedgerStore(rpool).set_relay_checkpoint(relay_config.stream_name, 3)
     more = await write_history(rledger, sellers=1, orders=2)
@@ -128,13 +130,7 @@ async def test_a_page_refused_in_the_middle_is_not_taken_as_published(
     refuses everything) is seen, nothing past what the stream holds counts as
     published, and the relay completes the stream once the stream takes
     messages again."""
-    total = await write_history(rledger)
-    relay = Relay(rpool, relay_config)
-    task = await _run(relay)
-    try:
-        await _wait_until(lambda: _published(relay, total))
-    finally:
-        await _stop(task)
+    total = await _publish_history(rpool, rledger, relay_config)
     more = await write_history(rledger, sellers=1, orders=5)  # one page of 11 events
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -185,11 +181,7 @@ async def test_a_stream_whose_messages_aged_out_is_resumed_after_its_last_sequen
     """Max age or max bytes (or a purge) can leave a stream with no message but
     its sequence numbers: a restarted relay resumes after the last one, instead
     of failing on the message it cannot read (it looped on that, forever)."""
-    total = await write_history(rledger)
-    relay = Relay(rpool, relay_config)
-    task = await _run(relay)
-    await _wait_until(lambda: _published(relay, total))
-    await _stop(task)
+    total = await _publish_history(rpool, rledger, relay_config)
     nc = await nats.connect(nats_url)
     try:
         await nc.jetstream().purge_stream(relay_config.stream_name)
