@@ -26,11 +26,12 @@ from typing import Any, Final
 import aiohttp
 import asyncpg
 
+from ledger.ops.embedded import free_loopback_port
 from loadtests import cpu
 from loadtests.generator import run_wrk
 from loadtests.processes import Child, peak_rss_kb
 from loadtests.report import version_of
-from loadtests.world import World, free_port, pg_parts
+from loadtests.world import World, pg_parts
 
 __all__ = ["backend_pids", "postgres_backends", "run_baselines", "wait_healthy"]
 
@@ -93,7 +94,7 @@ async def insert_baseline(world: World, http: aiohttp.ClientSession) -> dict[str
     o = world.options
     dbname = f"bench_insert_{world.tag}"
     dsn = await world.create_database(dbname)
-    port = free_port()
+    port = free_loopback_port()
     child = world.children.add(
         Child(
             "baseline_insert",

@@ -76,6 +76,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from ledger.ops.embedded import free_loopback_port
 from loadtests import catchup, cpu
 from loadtests.baselines import backend_pids, postgres_backends, run_baselines, wait_healthy
 from loadtests.generator import connections_for, run_wrk
@@ -88,7 +89,6 @@ from loadtests.world import (
     Options,
     Stream,
     World,
-    free_port,
     nats_server,
     postgres_server,
 )
@@ -254,7 +254,7 @@ async def start_service(world: World, http: aiohttp.ClientSession, database_url:
     cli = [sys.executable, "-m", "ledger.ops.cli"]
     workers = ["--workers", str(o.serve_workers)] if o.serve_workers > 1 else []
     if o.topology == "up":
-        port = free_port()
+        port = free_loopback_port()
         child = world.children.add(
             Child(
                 "omniledger up",
@@ -270,7 +270,7 @@ async def start_service(world: World, http: aiohttp.ClientSession, database_url:
     ports: list[int] = []
     processes: list[Child] = []
     for i in range(o.serve_processes):
-        port = free_port()
+        port = free_loopback_port()
         child = world.children.add(
             Child(
                 f"omniledger serve #{i + 1}",

@@ -30,7 +30,6 @@ __all__ = [
     "Stream",
     "World",
     "dsn_for",
-    "free_port",
     "nats_server",
     "pg_parts",
     "postgres_server",
@@ -96,21 +95,6 @@ def listening(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-_ports_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A free loopback port no earlier call returned: a server started just
-    before may not listen yet, and port 0 can hand its port out again."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _ports_handed_out:
-            _ports_handed_out.add(port)
-            return port
 
 
 def dsn_for(admin_dsn: str, dbname: str) -> str:

@@ -9,9 +9,9 @@ PostgreSQL listens only on a Unix socket inside its folder (no TCP at all),
 NATS on a free loopback port other than 4222, remembered in ``nats.port``.
 
 This module holds what the two share: the child process's handling (start
-with ``with``, wait until ready, stop by escalating signals, die with us) and
-:class:`EmbeddedServerError`. The servers: :mod:`ledger.ops.embedded_postgres`,
-:mod:`ledger.ops.embedded_nats`.
+with ``with``, wait until ready, stop by escalating signals, die with us),
+:func:`free_loopback_port` and :class:`EmbeddedServerError`. The servers:
+:mod:`ledger.ops.embedded_postgres`, :mod:`ledger.ops.embedded_nats`.
 
 Not here: deciding whether to embed (URLs in ``Settings`` do that), schemas,
 streams. Nothing runs at import time. POSIX only: the PostgreSQL socket and
@@ -30,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -74,6 +76,34 @@ class EmbeddedServerError(RuntimeError):
         if log_path is not None:
             message = f"{message}\n--- last lines of {log_path} ---\n{_tail(log_path)}"
         super().__init__(message)
+
+
+# below Linux's default ephemeral range (ip_local_port_range 32768-60999): no
+# outgoing connection is given one of these by the kernel, and none is 4222
+_PORTS_LOW, _PORTS_HIGH = 20000, 32000
+_ports_handed_out: set[int] = set()
+
+
+def free_loopback_port() -> int:
+    """A loopback TCP port free now that no earlier call in this process returned.
+
+    Binding port 0 would hand out an ephemeral port, forgotten once the socket
+    closes: two calls in a row can return the same number (CI once gave a NATS
+    node one port for clients and cluster routes), and outgoing connections
+    draw from that range too. So the port comes from below it, checked by
+    binding, and is remembered."""
+    for _ in range(1000):
+        port = random.randrange(_PORTS_LOW, _PORTS_HIGH)
+        if port in _ports_handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_handed_out.add(port)
+        return port
+    raise EmbeddedServerError(f"no free loopback port in {_PORTS_LOW}-{_PORTS_HIGH}")
 
 
 def _tail(path: Path, lines_max: int = _LOG_TAIL_LINES) -> str:

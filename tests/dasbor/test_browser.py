@@ -32,7 +32,7 @@ from tests.dasbor.browser import (
     screenshot,
     wait_for,
 )
-from tests.integration.system.conftest import Deployment, Http, Service, free_port, run_cli
+from tests.integration.system.conftest import Deployment, Http, Service, free_loopback_port, run_cli
 from tests.support.servers import fresh_database
 
 BALANCE_FIELDS = ("available", "pending", "captured_total", "refunded_total", "fees_total",
@@ -49,7 +49,7 @@ async def service(
     async with fresh_database(pg_admin_dsn, "omniledger_dasbor") as dsn:
         d = Deployment(dsn=dsn, nats_url=nats_url, stream=f"LEDGER_DSB{tag}",
                        prefix=f"dsb{tag}", data_dir=data_dir)  # fmt: skip
-        svc = Service(d, free_port(), data_dir.parent / "up.log")
+        svc = Service(d, free_loopback_port(), data_dir.parent / "up.log")
         await svc.start()
         try:
             yield svc

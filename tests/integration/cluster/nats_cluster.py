@@ -29,7 +29,7 @@ import aiohttp
 
 from ledger.ops.embedded import _dies_with_us
 from ledger.ops.embedded_nats import _nats_server_binary
-from tests.integration.system.conftest import free_port
+from tests.integration.system.conftest import free_loopback_port
 
 __all__ = ["CLUSTER_CONFIG", "NatsCluster", "NatsNode"]
 
@@ -69,9 +69,9 @@ class NatsCluster:
         self.nodes = [
             NatsNode(
                 name=f"nats-{n}",
-                client_port=free_port(),
-                cluster_port=free_port(),
-                monitor_port=free_port(),
+                client_port=free_loopback_port(),
+                cluster_port=free_loopback_port(),
+                monitor_port=free_loopback_port(),
                 store_dir=root / f"nats-{n}",
                 log_path=root / f"nats-{n}.log",
             )

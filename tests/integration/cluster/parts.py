@@ -20,7 +20,7 @@ import aiohttp
 import asyncpg
 import nats.js.errors
 
-from tests.integration.system.conftest import OMNILEDGER, Deployment, free_port
+from tests.integration.system.conftest import OMNILEDGER, Deployment, free_loopback_port
 
 __all__ = ["Part", "head", "stream_last_seq"]
 
@@ -36,7 +36,7 @@ class Part:
         self.args = list(args)
         self.port: int | None = None
         if args and args[0] == "serve":
-            self.port = free_port()
+            self.port = free_loopback_port()
             self.args += ["--port", str(self.port)]
         self.log_path = log_dir / f"{name}.log"
         self.proc: asyncio.subprocess.Process | None = None

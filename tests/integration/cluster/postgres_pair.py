@@ -29,7 +29,7 @@ import asyncpg
 
 from ledger.ops.embedded import _children, _dies_with_us, _running
 from ledger.ops.embedded_postgres import _ensure_system_user, _ensure_traversable, _pg_bin_dir
-from tests.integration.system.conftest import free_port
+from tests.integration.system.conftest import free_loopback_port
 
 __all__ = ["DEPLOY_POSTGRES", "PgNode", "PostgresPair"]
 
@@ -63,7 +63,7 @@ class PgNode:
         self.dir = pair.root / name
         self.pgdata = self.dir / "pgdata"
         self.log_path = self.dir / "postgres.log"
-        self.port = free_port()
+        self.port = free_loopback_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def dsn(self, db: str = DATABASE) -> str:

@@ -38,7 +38,14 @@ import pytest
 
 from tests.integration.cluster.postgres_pair import PostgresPair
 from tests.integration.faults import scenario
-from tests.integration.system.conftest import Deployment, Http, Run, Service, free_port, run_cli
+from tests.integration.system.conftest import (
+    Deployment,
+    Http,
+    Run,
+    Service,
+    free_loopback_port,
+    run_cli,
+)
 
 #: how long the primary is gone before the standby is promoted
 DETECT_S = 2.0
@@ -109,7 +116,7 @@ class FailoverStack:
             data_dir=data_dir,
             extra_env=extra_env or {},
         )
-        self.service = Service(self.deployment, free_port(), root / "up.log")
+        self.service = Service(self.deployment, free_loopback_port(), root / "up.log")
         self.session: aiohttp.ClientSession | None = None
 
     @property

@@ -39,7 +39,7 @@ from tests.integration.system.conftest import (
     Run,
     Service,
     _processes,
-    free_port,
+    free_loopback_port,
     run_cli,
 )
 
@@ -68,7 +68,7 @@ class Stack:
             prefix=f"faults{uuid.uuid4().hex[:6]}",
             data_dir=data_dir,
         )
-        self.service = Service(self.deployment, free_port(), root / "up.log")
+        self.service = Service(self.deployment, free_loopback_port(), root / "up.log")
         self._session: aiohttp.ClientSession | None = None
 
     # -- servers -------------------------------------------------------------------------

@@ -31,8 +31,8 @@ import orjson
 import pytest
 
 from ledger.contract.servers import nats_servers
+from ledger.ops.embedded import free_loopback_port
 from projections.catalog import PROJECTION_NAMES
-from tests.support.ports import free_port
 from tests.support.servers import fresh_database
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -302,7 +302,7 @@ async def deployment(fresh_db: str, nats_url: str, tmp_path: Path) -> AsyncItera
 @pytest.fixture
 async def service(deployment: Deployment, tmp_path: Path) -> AsyncIterator[Service]:
     """``omniledger up`` started and healthy; stopped (SIGTERM) after the test."""
-    svc = Service(deployment, free_port(), tmp_path / "up.log")
+    svc = Service(deployment, free_loopback_port(), tmp_path / "up.log")
     await svc.start()
     try:
         yield svc

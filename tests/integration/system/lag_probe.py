@@ -43,7 +43,7 @@ import asyncpg
 import nats
 import orjson
 
-from tests.integration.system.conftest import Deployment, Service, free_port
+from tests.integration.system.conftest import Deployment, Service, free_loopback_port
 from tests.support.servers import with_database
 
 
@@ -204,7 +204,7 @@ async def spawned(
             prefix=f"probe{tag}", data_dir=Path(tmp), admin_key=f"probe-admin-{tag}",
             extra_env=extra_env,
         )  # fmt: skip
-        service = Service(deployment, free_port(), Path(tmp) / "up.log")
+        service = Service(deployment, free_loopback_port(), Path(tmp) / "up.log")
         try:
             await service.start()
             yield service

@@ -27,7 +27,7 @@ from tests.integration.system.conftest import (
     CliRunner,
     Deployment,
     command_lines,
-    free_port,
+    free_loopback_port,
 )
 
 AT = "2026-11-30T10:00:00+08:00"
@@ -41,7 +41,7 @@ class Workers:
     def __init__(self, deployment: Deployment, workers: int, log_path: Path) -> None:
         self.deployment = deployment
         self.workers = workers
-        self.url = f"http://127.0.0.1:{free_port()}"
+        self.url = f"http://127.0.0.1:{free_loopback_port()}"
         self.log_path = log_path
         self.proc: asyncio.subprocess.Process | None = None
 
