@@ -238,24 +238,12 @@ async def _fold_into(
             try:
                 message = envelope.check(raw, verify_hash=verify_hash)
             except PoisonMessage as e:
-                for t in targets:
-                    t.poison_rows.append(_poison_row(t.shadow.name, raw, None, str(e)))
-                    t.poison += 1
+                _set_aside(targets, raw, None, e)
                 continue
             position = message["position"]
             if position <= folded.position:
                 continue  # a duplicate, or out of order: the log is read in position order
-            for parse, group in parsers:
-                try:
-                    fact = parse(message)
-                except PoisonMessage as e:
-                    for t in group:
-                        t.poison_rows.append(_poison_row(t.shadow.name, raw, position, str(e)))
-                        t.poison += 1
-                    continue
-                if fact is not None:
-                    for t in group:
-                        t.facts.append(fact)
+            _parse(parsers, message, raw)
             folded.position = position
             last = message
             folded.count += 1
@@ -274,6 +262,29 @@ async def _fold_into(
             writing.cancel()
             await asyncio.wait([writing])  # ended before the connections are used again
     return folded
+
+
+def _parse(
+    parsers: Sequence[tuple[Parse, list[_Target]]], message: dict[str, Any], raw: Any
+) -> None:
+    """Each parse's facts of ``message`` to its targets; a poison message set aside."""
+    for parse, group in parsers:
+        try:
+            fact = parse(message)
+        except PoisonMessage as e:
+            _set_aside(group, raw, message["position"], e)
+            continue
+        if fact is not None:
+            for t in group:
+                t.facts.append(fact)
+
+
+def _set_aside(
+    targets: Sequence[_Target], raw: Any, position: int | None, error: PoisonMessage
+) -> None:
+    for t in targets:
+        t.poison_rows.append(_poison_row(t.shadow.name, raw, position, str(error)))
+        t.poison += 1
 
 
 def _parsers(targets: Sequence[_Target]) -> list[tuple[Parse, list[_Target]]]:
